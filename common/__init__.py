@@ -1,0 +1,1 @@
+"""The shared platform: mesh and sharding, the training loop, checkpoints, data, models, reports."""

@@ -1,0 +1,104 @@
+"""What every absl binary shares: --config and --workdir, multi-host start-up, logging, config.json.
+
+A paper's main.py is three lines:
+
+    from common import app
+    from resmem import experiment
+    if __name__ == '__main__':
+      app.run(experiment.run)
+
+`run(fn)` parses the flags, then calls `fn(config, workdir)`. TensorFlow is imported only by the
+TFDS path (common.data.loader), which hides the accelerators from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Callable
+
+from absl import app as absl_app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file, optionally with a variant: configs/<paper>/<name>.py:cpu',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and results go.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None,
+    'host:port of process 0 for multi-process runs; unset on one host, or where jax detects the '
+    'cluster itself (Cloud TPU, SLURM, Open MPI), which --multiprocess turns on.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process in a multi-process run.')
+_MULTIPROCESS = flags.DEFINE_bool(
+    'multiprocess', False, 'Call jax.distributed.initialize() with cluster auto-detection.')
+
+
+def initialize_distributed() -> None:
+  """Joins a multi-process run when the flags (or --multiprocess) ask for it."""
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  elif _MULTIPROCESS.value:
+    jax.distributed.initialize()
+
+
+def overrides(argv: list[str]) -> list[str]:
+  """The --config.field=value flags of the command line."""
+  return [a for a in argv if a.startswith('--config.')]
+
+
+def save_config(config, workdir: str, argv: list[str]) -> None:
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  record = {'config': json.loads(config.to_json_best_effort()), 'overrides': overrides(argv),
+            'argv': argv, 'jax': jax.__version__, 'devices': jax.device_count(),
+            'processes': jax.process_count()}
+  tmp = os.path.join(workdir, 'config.json.tmp')
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(record, f, indent=2)
+  os.replace(tmp, os.path.join(workdir, 'config.json'))
+
+
+def log_environment(config) -> None:
+  logging.info('jax %s, backend %s, process %d of %d, %d local / %d global devices',
+               jax.__version__, jax.default_backend(), jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+  logging.info('Devices: %s', jax.devices())
+  logging.info('Config:\n%s', config)
+
+
+class _QuietLibraries(logging.logging.Filter):
+  """Drops INFO lines from orbax and absl-wrapped libraries; warnings and errors still show."""
+
+  def filter(self, record):
+    noisy = ('/orbax/', '/tensorstore/', '/etils/')
+    return record.levelno > logging.logging.INFO or not any(n in record.pathname for n in noisy)
+
+
+def quiet_library_logs() -> None:
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+    handler.addFilter(_QuietLibraries())
+
+
+def run(fn: Callable[[Any, str], Any]) -> None:
+  """absl entry point: flags -> distributed init -> logging -> fn(config, workdir)."""
+  flags.mark_flags_as_required(['config', 'workdir'])
+
+  def main(argv):
+    if len(argv) > 1:
+      raise absl_app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    quiet_library_logs()
+    initialize_distributed()
+    config, workdir = _CONFIG.value, os.path.abspath(os.path.expanduser(_WORKDIR.value))
+    log_environment(config)
+    save_config(config, workdir, sys.argv)
+    fn(config, workdir)
+
+  absl_app.run(main)

@@ -1,0 +1,133 @@
+"""The platform's reference classifier: data -> model -> the training loop -> metrics -> summary.
+
+Papers that need trained classifiers (ResMem's base models, cascades, memorisation, distillation)
+call `train_classifier` with their own config; `run` is the reference experiment of the main job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from common import config_lib
+from common import evaluators as evaluators_lib
+from common import mesh as mesh_lib
+from common import models
+from common import report
+from common import train as train_lib
+from common.data import loader
+from common.data import pipeline
+
+
+@dataclasses.dataclass
+class Classifier:
+  """A trained classifier: the model, its final state and a jitted predict function."""
+  model: nn.Module
+  result: train_lib.TrainResult
+  num_classes: int
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    state = self.result.state
+    return {'params': state.params, **state.model_state}
+
+  def logits(self, inputs: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    apply = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
+    return np.concatenate([np.asarray(apply(self.variables, inputs[i:i + batch_size]))
+                           for i in range(0, len(inputs), batch_size)])
+
+
+def load_data(config: ml_collections.ConfigDict):
+  """(train arrays, {eval name: arrays}, number of classes) from config.dataset and its splits."""
+  kwargs = dict(config.get('dataset_kwargs', {}) or {})
+  data_dir = config.get('data_dir')
+  train = loader.load(config.dataset, config.train_split, data_dir=data_dir, **kwargs)
+  evals = {name: loader.load(config.dataset, split, data_dir=data_dir, **kwargs)
+           for name, split in config.eval_splits}
+  return train, evals, loader.num_classes(config.dataset, train)
+
+
+def make_loss_fn(model: nn.Module, num_classes: int, label_smoothing: float = 0.0):
+  """Softmax cross-entropy (optionally label-smoothed) with accuracy as a metric."""
+
+  def loss_fn(params, model_state, batch, rng):
+    mutable = list(model_state.keys())
+    out = model.apply({'params': params, **model_state}, batch['inputs'], train=True,
+                      rngs={'dropout': rng}, mutable=mutable or False)
+    logits, new_model_state = out if mutable else (out, model_state)
+    targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes), label_smoothing)
+    loss = jnp.mean(optax.softmax_cross_entropy(logits, targets))
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+    return loss, ({'accuracy': accuracy}, dict(new_model_state))
+
+  return loss_fn
+
+
+def make_predict_fn(model: nn.Module):
+  return lambda params, model_state, inputs: model.apply({'params': params, **model_state},
+                                                         inputs, train=False)
+
+
+def train_classifier(config: ml_collections.ConfigDict, workdir: str, *,
+                     train_arrays: dict[str, np.ndarray] | None = None,
+                     eval_arrays: dict[str, dict[str, np.ndarray]] | None = None,
+                     num_classes: int | None = None,
+                     mesh: jax.sharding.Mesh | None = None) -> Classifier:
+  """Trains config.model on config.dataset (or on the arrays given) with the common loop."""
+  if train_arrays is None:
+    train_arrays, loaded_evals, num_classes = load_data(config)
+    eval_arrays = loaded_evals if eval_arrays is None else eval_arrays
+  num_classes = num_classes or loader.num_classes(config.get('dataset', ''), train_arrays)
+  model = models.build(config.model, num_classes)
+  mesh = mesh or mesh_lib.mesh_from_config(config)
+  sample = jnp.zeros((1,) + train_arrays['inputs'].shape[1:], jnp.float32)
+  init_fn = lambda rng: model.init(rng, sample, train=False)
+  evaluators = [evaluators_lib.ClassificationEvaluator(
+      make_predict_fn(model), arrays, batch_size=config.get('eval_batch_size', 1024), mesh=mesh,
+      prefix=name) for name, arrays in (eval_arrays or {}).items()]
+  train_iter = pipeline.BatchIterator(train_arrays, config.batch_size, seed=config.seed)
+  result = train_lib.train(
+      config, workdir, init_fn=init_fn,
+      loss_fn=make_loss_fn(model, num_classes, config.get('label_smoothing', 0.0)),
+      train_iter=train_iter, evaluators=evaluators, mesh=mesh)
+  return Classifier(model=model, result=result, num_classes=num_classes)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The reference experiment: trains, evaluates on every eval split, writes summary.json."""
+  config_lib.get_or_fail(config, 'dataset')
+  classifier = train_classifier(config, workdir)
+  history = classifier.result.history
+  final = {k: v for r in history for k, v in r.items() if '/' in k}  # newest eval values
+  train_records = [r for r in history if 'loss' in r]
+  numbers = {
+      'train_loss_first': train_records[0]['loss'] if train_records else None,
+      'train_loss_last': train_records[-1]['loss'] if train_records else None,
+      **final,
+      'steps': classifier.result.total_steps,
+      'devices': classifier.result.mesh.size,
+  }
+  target = config.get('expected_accuracy')
+  key = f'{config.eval_splits[0][0]}/accuracy' if config.eval_splits else None
+  reproduced = None if target is None or key not in final else bool(final[key] >= target)
+  figures = []
+  if jax.process_index() == 0:
+    figures = [report.plot_training_curves(history, os.path.join(workdir, 'training.png'),
+                                           title=f'{config.model.name} on {config.dataset}')]
+  summary = report.make_summary(
+      name='classifier', title='Reference classifier (common/)',
+      claim=(f'The common training loop trains a {config.model.name} on {config.dataset} to at '
+             f'least {target} {key}.'),
+      numbers=numbers, reproduced=reproduced, figures=figures, workdir=workdir,
+      config=config)
+  logging.info('Summary: %s', summary)
+  return summary

@@ -1,0 +1,72 @@
+"""Config helpers: field checking with suggestions, and durations turned into steps in one place."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config that cannot run; the message names the field and what is wrong."""
+
+
+def _flat_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  keys = []
+  for key, value in config.items():
+    name = f'{prefix}{key}'
+    keys.append(name)
+    if isinstance(value, ml_collections.ConfigDict):
+      keys.extend(_flat_keys(value, name + '.'))
+  return keys
+
+
+def closest(name: str, candidates: Iterable[str]) -> str:
+  """' (did you mean X?)' for the nearest candidate, or '' when nothing is close."""
+  match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+  return f' (did you mean {match[0]!r}?)' if match else ''
+
+
+def check_fields(config: ml_collections.ConfigDict,
+                 reference: ml_collections.ConfigDict,
+                 free: Iterable[str] = ()) -> None:
+  """Raises ConfigError for a field of `config` that `reference` does not have.
+
+  `free` lists sub-dicts whose contents are open (e.g. model kwargs that differ per model).
+  """
+  known = set(_flat_keys(reference))
+  free = tuple(free)
+  for key in _flat_keys(config):
+    if key in known or any(key.startswith(f + '.') for f in free):
+      continue
+    raise ConfigError(f'Unknown config field {key!r}{closest(key, known)}.')
+
+
+def get_or_fail(config: ml_collections.ConfigDict, key: str):
+  """config[key] with an error that suggests the closest existing field."""
+  if key not in config:
+    raise ConfigError(f'Config has no field {key!r}{closest(key, config.keys())}.')
+  return config[key]
+
+
+def num_steps(config: ml_collections.ConfigDict, prefix: str, num_examples: int | None,
+              batch_size: int | None = None, default: int | None = None) -> int:
+  """Turns `{prefix}_steps` or `{prefix}_epochs` (exactly one may be set) into a step count.
+
+  Training code only ever sees steps; this is the one place epochs become steps.
+  """
+  steps = config.get(f'{prefix}_steps')
+  epochs = config.get(f'{prefix}_epochs')
+  if steps is not None and epochs is not None:
+    raise ConfigError(f'Set only one of {prefix}_steps and {prefix}_epochs.')
+  if steps is not None:
+    return int(steps)
+  if epochs is not None:
+    batch_size = batch_size or config.batch_size
+    if not num_examples:
+      raise ConfigError(f'{prefix}_epochs needs the number of examples.')
+    return max(1, int(round(float(epochs) * num_examples / batch_size)))
+  if default is not None:
+    return default
+  raise ConfigError(f'Set {prefix}_steps or {prefix}_epochs.')

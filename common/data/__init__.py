@@ -1,0 +1,1 @@
+"""Embedded datasets, the one loader interface, and the input pipeline."""

@@ -1,0 +1,141 @@
+"""The input pipeline: deterministic batches from in-memory arrays, as global jax arrays.
+
+Batch k of a run is a pure function of (seed, k): each epoch is a fresh permutation drawn from
+`numpy.random.default_rng([seed, epoch])`, so the iterator's whole state is the number of batches
+consumed. A resumed run sees exactly the batches an uninterrupted one would, on any number of
+processes: each process takes its own contiguous rows of every global batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+from typing import Iterator
+
+import jax
+import numpy as np
+
+from common import config_lib
+
+
+class BatchIterator:
+  """Global batches of `global_batch_size` rows; this process reads only its own rows."""
+
+  def __init__(self, arrays: dict[str, np.ndarray], global_batch_size: int, *, seed: int = 0,
+               shuffle: bool = True, process_index: int | None = None,
+               process_count: int | None = None):
+    if not arrays:
+      raise ValueError('BatchIterator needs at least one array.')
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+      raise ValueError(f'Arrays differ in length: {lengths}.')
+    self.arrays = arrays
+    self.num_examples = next(iter(lengths.values()))
+    self.global_batch_size = int(global_batch_size)
+    self.process_index = jax.process_index() if process_index is None else process_index
+    self.process_count = jax.process_count() if process_count is None else process_count
+    if self.global_batch_size % self.process_count:
+      raise config_lib.ConfigError(
+          f'Batch size {self.global_batch_size} does not divide over {self.process_count} '
+          'processes.')
+    if self.global_batch_size > self.num_examples:
+      raise config_lib.ConfigError(
+          f'Batch size {self.global_batch_size} exceeds the {self.num_examples} training examples.')
+    self.local_batch_size = self.global_batch_size // self.process_count
+    self.seed = seed
+    self.shuffle = shuffle
+    self.steps_per_epoch = self.num_examples // self.global_batch_size
+    self.position = 0
+    self._perm_cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+
+  # Checkpointable state: the number of batches handed out.
+  def get_state(self) -> dict[str, int]:
+    return {'position': int(self.position), 'seed': int(self.seed),
+            'global_batch_size': self.global_batch_size}
+
+  def set_state(self, state: dict[str, int]) -> None:
+    if state.get('global_batch_size', self.global_batch_size) != self.global_batch_size:
+      raise config_lib.ConfigError(
+          f'The checkpoint was written with batch size {state["global_batch_size"]}, the config '
+          f'asks for {self.global_batch_size}; resuming would change the data order.')
+    self.position = int(state['position'])
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if epoch not in self._perm_cache:
+      perm = (np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+              if self.shuffle else np.arange(self.num_examples))
+      self._perm_cache[epoch] = perm
+      while len(self._perm_cache) > 2:
+        self._perm_cache.popitem(last=False)
+    return self._perm_cache[epoch]
+
+  def indices(self, k: int) -> np.ndarray:
+    """Row indices of this process's part of global batch k."""
+    epoch, i = divmod(k, self.steps_per_epoch)
+    rows = self._permutation(epoch)[i * self.global_batch_size:(i + 1) * self.global_batch_size]
+    lo = self.process_index * self.local_batch_size
+    return rows[lo:lo + self.local_batch_size]
+
+  def batch(self, k: int) -> dict[str, np.ndarray]:
+    idx = self.indices(k)
+    return {key: value[idx] for key, value in self.arrays.items()}
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    out = self.batch(self.position)
+    self.position += 1
+    return out
+
+
+def to_global(local: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding):
+  """Builds global arrays from this process's rows (the leading axis is split over processes)."""
+  def one(x):
+    global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
+    return jax.make_array_from_process_local_data(sharding, x, global_shape)
+  return jax.tree.map(one, local)
+
+
+class Prefetcher:
+  """Gathers the next `depth` host batches on a worker thread while the device computes.
+
+  The transfer to global arrays happens on the calling thread: device transfers issued from a
+  second thread while a multi-process step runs can deadlock the CPU collectives (seen with gloo).
+
+  The wrapped iterator's position counts batches *consumed* here, so checkpoints stay exact.
+  """
+
+  def __init__(self, iterator: BatchIterator, sharding, depth: int = 2,
+               limit: int | None = None):
+    """`limit`: the number of batches the run will consume in all (none are built past it)."""
+    self.iterator = iterator
+    self.limit = limit
+    self.sharding = sharding
+    self.depth = depth
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='prefetch')
+    self._queue: collections.deque = collections.deque()
+    self._next_to_schedule = iterator.position
+
+  def _schedule(self):
+    while len(self._queue) < self.depth:
+      k = self._next_to_schedule
+      if self.limit is not None and k >= self.limit:
+        return
+      self._queue.append(self._pool.submit(self.iterator.batch, k))
+      self._next_to_schedule += 1
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    self._schedule()
+    if not self._queue:
+      raise StopIteration
+    host = self._queue.popleft().result()
+    self.iterator.position += 1
+    self._schedule()
+    return to_global(host, self.sharding)
+
+  def close(self):
+    self._pool.shutdown(wait=True, cancel_futures=True)

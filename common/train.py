@@ -1,0 +1,304 @@
+"""The one training loop. Papers pass a model's init and a loss; the loop does the rest.
+
+Read top to bottom: the state and optimizer, sharding and the state born sharded, checkpoint
+loading, the update step, the loop (input, logging, evaluation, checkpoints).
+
+    result = train.train(config, workdir, init_fn=init_fn, loss_fn=loss_fn,
+                         train_iter=pipeline.BatchIterator(arrays, config.batch_size),
+                         evaluators=[...])
+
+`loss_fn(params, model_state, batch, rng) -> (loss, (metrics, new_model_state))`, where
+`model_state` holds mutable collections (e.g. {'batch_stats': ...}; {} when there are none).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Protocol, Sequence
+
+from absl import logging
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from common import checkpoint as ckpt_lib
+from common import config_lib
+from common import mesh as mesh_lib
+from common import metrics as metrics_lib
+from common.data import pipeline
+
+LossFn = Callable[..., tuple[jax.Array, tuple[dict[str, jax.Array], Any]]]
+
+
+class Evaluator(Protocol):
+  """A plug-in run every `eval_every_steps`: returns {metric name: scalar}."""
+
+  def run(self, state: 'TrainState') -> dict[str, float]:
+    ...
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  model_state: Any
+  # -1 while every loss has been finite; else the (1-based) step whose loss was NaN or inf. From
+  # that step on, updates are not applied, so the parameters are the last good ones.
+  nonfinite_step: jax.Array
+
+
+@dataclasses.dataclass
+class TrainResult:
+  state: TrainState
+  history: list[dict[str, float]]  # train and eval records, as written to metrics.jsonl
+  mesh: jax.sharding.Mesh
+  state_shardings: Any
+  total_steps: int
+  resumed_from: int | None
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or inf; the message names the step and the last good checkpoint."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer.
+# ---------------------------------------------------------------------------------------------
+def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int):
+  """config.{learning_rate, schedule ('constant'|'cosine'|'linear'), warmup_steps}."""
+  lr = float(config.learning_rate)
+  warmup = int(config.get('warmup_steps', 0))
+  kind = config.get('schedule', 'constant')
+  decay_steps = max(1, total_steps - warmup)
+  if kind == 'constant':
+    main = optax.constant_schedule(lr)
+  elif kind == 'cosine':
+    main = optax.cosine_decay_schedule(lr, decay_steps)
+  elif kind == 'linear':
+    main = optax.linear_schedule(lr, 0.0, decay_steps)
+  else:
+    raise config_lib.ConfigError(f'Unknown schedule {kind!r}; use constant, cosine or linear.')
+  if warmup:
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+  return main
+
+
+OPTIMIZERS = ('sgd', 'momentum', 'adam', 'adamw')
+
+
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int):
+  """config.{name, learning_rate, schedule, warmup_steps, weight_decay, momentum, grad_clip_norm}."""
+  name = config.get('name', 'adam')
+  lr = learning_rate_schedule(config, total_steps)
+  wd = float(config.get('weight_decay', 0.0) or 0.0)
+  if name == 'sgd':
+    tx = optax.sgd(lr)
+  elif name == 'momentum':
+    tx = optax.sgd(lr, momentum=float(config.get('momentum', 0.9)), nesterov=True)
+  elif name == 'adam':
+    tx = optax.adam(lr)
+  elif name == 'adamw':
+    tx = optax.adamw(lr, weight_decay=wd)
+    wd = 0.0
+  else:
+    raise config_lib.ConfigError(
+        f'Unknown optimizer {name!r}{config_lib.closest(name, OPTIMIZERS)}; available: '
+        f'{OPTIMIZERS}.')
+  chain = []
+  if config.get('grad_clip_norm'):
+    chain.append(optax.clip_by_global_norm(float(config.grad_clip_norm)))
+  if wd:  # coupled L2 for sgd/momentum/adam
+    chain.append(optax.add_decayed_weights(wd))
+  return optax.chain(*chain, tx)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharding and the state born sharded.
+# ---------------------------------------------------------------------------------------------
+def _init_state(init_fn, tx, rng) -> TrainState:
+  variables = dict(nn.meta.unbox(init_fn(rng)))
+  params = variables.pop('params')
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    model_state=variables, nonfinite_step=jnp.full((), -1, jnp.int32))
+
+
+def state_shardings(init_fn, tx, rng, mesh, rules):
+  """(abstract state, its shardings): parameters by their logical axes, optimizer state alike."""
+  boxed = jax.eval_shape(init_fn, rng)
+  var_shardings = dict(mesh_lib.tree_shardings(boxed, mesh, rules))
+  param_shardings = var_shardings.pop('params')
+  abstract = jax.eval_shape(lambda r: _init_state(init_fn, tx, r), rng)
+  replicated = mesh_lib.replicated(mesh)
+  opt_shardings = optax.tree_map_params(
+      tx, lambda _, s: s, abstract.opt_state, param_shardings,
+      transform_non_params=lambda _: replicated)
+  shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
+                         model_state=var_shardings, nonfinite_step=replicated)
+  return abstract, shardings
+
+
+# ---------------------------------------------------------------------------------------------
+# The update step.
+# ---------------------------------------------------------------------------------------------
+def make_train_step(loss_fn: LossFn, tx, seed: int):
+  """One update; its RNG is fold_in(key(seed), step), so a resumed run draws the same numbers."""
+
+  def step_fn(state: TrainState, batch):
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (metrics, new_model_state)), grads = grad_fn(state.params, state.model_state, batch,
+                                                        rng)
+    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    ok = jnp.isfinite(loss) & (state.nonfinite_step < 0)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(new_params, state.params),
+        opt_state=keep(new_opt_state, state.opt_state),
+        model_state=keep(new_model_state, state.model_state),
+        nonfinite_step=jnp.where((state.nonfinite_step < 0) & ~jnp.isfinite(loss),
+                                 state.step + 1, state.nonfinite_step))
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    return new_state, metrics
+
+  return step_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+# ---------------------------------------------------------------------------------------------
+def _check_finite(state: TrainState, checkpointer: ckpt_lib.Checkpointer | None):
+  bad = int(jax.device_get(state.nonfinite_step))
+  if bad >= 0:
+    last = checkpointer.latest_step() if checkpointer else None
+    where = (f'the last good checkpoint is step {last} in {checkpointer.directory}'
+             if last is not None else 'no checkpoint was written before it')
+    raise NonFiniteLossError(f'Loss became NaN or inf at step {bad}; training stopped and {where}.'
+                             ' Lower the learning rate or enable optimizer.grad_clip_norm.')
+
+
+def _mean_metrics(buffer: list[dict[str, jax.Array]]) -> dict[str, float]:
+  host = jax.device_get(buffer)
+  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[[jax.Array], Any],
+          loss_fn: LossFn, train_iter: pipeline.BatchIterator,
+          evaluators: Sequence[Evaluator] = (), tx: optax.GradientTransformation | None = None,
+          mesh: jax.sharding.Mesh | None = None) -> TrainResult:
+  """Trains from scratch or resumes from the newest checkpoint in `workdir/checkpoints`.
+
+  Config fields read: seed, batch_size, total_steps | total_epochs, optimizer.*, log_every_steps,
+  eval_every_steps, checkpoint_every_steps, keep_checkpoints, mesh, num_devices, sharding.
+  """
+  # Mesh, shapes and the checks that must fail before any compute.
+  mesh = mesh or mesh_lib.mesh_from_config(config)
+  rules = mesh_lib.rules_from_config(config)
+  data_ways = mesh_lib.batch_axis_size(mesh, rules)
+  if train_iter.global_batch_size % data_ways:
+    raise config_lib.ConfigError(
+        f'batch_size={train_iter.global_batch_size} does not divide over the {data_ways}-way data '
+        f'axis of the mesh {dict(mesh.shape)}.')
+  total_steps = config_lib.num_steps(config, 'total', train_iter.num_examples,
+                                     train_iter.global_batch_size)
+  tx = tx or make_optimizer(config.optimizer, total_steps)
+  rng_init = jax.random.key(config.seed)
+  abstract, shardings = state_shardings(init_fn, tx, rng_init, mesh, rules)
+  meta = {'fingerprint': ckpt_lib.fingerprint(abstract), 'total_steps': total_steps}
+
+  checkpointer = ckpt_lib.Checkpointer(
+      f'{workdir}/checkpoints', save_every_steps=config.get('checkpoint_every_steps', 1000),
+      keep=config.get('keep_checkpoints', 2))
+  resumed_from = checkpointer.latest_step()
+  if resumed_from is not None:
+    target = ckpt_lib.abstract_like(abstract, shardings)
+    state, data_state, _ = checkpointer.restore(resumed_from, target, meta=meta)
+    train_iter.set_state(data_state)
+    logging.info('Resumed from step %d (data position %d).', resumed_from, train_iter.position)
+  else:
+    with jax.set_mesh(mesh):
+      state = jax.jit(lambda r: _init_state(init_fn, tx, r), out_shardings=shardings)(rng_init)
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+  logging.info('Parameters: %s; total steps %d; state shardings:\n%s', f'{num_params:,}',
+               total_steps, _describe_shardings(shardings.params))
+
+  batch_sharding = mesh_lib.batch_sharding(mesh, rules)
+  step_fn = jax.jit(make_train_step(loss_fn, tx, config.seed + 1), donate_argnums=(0,),
+                    in_shardings=(shardings, batch_sharding),
+                    out_shardings=(shardings, mesh_lib.replicated(mesh)))
+
+  writer = metrics_lib.MetricWriter(workdir, resume_step=resumed_from or 0)
+  history = list(writer.records)
+
+  log_every = max(1, int(config.get('log_every_steps', 100)))
+  eval_every = int(config.get('eval_every_steps', 0) or 0)
+  start = int(jax.device_get(state.step))
+  batches = pipeline.Prefetcher(train_iter, batch_sharding, limit=total_steps)
+  buffer: list[dict[str, jax.Array]] = []
+  # On CPU with several processes, steps left in flight can interleave their cross-process
+  # collectives and deadlock (seen with gloo); one step at a time there. Accelerators overlap.
+  sync_every_step = jax.process_count() > 1 and jax.default_backend() == 'cpu'
+  t_last, step_last = time.perf_counter(), start
+
+  def run_evaluators(step):
+    record = {}
+    for evaluator in evaluators:
+      record.update(evaluator.run(state))
+    if record:
+      writer.write(step, record)
+      history.append({'step': step, **record})
+      logging.info('step %d eval: %s', step,
+                   ', '.join(f'{k}={v:.4f}' for k, v in sorted(record.items())))
+
+  try:
+    with jax.set_mesh(mesh):
+      for step in range(start + 1, total_steps + 1):
+        state, metrics = step_fn(state, next(batches))
+        buffer.append(metrics)
+        if sync_every_step:
+          jax.block_until_ready(metrics)
+        if step % log_every == 0 or step == total_steps:
+          _check_finite(state, checkpointer)
+          record = _mean_metrics(buffer)
+          buffer = []
+          now = time.perf_counter()
+          steps_per_s = (step - step_last) / max(now - t_last, 1e-9)
+          record['examples_per_s'] = steps_per_s * train_iter.global_batch_size
+          t_last, step_last = now, step
+          writer.write(step, record)
+          history.append({'step': step, **record})
+          eta = (total_steps - step) / max(steps_per_s, 1e-9)
+          logging.info('step %d/%d loss=%.4f %.0f ex/s ETA %s', step, total_steps,
+                       record['loss'], record['examples_per_s'], _hms(eta))
+        if eval_every and step % eval_every == 0 and step != total_steps:
+          run_evaluators(step)
+        if checkpointer.should_save(step) and step != total_steps:
+          _check_finite(state, checkpointer)
+          checkpointer.save(step, state, data_state=train_iter.get_state(), meta=meta)
+      _check_finite(state, checkpointer)
+      final = int(jax.device_get(state.step))
+      run_evaluators(final)
+      checkpointer.save(final, state, data_state=train_iter.get_state(), meta=meta, force=True)
+  finally:
+    batches.close()
+    checkpointer.close()
+    writer.close()
+  return TrainResult(state=state, history=history, mesh=mesh, state_shardings=shardings,
+                     total_steps=total_steps, resumed_from=resumed_from)
+
+
+def _describe_shardings(tree) -> str:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return '\n'.join(f'  {jax.tree_util.keystr(p)}: {s.spec}' for p, s in leaves[:40])
+
+
+def _hms(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
