@@ -185,8 +185,8 @@ def _check_finite(state: TrainState, checkpointer: ckpt_lib.Checkpointer | None)
 
 
 def _mean_metrics(buffer: list[dict[str, jax.Array]]) -> dict[str, float]:
-  host = jax.device_get(buffer)
-  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *buffer)  # one transfer per metric
+  return {k: float(np.mean(v)) for k, v in jax.device_get(stacked).items()}
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[[jax.Array], Any],
@@ -196,7 +196,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
   """Trains from scratch or resumes from the newest checkpoint in `workdir/checkpoints`.
 
   Config fields read: seed, batch_size, total_steps | total_epochs, optimizer.*, log_every_steps,
-  eval_every_steps, checkpoint_every_steps, keep_checkpoints, mesh, num_devices, sharding.
+  eval_every_steps, checkpoint_every_steps, keep_checkpoints, mesh, num_devices, sharding, and
+  device_data_max_mb (training sets up to this size live on the devices; default 256).
   """
   # Mesh, shapes and the checks that must fail before any compute.
   mesh = mesh or mesh_lib.mesh_from_config(config)
@@ -230,9 +231,31 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
                total_steps, _describe_shardings(shardings.params))
 
   batch_sharding = mesh_lib.batch_sharding(mesh, rules)
-  step_fn = jax.jit(make_train_step(loss_fn, tx, config.seed + 1), donate_argnums=(0,),
-                    in_shardings=(shardings, batch_sharding),
-                    out_shardings=(shardings, mesh_lib.replicated(mesh)))
+  step_fn = make_train_step(loss_fn, tx, config.seed + 1)
+  # A training set that fits stays on the devices and each step gathers its own rows there: the
+  # host does no per-step work. Larger ones stream through the prefetcher.
+  on_device = train_iter.nbytes <= config.get('device_data_max_mb', 256) * 2**20
+  if on_device:
+    data = pipeline.replicate(train_iter.arrays, mesh)
+    batch_axes = batch_sharding.spec[0] if batch_sharding.spec else None
+    index_sharding = jax.sharding.NamedSharding(mesh, mesh_lib.P(None, batch_axes))
+
+    def gather_and_step(state, data, indices, j):
+      batch = jax.tree.map(lambda a: a[indices[j]], data)
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+      return step_fn(state, batch)
+
+    jitted = jax.jit(gather_and_step, donate_argnums=(0,),
+                     out_shardings=(shardings, mesh_lib.replicated(mesh)))
+    batches = pipeline.DeviceIndexBatches(train_iter, index_sharding, limit=total_steps)
+    run_step = lambda state, item: jitted(state, data, *item)
+  else:
+    jitted = jax.jit(step_fn, donate_argnums=(0,), in_shardings=(shardings, batch_sharding),
+                     out_shardings=(shardings, mesh_lib.replicated(mesh)))
+    batches = pipeline.Prefetcher(train_iter, batch_sharding, limit=total_steps)
+    run_step = jitted
+  logging.info('Training data: %.1f MB, %s.', train_iter.nbytes / 2**20,
+               'on the devices' if on_device else 'streamed from the host')
 
   writer = metrics_lib.MetricWriter(workdir, resume_step=resumed_from or 0)
   history = list(writer.records)
@@ -240,7 +263,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
   log_every = max(1, int(config.get('log_every_steps', 100)))
   eval_every = int(config.get('eval_every_steps', 0) or 0)
   start = int(jax.device_get(state.step))
-  batches = pipeline.Prefetcher(train_iter, batch_sharding, limit=total_steps)
   buffer: list[dict[str, jax.Array]] = []
   # On CPU with several processes, steps left in flight can interleave their cross-process
   # collectives and deadlock (seen with gloo); one step at a time there. Accelerators overlap.
@@ -260,7 +282,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
   try:
     with jax.set_mesh(mesh):
       for step in range(start + 1, total_steps + 1):
-        state, metrics = step_fn(state, next(batches))
+        state, metrics = run_step(state, next(batches))
         buffer.append(metrics)
         if sync_every_step:
           jax.block_until_ready(metrics)

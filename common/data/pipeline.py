@@ -9,7 +9,6 @@ processes: each process takes its own contiguous rows of every global batch.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 from typing import Iterator
 
 import jax
@@ -71,10 +70,18 @@ class BatchIterator:
 
   def indices(self, k: int) -> np.ndarray:
     """Row indices of this process's part of global batch k."""
-    epoch, i = divmod(k, self.steps_per_epoch)
-    rows = self._permutation(epoch)[i * self.global_batch_size:(i + 1) * self.global_batch_size]
+    rows = self.global_indices(k)
     lo = self.process_index * self.local_batch_size
     return rows[lo:lo + self.local_batch_size]
+
+  def global_indices(self, k: int) -> np.ndarray:
+    """Row indices of the whole global batch k (every process's rows)."""
+    epoch, i = divmod(k, self.steps_per_epoch)
+    return self._permutation(epoch)[i * self.global_batch_size:(i + 1) * self.global_batch_size]
+
+  @property
+  def nbytes(self) -> int:
+    return sum(v.nbytes for v in self.arrays.values())
 
   def batch(self, k: int) -> dict[str, np.ndarray]:
     idx = self.indices(k)
@@ -91,6 +98,9 @@ class BatchIterator:
 
 def to_global(local: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding):
   """Builds global arrays from this process's rows (the leading axis is split over processes)."""
+  if jax.process_count() == 1:
+    return jax.device_put(local, sharding)  # one batched transfer for the whole tree
+
   def one(x):
     global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
     return jax.make_array_from_process_local_data(sharding, x, global_shape)
@@ -98,11 +108,11 @@ def to_global(local: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding
 
 
 class Prefetcher:
-  """Gathers the next `depth` host batches on a worker thread while the device computes.
+  """Keeps the next `depth` batches in flight to the devices, ahead of the step that needs them.
 
-  The transfer to global arrays happens on the calling thread: device transfers issued from a
-  second thread while a multi-process step runs can deadlock the CPU collectives (seen with gloo).
-
+  jax dispatches steps asynchronously, so gathering and transferring batch k+depth on the host
+  overlaps with the device computing step k; for in-memory arrays this beats a worker thread,
+  whose hand-offs cost more than the gather itself (measured in benchmarks/train_overhead.py).
   The wrapped iterator's position counts batches *consumed* here, so checkpoints stay exact.
   """
 
@@ -113,7 +123,6 @@ class Prefetcher:
     self.limit = limit
     self.sharding = sharding
     self.depth = depth
-    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='prefetch')
     self._queue: collections.deque = collections.deque()
     self._next_to_schedule = iterator.position
 
@@ -122,7 +131,7 @@ class Prefetcher:
       k = self._next_to_schedule
       if self.limit is not None and k >= self.limit:
         return
-      self._queue.append(self._pool.submit(self.iterator.batch, k))
+      self._queue.append(to_global(self.iterator.batch(k), self.sharding))
       self._next_to_schedule += 1
 
   def __iter__(self):
@@ -132,10 +141,61 @@ class Prefetcher:
     self._schedule()
     if not self._queue:
       raise StopIteration
-    host = self._queue.popleft().result()
+    out = self._queue.popleft()
     self.iterator.position += 1
     self._schedule()
-    return to_global(host, self.sharding)
+    return out
 
   def close(self):
-    self._pool.shutdown(wait=True, cancel_futures=True)
+    self._queue.clear()
+
+
+def replicate(arrays: dict[str, np.ndarray], mesh: jax.sharding.Mesh):
+  """The same host arrays (identical on every process) as arrays replicated over `mesh`."""
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx])
+          for k, v in arrays.items()}
+
+
+class DeviceIndexBatches:
+  """For a training set that lives on the devices: the row indices of the coming steps.
+
+  Each step receives (indices of `chunk` steps, position in the chunk) and gathers its batch on
+  the devices, so a step costs no host gather and no transfer; one small index array is sent
+  every `chunk` steps. Batch k holds exactly the rows of `iterator.batch(k)`.
+  """
+
+  def __init__(self, iterator: BatchIterator, index_sharding, chunk: int = 256,
+               limit: int | None = None):
+    self.iterator = iterator
+    self.index_sharding = index_sharding
+    self.chunk = chunk
+    self.limit = limit
+    self._indices = None
+    self._first = None
+
+  def _load(self, first: int):
+    last = first + self.chunk
+    if self.limit is not None:
+      last = min(last, self.limit)
+    rows = np.stack([self.iterator.global_indices(k) for k in range(first, last)]).astype(np.int32)
+    if len(rows) < self.chunk:  # pad the last chunk to keep one compiled shape
+      rows = np.concatenate([rows, np.repeat(rows[-1:], self.chunk - len(rows), 0)])
+    self._indices = jax.make_array_from_callback(rows.shape, self.index_sharding,
+                                                 lambda idx: rows[idx])
+    self._first = first
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    k = self.iterator.position
+    if self.limit is not None and k >= self.limit:
+      raise StopIteration
+    if self._first is None or not self._first <= k < self._first + self.chunk:
+      self._load(k)
+    self.iterator.position += 1
+    return self._indices, k - self._first
+
+  def close(self):
+    self._indices = None

@@ -29,6 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_splits = (('test', 'test'),)  # (name, split) pairs
   config.batch_size = 128
   config.eval_batch_size = 1024
+  config.device_data_max_mb = 256  # training sets up to this size live on the devices
 
   # Model: `name` picks common.models.MODELS[name]; the other fields are its attributes.
   config.model = ml_collections.ConfigDict({'name': 'mlp', 'widths': (256, 256)})

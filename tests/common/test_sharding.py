@@ -65,3 +65,9 @@ def test_mesh_resolution(spec, expected):
   mesh = mesh_lib.make_mesh(spec)
   assert dict(mesh.shape) == expected
   assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
+
+
+def test_streamed_batches_match_device_resident_batches(tmp_path):
+  on_device, _ = _losses(tmp_path, 'on_device', **LAYOUTS['data2_model4'])
+  streamed, _ = _losses(tmp_path, 'streamed', device_data_max_mb=0, **LAYOUTS['data2_model4'])
+  np.testing.assert_allclose(streamed, on_device, rtol=1e-6)

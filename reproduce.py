@@ -1,0 +1,68 @@
+r"""The main job: every paper's CPU reproduction, then one report.
+
+    python -m reproduce --workdir=runs/cpu             # all experiments
+    python -m reproduce --workdir=runs/cpu --only=classifier
+
+Each experiment runs in this process with its config's `cpu` variant and writes
+<workdir>/<name>/summary.json; the report is <workdir>/report.md (+ summary.json of them all).
+A failing experiment is reported as failed and the others still run. Re-running resumes each
+experiment from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+import traceback
+
+from absl import logging
+
+# (name, module with run(config, workdir), config module, variant). Each paper adds its line.
+EXPERIMENTS = (
+    ('classifier', 'common.classifier', 'configs.common.classifier', 'cpu'),
+)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--workdir', default='runs/cpu')
+  parser.add_argument('--only', default='', help='comma-separated experiment names')
+  args = parser.parse_args(argv)
+  names = [n for n, *_ in EXPERIMENTS]
+  only = [n for n in args.only.split(',') if n]
+  unknown = sorted(set(only) - set(names))
+  if unknown:
+    parser.error(f'unknown experiments {unknown}; available: {names}')
+
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.mark_as_parsed()
+  logging.set_verbosity(logging.INFO)
+  from common import app  # pylint: disable=g-import-not-at-top
+  from common import report  # pylint: disable=g-import-not-at-top
+  app.quiet_library_logs()
+
+  failures, timings = {}, {}
+  for name, module, config_module, variant in EXPERIMENTS:
+    if only and name not in only:
+      continue
+    workdir = os.path.abspath(os.path.join(args.workdir, name))
+    logging.info('=== %s: %s with %s:%s -> %s', name, module, config_module, variant, workdir)
+    start = time.time()
+    try:
+      config = importlib.import_module(config_module).get_config(variant)
+      app.save_config(config, workdir, [f'--config={config_module}:{variant}'])
+      importlib.import_module(module).run(config, workdir)
+    except Exception:  # pylint: disable=broad-except
+      failures[name] = traceback.format_exc()
+      logging.error('%s failed:\n%s', name, failures[name])
+    timings[name] = time.time() - start
+  path = report.build_report(args.workdir, failures=failures, timings=timings)
+  print(f'Report: {path}')
+  return 1 if failures else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
