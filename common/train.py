@@ -305,9 +305,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
           _check_finite(state, checkpointer)
           checkpointer.save(step, state, data_state=train_iter.get_state(), meta=meta)
       _check_finite(state, checkpointer)
-      final = int(jax.device_get(state.step))
-      run_evaluators(final)
-      checkpointer.save(final, state, data_state=train_iter.get_state(), meta=meta, force=True)
+      if start < total_steps:  # else a finished run was resumed: its results are in history
+        run_evaluators(total_steps)
+        checkpointer.save(total_steps, state, data_state=train_iter.get_state(), meta=meta,
+                          force=True)
   finally:
     batches.close()
     checkpointer.close()
