@@ -23,6 +23,7 @@ from absl import logging
 # (name, module with run(config, workdir), config module, variant). Each paper adds its line.
 EXPERIMENTS = (
     ('classifier', 'common.classifier', 'configs.common.classifier', 'cpu'),
+    ('mup_depth', 'mup_depth.experiment', 'configs.mup_depth.sweep', 'cpu'),
 )
 
 

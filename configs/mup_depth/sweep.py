@@ -1,0 +1,61 @@
+r"""The depth law of maximal-update learning rates (Jelassi et al., arXiv 2305.07810).
+
+    python -m mup_depth.main --config=configs/mup_depth/sweep.py:cpu --workdir=/tmp/mup_depth
+
+Variants:
+  cpu    (A) n in {256, 512, 1024}, L in {2..64}, 32 seeds, batch 8, linearised and exact;
+         standard-parameterisation contrast; (B) mnist1d training check, n = 256,
+         L in {4, 8, 16, 32}, 21 learning rates, one epoch. About 10 minutes on 2 cores.
+         Prints (summary.json): exponent in L -1.66 [-1.72, -1.57] and in n -0.07 (linearised,
+         mean of 32 seeds, L >= 8); training check best-rate slope -1.9; see mup_depth/README.md.
+  tiny   the same, shrunk for tests (seconds).
+  paper  n up to 4096, L up to 128, 128 seeds: for an accelerator.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or 'cpu'
+  config = ml_collections.ConfigDict()
+  config.sweep = ml_collections.ConfigDict({
+      'widths': (256, 512, 1024), 'depths': (2, 4, 8, 16, 32, 64), 'num_seeds': 32,
+      'batch_size': 8, 'input_dim': 64, 'threshold': 1.0, 'exact': True, 'seed': 0})
+  config.fit_min_depth = 8
+  config.num_bootstrap = 1000
+  # The standard parameterisation (readout variance 1/n): eta* smaller and not flat in n.
+  config.contrast = ml_collections.ConfigDict({
+      'enabled': True, 'widths': (256, 512, 1024), 'depths': (4, 16), 'num_seeds': 16,
+      'batch_size': 8, 'input_dim': 64, 'threshold': 1.0, 'exact': False, 'seed': 0})
+  config.training = ml_collections.ConfigDict({
+      'enabled': True, 'dataset': 'mnist1d',
+      'dataset_kwargs': ml_collections.ConfigDict({'num_samples': 5000}),
+      'width': 256, 'depths': (4, 8, 16, 32), 'base_depth': 4, 'lr_min': 0.01,
+      'lr_max': 1000.0, 'num_lrs': 21, 'batch_size': 32, 'epochs': 1, 'seed': 0})
+  # The claim as the issue states it (not tuned to this run).
+  config.claim_L_range = (-1.65, -1.35)
+  config.claim_n_tolerance = 0.1
+
+  if variant == 'cpu':
+    pass
+  elif variant == 'tiny':
+    config.sweep.widths = (64, 128)
+    config.sweep.depths = (2, 4, 8, 16)
+    config.sweep.num_seeds = 8
+    config.num_bootstrap = 50
+    config.contrast.widths = (64, 128)
+    config.contrast.depths = (4,)
+    config.contrast.num_seeds = 4
+    config.training.width = 32
+    config.training.depths = (2, 4)
+    config.training.base_depth = 2
+    config.training.num_lrs = 5
+    config.training.dataset_kwargs.num_samples = 600
+  elif variant == 'paper':
+    config.sweep.widths = (1024, 2048, 4096)
+    config.sweep.depths = (4, 8, 16, 32, 64, 128)
+    config.sweep.num_seeds = 128
+  else:
+    raise ValueError(f'Unknown variant {variant!r}; use cpu, tiny or paper.')
+  config.lock()
+  return config

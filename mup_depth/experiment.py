@@ -1,0 +1,181 @@
+"""The experiment: (A) the one-step sweep and its fitted exponents, (B) the training check.
+
+    python -m mup_depth.main --config=configs/mup_depth/sweep.py:cpu --workdir=/tmp/mup
+
+Writes workdir/summary.json (the claim checked), sweep.npz (every measurement), eta_vs_depth.png
+and training_check.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from common import report
+from common.data import loader
+from mup_depth import sweep as sweep_lib
+from mup_depth import training_check
+
+CLAIM = ('For mean-field ReLU MLPs the maximal-update learning rate of the hidden layers scales '
+         'like L^(-3/2) in depth and does not depend on width: fitted exponent in L within '
+         '[-1.65, -1.35] (n >> L) and in n within +-0.1.')
+
+
+def _sweep(cfg: ml_collections.ConfigDict, parameterisation: str) -> sweep_lib.SweepResult:
+  return sweep_lib.run_sweep(
+      widths=tuple(cfg.widths), depths=tuple(cfg.depths), num_seeds=cfg.num_seeds,
+      batch_size=cfg.batch_size, input_dim=cfg.input_dim, threshold=cfg.threshold,
+      parameterisation=parameterisation, exact=cfg.exact, seed=cfg.seed)
+
+
+def _plot_sweep(result, fit, contrast, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  depths = np.array(result.depths, float)
+  eta = result.eta_linear()
+  for i, n in enumerate(result.widths):
+    line, = ax.loglog(depths, eta[i], 'o-', label=f'mean-field n={n} (linearised, mean)')
+    if result.eta_exact is not None:
+      ax.loglog(depths, result.eta_exact_median()[i], 'x:', color=line.get_color(),
+                label=f'n={n} exact, median')
+    fitted = np.exp(fit['log_prefactor'] + fit['exponent_L'] * np.log(depths)
+                    + (fit['exponent_n'] * np.log(n) if np.isfinite(fit['exponent_n']) else 0))
+    ax.loglog(depths, fitted, '--', color=line.get_color(), alpha=0.6)
+  if contrast is not None:
+    for i, n in enumerate(contrast.widths):
+      ax.loglog(np.array(contrast.depths, float), contrast.eta_linear()[i], 's-', alpha=0.5,
+                label=f'standard n={n}')
+  ax.set_xlabel('depth L')
+  ax.set_ylabel('eta*')
+  ax.set_title(f'eta* ~ L^{fit["exponent_L"]:.2f} n^{fit["exponent_n"]:.2f} (fit over L >= '
+               f'{fit["min_depth"]})')
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def _plot_training(lrs, per_depth, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for depth, s in per_depth.items():
+    loss = np.asarray(s['final_loss'], float)
+    ax.semilogx(lrs, np.where(np.isfinite(loss), loss, np.nan), 'o-', label=f'L={depth}')
+  ax.set_xlabel('hidden-layer learning rate')
+  ax.set_ylabel('train loss after training')
+  ax.set_ylim(top=2.5)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def run_training_check(cfg: ml_collections.ConfigDict) -> tuple[np.ndarray, dict]:
+  arrays = loader.load(cfg.dataset, 'train', **dict(cfg.dataset_kwargs))
+  lrs = np.geomspace(cfg.lr_min, cfg.lr_max, cfg.num_lrs)
+  per_depth = {}
+  for depth in cfg.depths:
+    losses = training_check.train_grid(arrays, cfg.width, depth, lrs, batch_size=cfg.batch_size,
+                                       epochs=cfg.epochs, seed=cfg.seed)
+    per_depth[depth] = training_check.summarise(lrs, losses, initial_loss=float(np.log(10)))
+    logging.info('training check L=%d: max stable lr %.3g, best lr %.3g (loss %.3f)', depth,
+                 per_depth[depth]['max_stable_lr'], per_depth[depth]['best_lr'],
+                 per_depth[depth]['best_loss'])
+  depths = list(cfg.depths)
+  out = {
+      'per_depth': per_depth,
+      'slope_best_lr': training_check.slope(depths, [per_depth[d]['best_lr'] for d in depths]),
+      'slope_max_stable_lr': training_check.slope(
+          depths, [per_depth[d]['max_stable_lr'] for d in depths]),
+      'transfer': training_check.transfer(lrs, per_depth, cfg.base_depth),
+  }
+  return lrs, out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  os.makedirs(workdir, exist_ok=True)
+  # (A) The one-step sweep, mean-field, and the fits.
+  result = _sweep(config.sweep, 'mean_field')
+  fits = {e: sweep_lib.fit_exponents(result, min_depth=config.fit_min_depth, estimator=e,
+                                     num_bootstrap=config.num_bootstrap)
+          for e in (('linear_mean', 'linear_median', 'exact_median') if config.sweep.exact
+                    else ('linear_mean', 'linear_median'))}
+  primary = fits['linear_mean']
+  contrast = _sweep(config.contrast, 'standard') if config.contrast.enabled else None
+  np.savez(os.path.join(workdir, 'sweep.npz'), widths=result.widths, depths=result.depths,
+           coefficient=result.coefficient,
+           eta_exact=result.eta_exact if result.eta_exact is not None else np.array([]))
+
+  # (B) The training check.
+  lrs, check = run_training_check(config.training) if config.training.enabled else (None, None)
+
+  in_range = config.claim_L_range[0] <= primary['exponent_L'] <= config.claim_L_range[1]
+  flat_in_n = abs(primary['exponent_n']) <= config.claim_n_tolerance
+  numbers = {
+      'eta_star_linear_mean': {f'n={n}': dict(zip([f'L={d}' for d in result.depths],
+                                                  np.round(row, 5).tolist()))
+                               for n, row in zip(result.widths, result.eta_linear())},
+      'fits': fits,
+      'slope_in_L_per_width': {  # the card's pilot reports these
+          f'n={n}': training_check.slope(
+              [d for d in result.depths if d >= config.fit_min_depth],
+              [e for d, e in zip(result.depths, row) if d >= config.fit_min_depth])
+          for n, row in zip(result.widths, result.eta_linear())},
+      'warnings': result.warnings,
+  }
+  if result.eta_exact is not None:
+    numbers['eta_star_exact_median'] = {
+        f'n={n}': dict(zip([f'L={d}' for d in result.depths], np.round(row, 5).tolist()))
+        for n, row in zip(result.widths, result.eta_exact_median())}
+  if contrast is not None:
+    mf, sp = result.eta_linear(), contrast.eta_linear()
+    numbers['standard_parameterisation'] = {
+        'eta_star_linear_mean': {f'n={n}': dict(zip([f'L={d}' for d in contrast.depths],
+                                                    np.round(row, 6).tolist()))
+                                 for n, row in zip(contrast.widths, sp)},
+        'exponent_n_at_each_depth': {
+            f'L={d}': training_check.slope(contrast.widths, sp[:, j])
+            for j, d in enumerate(contrast.depths)},
+        'mean_field_over_standard': {
+            f'n={n},L={d}': float(mf[result.widths.index(n), result.depths.index(d)] / sp[i, j])
+            for i, n in enumerate(contrast.widths) if n in result.widths
+            for j, d in enumerate(contrast.depths) if d in result.depths},
+    }
+  if check is not None:
+    numbers['training_check'] = {k: v for k, v in check.items() if k != 'per_depth'}
+    numbers['training_check']['best_lr'] = {d: s['best_lr'] for d, s in check['per_depth'].items()}
+    numbers['training_check']['max_stable_lr'] = {
+        d: s['max_stable_lr'] for d, s in check['per_depth'].items()}
+    with open(os.path.join(workdir, 'training_check.json'), 'w') as f:
+      json.dump({'lrs': lrs.tolist(), **check}, f, indent=2, default=str)
+
+  figures = []
+  if jax.process_index() == 0:
+    figures.append(_plot_sweep(result, primary, contrast,
+                               os.path.join(workdir, 'eta_vs_depth.png')))
+    if check is not None:
+      figures.append(_plot_training(lrs, check['per_depth'],
+                                    os.path.join(workdir, 'training_check.png')))
+  notes = (f'Primary estimator: linearised one-step change, eta* = sqrt(C / mean over '
+           f'{config.sweep.num_seeds} seeds of A), fit over L >= {config.fit_min_depth} '
+           f'(the card\'s pilot method). Exponent in L: {primary["exponent_L"]:.3f} '
+           f'[{primary["exponent_L_lo"]:.3f}, {primary["exponent_L_hi"]:.3f}]; in n: '
+           f'{primary["exponent_n"]:.3f} [{primary["exponent_n_lo"]:.3f}, '
+           f'{primary["exponent_n_hi"]:.3f}]. The median and the exact (applied step) estimators '
+           'are reported beside it: they weigh the heavy tail of the per-seed change differently.')
+  return report.make_summary(
+      name='mup_depth', title='mup_depth: L^(-3/2) depth law of maximal-update learning rates',
+      claim=CLAIM, numbers=numbers, reproduced=bool(in_range and flat_in_n), workdir=workdir,
+      figures=figures, notes=notes, config=config)

@@ -1,0 +1,161 @@
+"""Sweeps of eta*(n, L) over widths, depths and seeds (vmapped over seeds), and the power-law fit.
+
+    result = sweep.run_sweep(widths=(256, 512), depths=(4, 8, 16, 32), num_seeds=32)
+    fit = sweep.fit_exponents(result, min_depth=8)      # exponents in L and n, bootstrap intervals
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mup_depth import one_step
+from mup_depth import parameterisation as mlp
+
+# n below this multiple of L gets a finite-width warning (the card's pilot drifted at n = 2L).
+MIN_WIDTH_OVER_DEPTH = 4
+
+
+@dataclasses.dataclass
+class SweepResult:
+  widths: tuple[int, ...]
+  depths: tuple[int, ...]
+  threshold: float
+  coefficient: np.ndarray      # (n, L, seeds): A with M(eta) = eta^2 A (linearised)
+  eta_exact: np.ndarray | None  # (n, L, seeds): per-seed exact eta*, NaN where not bracketed
+  warnings: list[str]
+
+  def eta_linear(self, seeds=None, statistic: str = 'mean') -> np.ndarray:
+    """(n, L): sqrt(C / stat over seeds of A); `seeds` resamples the seed axis."""
+    a = self.coefficient if seeds is None else self.coefficient[:, :, seeds]
+    stat = np.mean(a, -1) if statistic == 'mean' else np.median(a, -1)
+    return np.sqrt(self.threshold / stat)
+
+  def eta_exact_median(self, seeds=None) -> np.ndarray:
+    e = self.eta_exact if seeds is None else self.eta_exact[:, :, seeds]
+    with np.errstate(all='ignore'):
+      counts = np.isfinite(e).sum(-1)
+      out = np.nanmedian(np.where(np.isfinite(e), e, np.inf), -1) if e.size else e
+    return np.where(counts > 0, out, np.nan)
+
+
+def _seed_batch(key, input_dim, width, depth, batch_size, parameterisation):
+  k_params, k_x, k_y = jax.random.split(key, 3)
+  params = mlp.init(k_params, input_dim, width, depth, 1, parameterisation)
+  x = jax.random.normal(k_x, (batch_size, input_dim))
+  y = jax.random.normal(k_y, (batch_size, 1))
+  return params, x, y
+
+
+@functools.partial(jax.jit, static_argnames=('input_dim', 'width', 'depth', 'batch_size',
+                                             'parameterisation', 'exact', 'layer'))
+def _measure(keys, lr_multipliers, threshold, *, input_dim, width, depth, batch_size,
+             parameterisation, exact, layer):
+  def one(key):
+    params, x, y = _seed_batch(key, input_dim, width, depth, batch_size, parameterisation)
+    a = one_step.linear_coefficient(params, x, y, layer=layer, lr_multipliers=lr_multipliers)
+    if not exact:
+      return a, jnp.nan, True
+    eta, ok = one_step.eta_star_exact(params, x, y, threshold=threshold,
+                                      guess=one_step.eta_star_linear(a, threshold), layer=layer,
+                                      lr_multipliers=lr_multipliers, iterations=30)
+    return a, eta, ok
+  return jax.vmap(one)(keys)
+
+
+def seed_chunk(width: int, depth: int, budget_bytes: float = 2e9) -> int:
+  """Seeds per vmapped chunk: parameters, gradients and tangents of each seed must fit."""
+  per_seed = 4 * 4 * (depth * width * width)
+  return max(1, int(budget_bytes // per_seed))
+
+
+def run_sweep(widths=(256, 512, 1024), depths=(2, 4, 8, 16, 32, 64), num_seeds: int = 32, *,
+              batch_size: int = 8, input_dim: int = 64, threshold: float = 1.0,
+              parameterisation: str = 'mean_field', exact: bool = True,
+              lr_multipliers=one_step.HIDDEN_ONLY, layer: int = -1, seed: int = 0) -> SweepResult:
+  """eta* for every (n, L) and seed. Seed s uses the same key at every (n, L)."""
+  for n in widths:
+    for depth in depths:
+      mlp.check_shape(n, depth, input_dim)
+  if num_seeds < 1 or batch_size < 1:
+    raise ValueError(f'num_seeds and batch_size must be >= 1, got {num_seeds}, {batch_size}.')
+  warnings = [f'n={n} is not much larger than L={d} (n < {MIN_WIDTH_OVER_DEPTH} L): '
+              'finite-width corrections may bias eta*.'
+              for n in widths for d in depths if n < MIN_WIDTH_OVER_DEPTH * d]
+  for w in warnings:
+    logging.warning(w)
+  keys = jax.random.split(jax.random.key(seed), num_seeds)
+  coefficient = np.zeros((len(widths), len(depths), num_seeds), np.float64)
+  eta_exact = np.full_like(coefficient, np.nan) if exact else None
+  lrs = {k: jnp.float32(v) for k, v in lr_multipliers.items()}
+  for i, n in enumerate(widths):
+    for j, depth in enumerate(depths):
+      chunk = seed_chunk(n, depth)
+      for start in range(0, num_seeds, chunk):
+        a, eta, ok = _measure(keys[start:start + chunk], lrs, threshold, input_dim=input_dim, width=n, depth=depth,
+                              batch_size=batch_size, parameterisation=parameterisation,
+                              exact=exact, layer=layer)
+        coefficient[i, j, start:start + chunk] = np.asarray(a)
+        if exact:
+          eta_exact[i, j, start:start + chunk] = np.where(np.asarray(ok), np.asarray(eta), np.nan)
+      if exact:
+        missing = int(np.isnan(eta_exact[i, j]).sum())
+        if missing:
+          warnings.append(f'n={n}, L={depth}: {missing} of {num_seeds} seeds never crossed '
+                          f'C={threshold} within 2^+-8 of the linearised eta*; reported as NaN.')
+          logging.warning(warnings[-1])
+      logging.info('n=%d L=%d: eta*_lin(mean A)=%.4g', n, depth,
+                   np.sqrt(threshold / coefficient[i, j].mean()))
+  return SweepResult(tuple(widths), tuple(depths), threshold, coefficient, eta_exact, warnings)
+
+
+def least_squares_exponents(eta: np.ndarray, widths, depths, min_depth: int):
+  """Fits log eta = a + b log L + c log n over L >= min_depth: returns (b, c, a)."""
+  rows, targets = [], []
+  for i, n in enumerate(widths):
+    for j, depth in enumerate(depths):
+      if depth >= min_depth and np.isfinite(eta[i, j]) and eta[i, j] > 0:
+        rows.append([1.0, np.log(depth), np.log(n)])
+        targets.append(np.log(eta[i, j]))
+  rows, targets = np.array(rows), np.array(targets)
+  if len(rows) < 3 or len({r[1] for r in rows}) < 2:
+    raise ValueError(f'Need at least two depths >= {min_depth} to fit an exponent in L.')
+  if len({r[2] for r in rows}) < 2:  # one width: no exponent in n
+    coef, *_ = np.linalg.lstsq(rows[:, :2], targets, rcond=None)
+    return float(coef[1]), float('nan'), float(coef[0])
+  coef, *_ = np.linalg.lstsq(rows, targets, rcond=None)
+  return float(coef[1]), float(coef[2]), float(coef[0])
+
+
+def fit_exponents(result: SweepResult, *, min_depth: int = 8, estimator: str = 'linear_mean',
+                  num_bootstrap: int = 1000, seed: int = 0) -> dict[str, float]:
+  """Exponents of eta* in L and n with 95% bootstrap intervals (resampling seeds).
+
+  estimator: 'linear_mean' (sqrt(C / mean_seeds A)), 'linear_median', or 'exact_median'.
+  """
+  def table(seeds=None):
+    if estimator == 'linear_mean':
+      return result.eta_linear(seeds, 'mean')
+    if estimator == 'linear_median':
+      return result.eta_linear(seeds, 'median')
+    if estimator == 'exact_median':
+      if result.eta_exact is None:
+        raise ValueError('The sweep ran without exact=True.')
+      return result.eta_exact_median(seeds)
+    raise ValueError(f'Unknown estimator {estimator!r}.')
+
+  b, c, a = least_squares_exponents(table(), result.widths, result.depths, min_depth)
+  rng = np.random.default_rng(seed)
+  num_seeds = result.coefficient.shape[-1]
+  boot = np.array([least_squares_exponents(table(rng.integers(0, num_seeds, num_seeds)),
+                                           result.widths, result.depths, min_depth)[:2]
+                   for _ in range(num_bootstrap)])
+  lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
+  return {'exponent_L': b, 'exponent_L_lo': float(lo[0]), 'exponent_L_hi': float(hi[0]),
+          'exponent_n': c, 'exponent_n_lo': float(lo[1]), 'exponent_n_hi': float(hi[1]),
+          'log_prefactor': a, 'min_depth': min_depth, 'estimator': estimator}

@@ -1,0 +1,154 @@
+"""mup_depth: the parameterisation, the one-step measurement, eta*, the fit, the rule, the run."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import mup_depth
+from common.models import MLP
+from configs.mup_depth import sweep as sweep_config
+from mup_depth import experiment
+from mup_depth import one_step
+from mup_depth import parameterisation as mlp
+from mup_depth import rule
+from mup_depth import sweep
+from mup_depth import training_check
+
+
+def test_initialisation_variances():
+  n, n_in = 512, 64
+  params = mlp.init(jax.random.key(0), n_in, n, 4, parameterisation='mean_field')
+  np.testing.assert_allclose(jnp.var(params['first']), 1 / n_in, rtol=0.05)
+  np.testing.assert_allclose(jnp.var(params['hidden']), 2 / n, rtol=0.05)
+  np.testing.assert_allclose(jnp.var(params['readout']), 1 / n**2, rtol=0.2)
+  standard = mlp.init(jax.random.key(0), n_in, n, 4, parameterisation='standard')
+  np.testing.assert_allclose(jnp.var(standard['readout']), 1 / n, rtol=0.2)
+  # He initialisation keeps the pre-activations' scale through depth.
+  z, _ = mlp.preactivations(params, jax.random.normal(jax.random.key(1), (256, n_in)))
+  assert 0.5 < float(jnp.mean(z**2)) < 2.0
+
+
+def test_preactivation_layers_and_shapes():
+  params = mlp.init(jax.random.key(0), 5, 16, 3, num_outputs=2)
+  x = jnp.ones((4, 5))
+  z1, f = mlp.preactivations(params, x, layer=1)
+  np.testing.assert_allclose(z1, x @ params['first'], rtol=1e-6)
+  z3, _ = mlp.preactivations(params, x, layer=3)
+  manual = jax.nn.relu(jax.nn.relu(z1) @ params['hidden'][0]) @ params['hidden'][1]
+  np.testing.assert_allclose(z3, manual, rtol=1e-5)
+  assert f.shape == (4, 2)
+  with pytest.raises(ValueError, match='layer must be in 1..3'):
+    mlp.preactivations(params, x, layer=4)
+
+
+def _problem(n=128, depth=8, seed=0):
+  k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+  return (mlp.init(k1, 32, n, depth), jax.random.normal(k2, (8, 32)),
+          jax.random.normal(k3, (8, 1)))
+
+
+def test_exact_change_matches_the_linearisation_at_small_eta():
+  params, x, y = _problem()
+  a = one_step.linear_coefficient(params, x, y)
+  for eta in (1e-3, 1e-2):
+    exact = one_step.change_exact(params, x, y, eta)
+    np.testing.assert_allclose(exact / (eta**2 * a), 1.0, rtol=0.02)
+
+
+def test_only_hidden_layers_move_with_hidden_only_rates():
+  params, x, y = _problem(depth=3)
+  d = one_step.step_direction(params, x, y, one_step.HIDDEN_ONLY)
+  assert float(jnp.abs(d['first']).max()) == 0 and float(jnp.abs(d['readout']).max()) == 0
+  assert float(jnp.abs(d['hidden']).max()) > 0
+
+
+def test_exact_eta_star_crosses_the_threshold():
+  params, x, y = _problem()
+  a = one_step.linear_coefficient(params, x, y)
+  eta, ok = one_step.eta_star_exact(params, x, y, threshold=1e-4)
+  assert bool(ok)
+  np.testing.assert_allclose(one_step.change_exact(params, x, y, eta), 1e-4, rtol=1e-3)
+  # Deep in the linear regime the exact and closed-form answers agree.
+  np.testing.assert_allclose(eta, one_step.eta_star_linear(a, 1e-4), rtol=0.05)
+
+
+def test_bisection_reports_a_grid_that_never_crosses():
+  eta, ok = one_step.bisect_log(lambda e: e**2, 4.0, 1e-3, 1e3)
+  np.testing.assert_allclose(eta, 2.0, rtol=1e-6)
+  eta, ok = one_step.bisect_log(lambda e: jnp.minimum(e, 0.5), 4.0, 1e-3, 1e3)
+  assert not bool(ok) and np.isnan(eta)
+  eta, ok = one_step.first_crossing(lambda e: jnp.minimum(e, 0.5), 4.0, jnp.geomspace(0.1, 10, 5))
+  assert not bool(ok) and np.isnan(eta)
+
+
+def test_fit_recovers_known_exponents():
+  widths, depths = (64, 128, 256), (4, 8, 16, 32)
+  eta = np.array([[3.0 * d**-1.5 * n**0.2 for d in depths] for n in widths])
+  b, c, a = sweep.least_squares_exponents(eta, widths, depths, min_depth=8)
+  np.testing.assert_allclose([b, c, np.exp(a)], [-1.5, 0.2, 3.0], rtol=1e-6)
+  with pytest.raises(ValueError, match='at least two depths'):
+    sweep.least_squares_exponents(eta, widths, depths, min_depth=32)
+
+
+def test_sweep_is_vmapped_over_seeds_and_warns_for_narrow_nets():
+  result = sweep.run_sweep(widths=(16,), depths=(2, 8), num_seeds=4, exact=True)
+  assert result.coefficient.shape == (1, 2, 4)
+  assert any('n=16 is not much larger than L=8' in w for w in result.warnings)
+  # The same seed at one (n, L) gives the same number whether alone or in a chunk.
+  alone = sweep.run_sweep(widths=(16,), depths=(8,), num_seeds=1, exact=False)
+  np.testing.assert_allclose(alone.coefficient[0, 0, 0], result.coefficient[0, 1, 0], rtol=1e-5)
+
+
+def test_bad_shapes_are_refused():
+  with pytest.raises(ValueError, match='depth must be a positive integer'):
+    mlp.init(jax.random.key(0), 4, 8, 0)
+  with pytest.raises(ValueError, match='width must be a positive integer'):
+    sweep.run_sweep(widths=(0,), depths=(2,), num_seeds=1)
+  with pytest.raises(ValueError, match='depth and base_depth must be >= 1'):
+    rule.depth_multiplier(0, 4)
+
+
+def test_rule_scales_only_hidden_layers_of_a_flax_mlp():
+  model = MLP(widths=(8, 8, 8), num_outputs=3)
+  params = jax.tree.map(jnp.ones_like, model.init(jax.random.key(0), jnp.ones((1, 4)))['params'])
+  params = jax.tree.map(lambda p: p.value if hasattr(p, 'value') else p, params,
+                        is_leaf=lambda p: hasattr(p, 'value'))
+  tx = rule.depth_scaled_sgd(0.1, depth=16, base_depth=4)
+  updates, _ = tx.update(params, tx.init(params), params)
+  factor = (16 / 4) ** -1.5
+  np.testing.assert_allclose(updates['hidden_1']['kernel'], -0.1 * factor)
+  np.testing.assert_allclose(updates['hidden_2']['bias'], -0.1 * factor)
+  np.testing.assert_allclose(updates['hidden_0']['kernel'], -0.1)  # first layer
+  np.testing.assert_allclose(updates['readout']['kernel'], -0.1)
+
+
+def test_training_check_summary_finds_divergence():
+  lrs = np.array([0.1, 1.0, 10.0, 100.0])
+  losses = np.array([[2.2] * 10, [1.5] * 10, [np.nan] * 10, [2.302585] * 10])
+  s = training_check.summarise(lrs, losses, initial_loss=np.log(10))
+  assert s['best_lr'] == 1.0 and s['max_stable_lr'] == 1.0
+  per_depth = {4: s, 16: training_check.summarise(lrs, losses[[0, 0, 1, 2]], np.log(10))}
+  t = training_check.transfer(lrs, per_depth, base_depth=4)
+  assert t['per_depth'][16]['scaled_lr'] == pytest.approx(1.0 / 8)
+
+
+def test_tiny_config_runs_end_to_end(tmp_path):
+  summary = experiment.run(sweep_config.get_config('tiny'), str(tmp_path))
+  assert summary['reproduced'] in (True, False)
+  fit = summary['numbers']['fits']['linear_mean']
+  assert -3.0 < fit['exponent_L'] < -0.5  # a steep fall with depth, even at this tiny scale
+  assert (tmp_path / 'eta_vs_depth.png').exists() and (tmp_path / 'training_check.png').exists()
+  saved = json.load(open(tmp_path / 'summary.json'))
+  assert saved['claim'] == experiment.CLAIM
+  assert 'mean_field_over_standard' in saved['numbers']['standard_parameterisation']
+
+
+def test_library_surface():
+  for name in ('init', 'eta_star_exact', 'linear_coefficient', 'run_sweep', 'fit_exponents',
+               'scale_hidden_by_depth'):
+    assert hasattr(mup_depth, name)
+  assert isinstance(mup_depth.depth_scaled_sgd(0.1, 8, 4), optax.GradientTransformation)
