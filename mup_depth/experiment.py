@@ -53,11 +53,13 @@ def _plot_sweep(result, fit, contrast, path):
     for i, n in enumerate(contrast.widths):
       ax.loglog(np.array(contrast.depths, float), contrast.eta_linear()[i], 's-', alpha=0.5,
                 label=f'standard n={n}')
+  ax.set_xticks(depths, [str(int(d)) for d in depths])
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlabel('depth L')
   ax.set_ylabel('eta*')
   ax.set_title(f'eta* ~ L^{fit["exponent_L"]:.2f} n^{fit["exponent_n"]:.2f} (fit over L >= '
                f'{fit["min_depth"]})')
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc='lower left')
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
