@@ -24,6 +24,7 @@ from absl import logging
 EXPERIMENTS = (
     ('classifier', 'common.classifier', 'configs.common.classifier', 'cpu'),
     ('mup_depth', 'mup_depth.experiment', 'configs.mup_depth.sweep', 'cpu'),
+    ('cascades', 'cascades.experiment', 'configs.cascades.mnist1d', 'cpu'),
 )
 
 

@@ -1,0 +1,77 @@
+r"""Cascade deferral on mnist1d and digits: four settings, a weak and a strong model, >= 5 seeds.
+
+    python -m cascades.main --config=configs/cascades/mnist1d.py:cpu --workdir=/tmp/cascades
+
+Variants:
+  cpu    mnist1d (10,000 samples: 6,000 train / 2,000 held-out / 2,000 test; h1 linear on the raw
+         signal, h2 MLP(256, 256)) and digits (h1 linear on 2x2-pooled 4x4 images, h2 MLP(128));
+         standard, specialist (h2 on classes 0-4), label noise (classes 7-9 random), shift (classes
+         5-9 kept 1 in 10 for training); 5 seeds. See cascades/README.md for the numbers it prints.
+  tiny   digits only, 2 settings, 2 seeds, short training (the test).
+  cifar100 / imagenet  model pairs on TFDS datasets, for accelerators (ResNet widths as h1/h2).
+"""
+
+import ml_collections
+
+from configs.common import classifier as classifier_config
+
+
+def _model(model, steps, lr, pool=1):
+  return ml_collections.ConfigDict({'model': model, 'total_steps': steps, 'learning_rate': lr,
+                                    'pool': pool})
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or 'cpu'
+  config = ml_collections.ConfigDict()
+  config.classifier = classifier_config.get_config('cpu')  # the loop's fields (batch, mesh, ...)
+  config.datasets = ml_collections.ConfigDict({
+      'mnist1d': {
+          'dataset_kwargs': {'num_samples': 10_000},
+          'train_split': 'train[:75%]', 'heldout_split': 'train[75%:]',
+          'h1': _model({'name': 'mlp', 'widths': ()}, 600, 3e-3),
+          'h2': _model({'name': 'mlp', 'widths': (256, 256)}, 1500, 1e-3),
+      },
+      'digits': {
+          'dataset_kwargs': {},
+          'train_split': 'train[:75%]', 'heldout_split': 'train[75%:]',
+          'h1': _model({'name': 'mlp', 'widths': ()}, 300, 1e-2, pool=2),
+          'h2': _model({'name': 'mlp', 'widths': (128,)}, 600, 1e-3),
+      },
+  })
+  config.dataset_names = ('mnist1d', 'digits')
+  config.setting_names = ('standard', 'specialist', 'label_noise', 'shift')
+  config.settings = ml_collections.ConfigDict({
+      'specialist_classes': (0, 1, 2, 3, 4), 'noisy_classes': (7, 8, 9),
+      'tail_classes': (5, 6, 7, 8, 9), 'tail_factor': 10})
+  config.posthoc = ml_collections.ConfigDict({
+      'targets': ('diff_01', 'diff_prob', 'bin_01', 'bin_prob'), 'widths': (64, 64),
+      'steps': 500, 'learning_rate': 3e-3})
+  config.primary_target = 'diff_01'  # the post-hoc rule the claim is checked with (the card's)
+  config.seeds = 5
+  config.curve_points = 21
+  config.standard_margin = 0.01  # "within a small margin" in area under the deferral curve
+
+  if variant == 'cpu':
+    pass
+  elif variant == 'tiny':
+    config.dataset_names = ('digits',)
+    config.setting_names = ('standard', 'specialist')
+    config.seeds = 2
+    config.datasets.digits.h1.total_steps = 60
+    config.datasets.digits.h2.total_steps = 100
+    config.posthoc.steps = 100
+  elif variant in ('cifar100', 'imagenet'):
+    name = 'cifar100' if variant == 'cifar100' else 'imagenet2012'
+    config.dataset_names = (name,)
+    config.datasets = ml_collections.ConfigDict({name: {
+        'dataset_kwargs': {}, 'train_split': 'train[:90%]', 'heldout_split': 'train[90%:]',
+        'h1': _model({'name': 'resnet', 'width': 16, 'stage_sizes': (1, 1, 1), 'ndim': 2},
+                     20_000, 1e-3),
+        'h2': _model({'name': 'resnet', 'width': 64, 'stage_sizes': (2, 2, 2, 2), 'ndim': 2},
+                     60_000, 1e-3)}})
+    config.seeds = 3
+  else:
+    raise ValueError(f'Unknown variant {variant!r}; use cpu, tiny, cifar100 or imagenet.')
+  config.lock()
+  return config

@@ -1,0 +1,150 @@
+"""cascades: input checks, exact deferral curves, rules, K-model cascades, settings, the run."""
+
+import json
+
+import numpy as np
+import pytest
+
+import cascades
+from cascades import deferral
+from cascades import experiment
+from cascades import posthoc
+from cascades import settings
+from configs.cascades import mnist1d as cascades_config
+
+
+def _random_probs(rng, n, c, sharp=3.0):
+  logits = rng.normal(size=(n, c)) * sharp
+  p = np.exp(logits - logits.max(1, keepdims=True))
+  return p / p.sum(1, keepdims=True)
+
+
+def test_bad_inputs_are_refused():
+  p = np.full((4, 3), 1 / 3)
+  with pytest.raises(ValueError, match='shape'):
+    deferral.check_probs(p[0])
+  with pytest.raises(ValueError, match='sums to'):
+    deferral.check_probs(p * 2)
+  with pytest.raises(ValueError, match='non-negative'):
+    deferral.check_probs(p - 0.5)
+  with pytest.raises(ValueError, match='empty'):
+    deferral.check_probs(np.zeros((0, 3)))
+  with pytest.raises(ValueError, match=r'labels must be in \[0, 3\)'):
+    deferral.check_labels(np.array([0, 1, 2, 3]), 4, 3)
+  with pytest.raises(ValueError, match='in \\[0, 1\\]'):
+    deferral.deferral_curve(np.arange(4.0), [1, 0, 1, 0], [1, 1, 1, 1]).accuracy_at(1.5)
+  with pytest.raises(ValueError, match='empty'):
+    deferral.deferral_curve([], [], [])
+  with pytest.raises(ValueError, match='empty'):
+    posthoc.fit('diff_01', np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0, int))
+  with pytest.raises(ValueError, match='3 classes, expected 4'):
+    posthoc.targets('diff_01', np.full((2, 4), 0.25), np.full((2, 3), 1 / 3), np.array([0, 1]))
+
+
+def test_curve_is_exact_at_every_rate():
+  rng = np.random.default_rng(0)
+  n = 200
+  score = rng.normal(size=n)
+  c1, c2 = rng.random(n) < 0.6, rng.random(n) < 0.8
+  curve = deferral.deferral_curve(score, c1, c2)
+  order = np.argsort(-score)
+  for k in range(n + 1):
+    deferred = np.zeros(n, bool)
+    deferred[order[:k]] = True
+    np.testing.assert_allclose(curve.accuracy[k], np.mean(np.where(deferred, c2, c1)))
+  assert curve.accuracy[0] == c1.mean() and curve.accuracy[-1] == c2.mean()
+
+
+def test_ties_are_deferred_as_a_group():
+  c1 = np.array([1, 1, 0, 0], bool)
+  c2 = np.array([1, 1, 1, 1], bool)
+  curve = deferral.deferral_curve(np.zeros(4), c1, c2)  # every score tied
+  np.testing.assert_allclose(curve.accuracy, np.linspace(0.5, 1.0, 5))
+
+
+def test_oracle_curve_dominates_every_rule():
+  rng = np.random.default_rng(1)
+  p1, p2 = _random_probs(rng, 500, 10), _random_probs(rng, 500, 10)
+  y = rng.integers(0, 10, 500)
+  c1, c2 = p1.argmax(1) == y, p2.argmax(1) == y
+  oracle = deferral.deferral_curve(deferral.oracle_score(c1, c2), c1, c2)
+  for name, fn in deferral.CONFIDENCE_RULES.items():
+    curve = deferral.deferral_curve(fn(p1), c1, c2)
+    assert np.all(oracle.accuracy >= curve.accuracy - 1e-12), name
+    assert oracle.area >= curve.area
+
+
+def test_confidence_scores():
+  p = np.array([[0.9, 0.05, 0.05], [0.4, 0.35, 0.25]])
+  np.testing.assert_allclose(cascades.confidence_score(p), [-0.9, -0.4])
+  np.testing.assert_allclose(cascades.margin_score(p), [-0.85, -0.05])
+  assert cascades.entropy_score(p)[1] > cascades.entropy_score(p)[0]
+
+
+def test_posthoc_learns_class_dependent_deferral():
+  """h2 is right only on classes 0-4; h1's confidence says nothing about it. Post-hoc sees the
+  one-hot of h1's prediction and learns to defer exactly those; confidence cannot."""
+  rng = np.random.default_rng(0)
+  n, c = 4000, 10
+  y = rng.integers(0, c, n)
+  p1 = _random_probs(rng, n, c, sharp=1.0)
+  p1[np.arange(n), y] += 1.0  # h1 is mostly right, with random confidence
+  p1 /= p1.sum(1, keepdims=True)
+  p2 = np.full((n, c), 0.01)
+  p2[np.arange(n), np.where(y < 5, y, (y + 1) % c)] = 1 - 0.01 * (c - 1)
+  half = n // 2
+  rule = posthoc.fit('diff_01', p1[:half], p2[:half], y[:half], steps=300)
+  c1, c2 = p1.argmax(1) == y, p2.argmax(1) == y
+  test = slice(half, n)
+  post = deferral.deferral_curve(rule.score(p1[test]), c1[test], c2[test])
+  conf = deferral.deferral_curve(cascades.confidence_score(p1[test]), c1[test], c2[test])
+  assert post.area > conf.area + 0.01
+
+
+def test_k_model_cascade_meets_the_target_cost():
+  rng = np.random.default_rng(2)
+  y = rng.integers(0, 5, 600)
+  probs = []
+  for skill in (0.3, 0.6, 0.95):
+    p = _random_probs(rng, 600, 5, sharp=1.0)
+    right = rng.random(600) < skill
+    p[right, y[right]] += 2.0
+    probs.append(p / p.sum(1, keepdims=True))
+  costs = (1.0, 3.0, 10.0)
+  thresholds, acc, cost = cascades.choose_thresholds(probs, y, costs, target_cost=6.0)
+  preds, stage = cascades.cascade_predict(probs, thresholds)
+  assert cost <= 6.0 and cascades.cascade_cost(stage, costs) == pytest.approx(cost)
+  assert acc == pytest.approx(np.mean(preds == y))
+  assert acc > np.mean(probs[0].argmax(1) == y)
+  all_first, stage = cascades.cascade_predict(probs, (-np.inf, -np.inf))
+  assert np.all(stage == 0) and np.all(all_first == probs[0].argmax(1))
+  with pytest.raises(ValueError, match='No thresholds reach'):
+    cascades.choose_thresholds(probs, y, costs, target_cost=0.5)
+
+
+def test_settings_transform_the_data_as_described():
+  rng = np.random.default_rng(0)
+  make = lambda n: {'inputs': rng.normal(size=(n, 3)), 'label': rng.integers(0, 10, n)}
+  train, held, test = make(5000), make(1000), make(1000)
+  spec = settings.build('specialist', train, held, test, num_classes=10, seed=0)
+  assert set(np.unique(spec['train_h2']['label'])) == {0, 1, 2, 3, 4}
+  noisy = settings.build('label_noise', train, held, test, num_classes=10, seed=0)
+  clean = np.isin(train['label'], (7, 8, 9))
+  np.testing.assert_array_equal(noisy['train_h1']['label'][~clean], train['label'][~clean])
+  assert np.mean(noisy['train_h1']['label'][clean] == train['label'][clean]) < 0.3
+  shift = settings.build('shift', train, held, test, num_classes=10, seed=0)
+  tail = np.isin(shift['train_h1']['label'], (5, 6, 7, 8, 9)).sum()
+  assert 0.05 < tail / np.isin(train['label'], (5, 6, 7, 8, 9)).sum() < 0.15
+  assert shift['test'] is test
+  with pytest.raises(ValueError, match='Unknown setting'):
+    settings.build('drift', train, held, test, num_classes=10, seed=0)
+
+
+def test_tiny_config_runs_end_to_end(tmp_path):
+  summary = experiment.run(cascades_config.get_config('tiny'), str(tmp_path))
+  numbers = summary['numbers']
+  for key in ('digits/standard', 'digits/specialist'):
+    area = numbers[key]['area']
+    assert area['oracle'] >= max(v for k, v in area.items() if k != 'oracle')
+  assert (tmp_path / 'curves_digits.png').exists()
+  assert json.load(open(tmp_path / 'summary.json'))['claim'] == experiment.CLAIM
