@@ -264,9 +264,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
   eval_every = int(config.get('eval_every_steps', 0) or 0)
   start = int(jax.device_get(state.step))
   buffer: list[dict[str, jax.Array]] = []
-  # On CPU with several processes, steps left in flight can interleave their cross-process
-  # collectives and deadlock (seen with gloo); one step at a time there. Accelerators overlap.
-  sync_every_step = jax.process_count() > 1 and jax.default_backend() == 'cpu'
+  # On the CPU backend with several devices (fake devices in one process, or several processes
+  # over gloo), steps left in flight can interleave their collectives: the all-reduce rendezvous
+  # then waits for a device thread that is busy with the next step and aborts after 40 s (seen on
+  # 2 cores). One step at a time there; accelerators keep their steps in flight.
+  sync_every_step = mesh.size > 1 and jax.default_backend() == 'cpu'
   t_last, step_last = time.perf_counter(), start
 
   def run_evaluators(step):
