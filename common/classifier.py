@@ -7,6 +7,7 @@ call `train_classifier` with their own config; `run` is the reference experiment
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -40,9 +41,12 @@ class Classifier:
     state = self.result.state
     return {'params': state.params, **state.model_state}
 
+  @functools.cached_property
+  def _apply(self):
+    return jax.jit(lambda v, x: self.model.apply(v, x, train=False))  # compiled once per shape
+
   def logits(self, inputs: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    apply = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
-    return np.concatenate([np.asarray(apply(self.variables, inputs[i:i + batch_size]))
+    return np.concatenate([np.asarray(self._apply(self.variables, inputs[i:i + batch_size]))
                            for i in range(0, len(inputs), batch_size)])
 
 
