@@ -115,9 +115,7 @@ def _mean(rows, key):
 
 
 def _plot(dataset, per_setting, grid, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = report.pyplot()
   fig, axes = plt.subplots(1, len(per_setting), figsize=(4 * len(per_setting), 3.6), squeeze=False)
   for ax, (setting, rows) in zip(axes[0], per_setting.items()):
     for rule in rows[0]['curve']:
@@ -129,10 +127,7 @@ def _plot(dataset, per_setting, grid, path):
     ax.set_xlabel('deferral rate')
     ax.set_ylabel('accuracy')
   axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
-  return path
+  return report.save_figure(fig, path, dpi=90)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

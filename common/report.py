@@ -53,12 +53,26 @@ def make_summary(*, name: str, title: str, claim: str, numbers: dict[str, Any],
   return summary
 
 
-def plot_training_curves(history: list[dict[str, Any]], path: str, title: str = '') -> str:
-  """Train loss against step, and every eval accuracy on a second axis."""
+def pyplot():
+  """matplotlib.pyplot on the file-only Agg backend (no display needed on a cluster or in CI)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6, 4))
+  return plt
+
+
+def save_figure(fig, path: str, dpi: int = 100) -> str:
+  """Lays out, writes and closes `fig`; returns `path`."""
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  fig.savefig(path, dpi=dpi)
+  pyplot().close(fig)
+  return path
+
+
+def plot_training_curves(history: list[dict[str, Any]], path: str, title: str = '') -> str:
+  """Train loss against step, and every eval accuracy on a second axis."""
+  fig, ax = pyplot().subplots(figsize=(6, 4))
   train = [r for r in history if 'loss' in r]
   ax.plot([r['step'] for r in train], [r['loss'] for r in train], label='train loss')
   ax.set_xlabel('step')
@@ -74,11 +88,7 @@ def plot_training_curves(history: list[dict[str, Any]], path: str, title: str = 
     ax2.legend(loc='center right')
   ax.legend(loc='upper right')
   ax.set_title(title)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def _fmt(value) -> str:

@@ -35,9 +35,7 @@ def _sweep(cfg: ml_collections.ConfigDict, parameterisation: str) -> sweep_lib.S
 
 
 def _plot_sweep(result, fit, contrast, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = report.pyplot()
   fig, ax = plt.subplots(figsize=(6, 4.5))
   depths = np.array(result.depths, float)
   eta = result.eta_linear()
@@ -54,22 +52,17 @@ def _plot_sweep(result, fit, contrast, path):
       ax.loglog(np.array(contrast.depths, float), contrast.eta_linear()[i], 's-', alpha=0.5,
                 label=f'standard n={n}')
   ax.set_xticks(depths, [str(int(d)) for d in depths])
-  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  ax.xaxis.set_minor_formatter(plt.NullFormatter())
   ax.set_xlabel('depth L')
   ax.set_ylabel('eta*')
   ax.set_title(f'eta* ~ L^{fit["exponent_L"]:.2f} n^{fit["exponent_n"]:.2f} (fit over L >= '
                f'{fit["min_depth"]})')
   ax.legend(fontsize=7, loc='lower left')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return report.save_figure(fig, path)
 
 
 def _plot_training(lrs, per_depth, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = report.pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   for depth, s in per_depth.items():
     loss = np.asarray(s['final_loss'], float)
@@ -78,10 +71,7 @@ def _plot_training(lrs, per_depth, path):
   ax.set_ylabel('train loss after training')
   ax.set_ylim(top=2.5)
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return report.save_figure(fig, path)
 
 
 def run_training_check(cfg: ml_collections.ConfigDict) -> tuple[np.ndarray, dict]:
