@@ -45,9 +45,21 @@ class Classifier:
   def _apply(self):
     return jax.jit(lambda v, x: self.model.apply(v, x, train=False))  # compiled once per shape
 
+  @functools.cached_property
+  def _apply_features(self):
+    return jax.jit(lambda v, x: self.model.apply(v, x, train=False, return_features=True))
+
   def logits(self, inputs: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     return np.concatenate([np.asarray(self._apply(self.variables, inputs[i:i + batch_size]))
                            for i in range(0, len(inputs), batch_size)])
+
+  def logits_and_features(self, inputs: np.ndarray,
+                          batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and the penultimate features (the input of the readout) of every input."""
+    outs = [self._apply_features(self.variables, inputs[i:i + batch_size])
+            for i in range(0, len(inputs), batch_size)]
+    return (np.concatenate([np.asarray(o[0]) for o in outs]),
+            np.concatenate([np.asarray(o[1]) for o in outs]))
 
 
 def load_data(config: ml_collections.ConfigDict):
