@@ -25,6 +25,7 @@ EXPERIMENTS = (
     ('classifier', 'common.classifier', 'configs.common.classifier', 'cpu'),
     ('mup_depth', 'mup_depth.experiment', 'configs.mup_depth.sweep', 'cpu'),
     ('cascades', 'cascades.experiment', 'configs.cascades.mnist1d', 'cpu'),
+    ('resmem', 'resmem.experiment', 'configs.resmem.mnist1d', 'cpu'),
 )
 
 

@@ -24,6 +24,8 @@ EXTRAS = {
     'test': ['pytest~=9.0'],
     # seqio pulls in tensorflow-text; only the text pipelines through seqio need it.
     'text': ['seqio~=0.0.20'],
+    # benchmarks/knn.py compares the k-NN kernel with faiss; nothing else imports it.
+    'bench': ['faiss-cpu~=1.15'],
 }
 EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

@@ -13,8 +13,9 @@ each group's maximum is taken (one cheap pass), the k groups with the largest ma
 top-k is taken over their k x group elements. That is exact: the k-th largest score t of the block
 sits in a group whose maximum is >= t, every element >= t is in a group whose maximum is >= t, and
 at most k groups have a maximum >= t (each holds a distinct element >= t), so the k best groups hold
-all of the top-k (ties aside). A full `lax.top_k` over the block costs several times the GEMM on a
-CPU; the group maxima cost one pass.
+all of the top-k (ties aside). On a CPU each `lax.top_k` call has a large fixed cost besides its
+per-element cost, so the defaults use few, wide database blocks (65,536 rows) and the two-level
+top-k: one top-k over N/16 group maxima and one over 16k candidates instead of one over N.
 
 `mode='approx'` replaces the per-block top-k by `jax.lax.approx_max_k` (the fast path on TPUs; on
 CPUs and GPUs XLA falls back to an exact top-k).
@@ -31,6 +32,9 @@ import numpy as np
 
 P = jax.sharding.PartitionSpec
 MODES = ('exact', 'approx')
+# Defaults measured on one CPU core (benchmarks/knn.py): few, wide database blocks are fastest,
+# since every lax.top_k call has a large fixed cost; 256 x 65536 scores are 64 MiB.
+QUERY_BLOCK, DB_BLOCK, GROUP = 256, 65536, 16
 
 
 class KnnError(ValueError):
@@ -60,7 +64,7 @@ def _block_top_k(scores, k: int, group: int, mode: str, recall_target: float):
   bq, bn = scores.shape
   if mode == 'approx':
     return jax.lax.approx_max_k(scores, k, recall_target=recall_target)
-  if group <= 1 or bn // group <= k:
+  if group <= 1 or bn % group or bn // group <= k:
     return jax.lax.top_k(scores, k)
   grouped = scores.reshape(bq, bn // group, group)
   _, best_groups = jax.lax.top_k(grouped.max(axis=2), k)               # (bq, k)
@@ -75,26 +79,34 @@ def _merge(values_a, idx_a, values_b, idx_b, k: int):
   return values, jnp.take_along_axis(jnp.concatenate([idx_a, idx_b], axis=1), pos, axis=1)
 
 
-def _local_knn(queries, database, db_sq_norms, *, k, query_block, db_block, group, mode,
-               recall_target, index_offset=0):
-  """Top-k scores (2 q.d - |d|^2) and database indices for padded, block-aligned inputs."""
+def _local_knn(queries, database, *, k, query_block, db_block, group, mode, recall_target,
+               num_valid=None, index_offset=0):
+  """Top-k scores (2 q.d - |d|^2) and database indices; queries a multiple of query_block.
+
+  The database is read in place, `db_block` rows at a time (no padded copy): the last block starts
+  at N - db_block and its columns already seen are masked, as are rows at or beyond `num_valid`.
+  """
   nq, dim = queries.shape
-  nb = database.shape[0] // db_block
-  db_blocks = database.reshape(nb, db_block, dim)
-  norm_blocks = db_sq_norms.reshape(nb, db_block)
+  n = database.shape[0]
+  num_valid = n if num_valid is None else num_valid
+  nb = -(-n // db_block)
 
   def one_query_block(q):
-    def step(carry, xs):
+    def step(carry, b):
       best, best_idx = carry
-      block, norms, start = xs
+      nominal = b * db_block
+      start = jnp.minimum(nominal, n - db_block)
+      block = jax.lax.dynamic_slice_in_dim(database, start, db_block)
+      cols = start + jnp.arange(db_block, dtype=jnp.int32)
+      norms = jnp.where((cols >= nominal) & (cols < num_valid), jnp.sum(block * block, axis=1),
+                        jnp.inf)  # seen or padding: never selected
       scores = 2.0 * jnp.dot(q, block.T, preferred_element_type=jnp.float32) - norms[None, :]
-      values, cols = _block_top_k(scores, k, group, mode, recall_target)
-      return _merge(best, best_idx, values, cols + start, k), None
+      values, local = _block_top_k(scores, k, group, mode, recall_target)
+      return _merge(best, best_idx, values, local + start + index_offset, k), None
 
     init = (jnp.full((q.shape[0], k), -jnp.inf, jnp.float32),
             jnp.full((q.shape[0], k), -1, jnp.int32))
-    starts = jnp.arange(nb, dtype=jnp.int32) * db_block + index_offset
-    (best, best_idx), _ = jax.lax.scan(step, init, (db_blocks, norm_blocks, starts))
+    (best, best_idx), _ = jax.lax.scan(step, init, jnp.arange(nb, dtype=jnp.int32))
     return best, best_idx
 
   q_blocks = queries.reshape(nq // query_block, query_block, dim)
@@ -107,25 +119,22 @@ def _round_up(n: int, m: int) -> int:
 
 
 def _block_sizes(nq, n_local, k, query_block, db_block, group):
+  """Block sizes that fit the inputs: db_block <= the (per-shard) database, >= k."""
   query_block = max(1, min(query_block, nq))
-  db_block = min(db_block, _round_up(n_local, group))
-  db_block = max(_round_up(db_block, group), _round_up(k, group))
+  db_block = max(min(db_block, n_local), k)
+  if group > 1 and db_block > group:
+    db_block = max(db_block - db_block % group, k)  # whole groups when possible
   return query_block, db_block
 
 
 @functools.partial(jax.jit, static_argnames=('k', 'query_block', 'db_block', 'group', 'mode',
                                              'recall_target'))
 def _knn_single(queries, database, *, k, query_block, db_block, group, mode, recall_target):
-  nq, n = queries.shape[0], database.shape[0]
+  nq = queries.shape[0]
   queries = queries.astype(jnp.float32)
-  database = database.astype(jnp.float32)
-  norms = jnp.sum(database * database, axis=1)
-  q_pad, n_pad = _round_up(nq, query_block) - nq, _round_up(n, db_block) - n
-  database = jnp.pad(database, ((0, n_pad), (0, 0)))
-  norms = jnp.pad(norms, (0, n_pad), constant_values=jnp.inf)  # padding never wins
-  scores, idx = _local_knn(jnp.pad(queries, ((0, q_pad), (0, 0))), database, norms, k=k,
-                           query_block=query_block, db_block=db_block, group=group, mode=mode,
-                           recall_target=recall_target)
+  scores, idx = _local_knn(jnp.pad(queries, ((0, _round_up(nq, query_block) - nq), (0, 0))),
+                           database.astype(jnp.float32), k=k, query_block=query_block,
+                           db_block=db_block, group=group, mode=mode, recall_target=recall_target)
   q_norms = jnp.sum(queries * queries, axis=1, keepdims=True)
   return jnp.maximum(q_norms - scores[:nq], 0.0), idx[:nq]
 
@@ -135,35 +144,31 @@ def _knn_sharded(queries, database, *, k, query_block, db_block, group, mode, re
   """The database split over mesh axis `axis`; each shard's top-k, then one merge of them all."""
   shards = mesh.shape[axis]
   nq, n = queries.shape[0], database.shape[0]
-  per_shard = _round_up(_round_up(n, shards) // shards, db_block)
-  padded = shards * per_shard
+  per_shard = _round_up(n, shards) // shards
   queries = jnp.asarray(queries, jnp.float32)
-  database = jnp.pad(jnp.asarray(database, jnp.float32), ((0, padded - n), (0, 0)))
-  norms = jnp.sum(database * database, axis=1).at[n:].set(jnp.inf)
-  q_pad = _round_up(nq, query_block) - nq
-  queries_p = jnp.pad(queries, ((0, q_pad), (0, 0)))
+  database = jnp.pad(jnp.asarray(database, jnp.float32), ((0, shards * per_shard - n), (0, 0)))
   database = jax.device_put(database, jax.sharding.NamedSharding(mesh, P(axis, None)))
-  norms = jax.device_put(norms, jax.sharding.NamedSharding(mesh, P(axis)))
+  queries_p = jnp.pad(queries, ((0, _round_up(nq, query_block) - nq), (0, 0)))
 
-  def per_device(q, db, db_norms):
+  def per_device(q, db):
     offset = jax.lax.axis_index(axis) * per_shard
-    scores, idx = _local_knn(q, db, db_norms, k=k, query_block=query_block, db_block=db_block,
-                             group=group, mode=mode, recall_target=recall_target,
+    scores, idx = _local_knn(q, db, k=k, query_block=query_block, db_block=db_block, group=group,
+                             mode=mode, recall_target=recall_target, num_valid=n - offset,
                              index_offset=offset)
     all_scores = jax.lax.all_gather(scores, axis, axis=1, tiled=True)   # (Q, shards * k)
     all_idx = jax.lax.all_gather(idx, axis, axis=1, tiled=True)
     best, pos = jax.lax.top_k(all_scores, k)
     return best, jnp.take_along_axis(all_idx, pos, axis=1)
 
-  fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(axis, None), P(axis)),
+  fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(axis, None)),
                              out_specs=(P(), P()), check_vma=False))
-  scores, idx = fn(queries_p, database, norms)
+  scores, idx = fn(queries_p, database)
   q_norms = jnp.sum(queries * queries, axis=1, keepdims=True)
   return jnp.maximum(q_norms - scores[:nq], 0.0), idx[:nq]
 
 
-def knn(queries, database, k: int, *, query_block: int = 256, db_block: int = 16384,
-        group: int = 16, mode: str = 'exact', recall_target: float = 0.95,
+def knn(queries, database, k: int, *, query_block: int = QUERY_BLOCK, db_block: int = DB_BLOCK,
+        group: int = GROUP, mode: str = 'exact', recall_target: float = 0.95,
         mesh: jax.sharding.Mesh | None = None, axis: str = 'data', validate: bool = True):
   """The k nearest database rows (squared L2) of every query, nearest first.
 
@@ -190,6 +195,9 @@ def knn(queries, database, k: int, *, query_block: int = 256, db_block: int = 16
   shards = 1 if mesh is None else mesh.shape[axis]
   query_block, db_block = _block_sizes(nq, math.ceil(n / shards), k, query_block, db_block,
                                        group)
+  if shards > 1 and k > math.ceil(n / shards):
+    raise KnnError(f'k={k} exceeds the {math.ceil(n / shards)} database rows per shard '
+                   f'({n} rows over {shards} shards); use fewer shards or a smaller k.')
   kwargs = dict(k=k, query_block=query_block, db_block=db_block, group=group, mode=mode,
                 recall_target=recall_target)
   if mesh is None or shards == 1:
