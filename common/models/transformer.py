@@ -1,0 +1,173 @@
+"""A decoder-only Transformer language model (pre-norm, causal attention, MLP) with pluggable
+position encodings.
+
+A position encoding is a `PositionEncoding` module; the model calls at most three hooks, each a
+no-op by default, so NoPE is the base class itself:
+
+    x = enc.embed(x, positions)                  # absolute encodings: once, on token embeddings
+    q, k = enc.rotate(q, k, positions)           # rotary encodings: in every layer
+    bias_fn, params = enc.bias(length)           # additive attention bias (or None), see
+                                                 # common.models.attention for bias_fn's contract
+
+`ABSOLUTE` encodings are built once at the input. The others are built per layer (each layer its
+own parameters) or, with `share_encoding=True`, once for the whole model: their `bias(length)` is
+then called once per forward pass and its result reused by every layer. `max_length` (None: any)
+is the longest sequence the encoding can represent; longer inputs are refused with a clear error.
+
+    model = TransformerLM(vocab_size=259, num_layers=2, d_model=64, num_heads=4,
+                          encoding=functools.partial(MyEncoding, num_heads=4))
+    logits = model.apply(variables, tokens)      # (B, L) int -> (B, L, vocab) float32
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from common.models import attention as attention_lib
+from common.models import layers
+
+
+class SequenceTooLongError(ValueError):
+  """An input longer than the position encoding can represent."""
+
+
+class PositionEncoding(nn.Module):
+  """No position information (NoPE); subclasses override the hooks they need."""
+  ABSOLUTE: ClassVar[bool] = False
+
+  @property
+  def max_length(self) -> int | None:
+    return None
+
+  def embed(self, x, positions):
+    del positions
+    return x
+
+  def rotate(self, q, k, positions):
+    del positions
+    return q, k
+
+  def bias(self, length: int) -> tuple[attention_lib.BiasFn, Any] | None:
+    del length
+    return None
+
+
+class CausalSelfAttention(nn.Module):
+  num_heads: int
+  head_dim: int
+  implementation: str = 'naive'   # 'naive' | 'blockwise'
+  block_size: int = 512
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, positions, encoding: PositionEncoding | None, bias):
+    dense = lambda name, axes: nn.DenseGeneral(
+        (self.num_heads, self.head_dim), use_bias=False, dtype=self.dtype, name=name,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes))
+    q = dense('query', ('embed', 'heads', 'kv'))(x)
+    k = dense('key', ('embed', 'heads', 'kv'))(x)
+    v = dense('value', ('embed', 'heads', 'kv'))(x)
+    if encoding is not None:
+      q, k = encoding.rotate(q, k, positions)
+    bias_fn, bias_params = bias if bias is not None else (None, None)
+    if self.implementation == 'naive':
+      out = attention_lib.naive_attention(q, k, v, bias_fn, bias_params)
+    elif self.implementation == 'blockwise':
+      out = attention_lib.blockwise_attention(q, k, v, bias_fn, bias_params,
+                                              q_block=self.block_size, k_block=self.block_size)
+    else:
+      raise ValueError(f'Unknown attention implementation {self.implementation!r}; use naive '
+                       'or blockwise.')
+    return nn.DenseGeneral(
+        x.shape[-1], axis=(-2, -1), use_bias=False, dtype=self.dtype, name='out',
+        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                 ('heads', 'kv', 'embed')))(out)
+
+
+def _layer_norm(name):
+  return nn.LayerNorm(name=name, scale_init=nn.with_logical_partitioning(
+      nn.initializers.ones_init(), ('embed',)), bias_init=nn.with_logical_partitioning(
+          nn.initializers.zeros_init(), ('embed',)))
+
+
+class DecoderBlock(nn.Module):
+  num_heads: int
+  mlp_dim: int
+  encoding: Callable[..., PositionEncoding] | None = None  # per-layer encoding (None: shared/none)
+  implementation: str = 'naive'
+  block_size: int = 512
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, positions, shared: PositionEncoding | None, shared_bias):
+    encoding, bias = shared, shared_bias
+    if self.encoding is not None:
+      encoding = self.encoding(name='position')
+      bias = encoding.bias(x.shape[1])
+    d_model = x.shape[-1]
+    h = _layer_norm('attention_norm')(x)
+    x = x + CausalSelfAttention(self.num_heads, d_model // self.num_heads, self.implementation,
+                                self.block_size, self.dtype, name='attention')(
+                                    h, positions, encoding, bias)
+    h = _layer_norm('mlp_norm')(x)
+    h = layers.dense(self.mlp_dim, ('embed', 'mlp'), dtype=self.dtype, name='mlp_in')(h)
+    h = layers.dense(d_model, ('mlp', 'embed'), dtype=self.dtype, name='mlp_out')(nn.gelu(h))
+    return x + h
+
+
+class TransformerLM(nn.Module):
+  """Token ids (B, L) -> next-token logits (B, L, vocab_size).
+
+  Attributes:
+    vocab_size, num_layers, d_model, num_heads, mlp_dim (default 4 d_model): sizes.
+    encoding: a PositionEncoding class or partial (None: NoPE); see the module docstring.
+    share_encoding: one relative encoding for all layers, its bias computed once per forward pass.
+    attention: 'naive' (whole L x L scores) or 'blockwise' (common.models.attention).
+    block_size: query and key block of the block-wise attention.
+  """
+  vocab_size: int
+  num_layers: int = 2
+  d_model: int = 64
+  num_heads: int = 4
+  mlp_dim: int | None = None
+  encoding: Callable[..., PositionEncoding] | None = None
+  share_encoding: bool = False
+  attention: str = 'naive'
+  block_size: int = 512
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens, *, train: bool = False):
+    del train
+    if self.d_model % self.num_heads:
+      raise ValueError(f'd_model={self.d_model} is not divisible by num_heads={self.num_heads}.')
+    length = tokens.shape[1]
+    positions = jnp.arange(length)
+    embed = nn.Embed(self.vocab_size, self.d_model, name='embed', embedding_init=(
+        nn.with_logical_partitioning(nn.initializers.normal(1.0), ('vocab', 'embed'))))
+    x = embed(tokens).astype(self.dtype)
+    encoding_cls = self.encoding or PositionEncoding
+    absolute = getattr(encoding_cls, 'ABSOLUTE', None)
+    if absolute is None:  # a functools.partial
+      absolute = getattr(getattr(encoding_cls, 'func', None), 'ABSOLUTE', False)
+    shared, shared_bias, per_layer = None, None, None
+    if absolute or self.share_encoding:
+      shared = encoding_cls(name='position')
+      if shared.max_length is not None and length > shared.max_length:
+        raise SequenceTooLongError(
+            f'Sequence length {length} exceeds the {shared.max_length} positions that '
+            f'{type(shared).__name__} can represent.')
+      x = shared.embed(x, positions)
+      shared_bias = shared.bias(length)
+    else:
+      per_layer = encoding_cls
+    for i in range(self.num_layers):
+      x = DecoderBlock(self.num_heads, self.mlp_dim or 4 * self.d_model, per_layer,
+                       self.attention, self.block_size, self.dtype, name=f'layer_{i}')(
+                           x, positions, shared, shared_bias)
+    x = _layer_norm('final_norm')(x)
+    return layers.dense(self.vocab_size, ('embed', 'vocab'), use_bias=False, dtype=self.dtype,
+                        name='readout')(x).astype(jnp.float32)

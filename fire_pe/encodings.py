@@ -1,0 +1,333 @@
+"""Position encodings for common.models.transformer.TransformerLM: FIRE and the paper's baselines.
+
+    from fire_pe import FIRE, ALiBi, build
+    model = TransformerLM(vocab_size=259, encoding=functools.partial(FIRE, num_heads=4))
+    model = TransformerLM(..., **build('fire_s', num_heads=4, train_length=64))  # FIRE-S
+
+Relative encodings return `(bias_fn, params)` from `bias(length)`; `bias_fn(params, q_start,
+k_start, q_len, k_len)` is the (H, q_len, k_len) additive bias for one block of query and key
+positions (common.models.attention), pure, so the block-wise kernel can evaluate and differentiate
+it block by block. Future keys (i < j) get arbitrary values: the causal mask removes them.
+
+FIRE (Li et al., 2023):  b(i, j) = f_theta( psi(i - j) / psi(max(L, i)) ),  psi(x) = log(c x + 1),
+f_theta an MLP 1 -> width (x depth) -> H with ReLU, c > 0 and the threshold L = |L_mult * init_L|
+learnable. Ablations: `log_transform=False` (psi(x) = x), `threshold=False` (normalise by psi(i)),
+`interpolate=False` (f(psi(i - j)), no normalisation), `learn_threshold=False`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from common import config_lib
+from common.models.transformer import PositionEncoding
+
+NoPE = PositionEncoding
+
+
+def _relative(q_start, k_start, q_len, k_len):
+  """(i, j, i - j) for one block; i - j is clipped at 0 (future keys are masked anyway)."""
+  i = q_start + jnp.arange(q_len)[:, None]
+  j = k_start + jnp.arange(k_len)[None, :]
+  return i, j, jnp.maximum(i - j, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Absolute encodings (added to the token embeddings once).
+# ---------------------------------------------------------------------------------------------
+class LearnedAbsolute(PositionEncoding):
+  """A learned embedding per position 0 .. max_len - 1; cannot represent longer inputs."""
+  ABSOLUTE: ClassVar[bool] = True
+  max_len: int = 512
+
+  @property
+  def max_length(self) -> int:
+    return self.max_len
+
+  @nn.compact
+  def embed(self, x, positions):
+    table = self.param('table', nn.with_logical_partitioning(
+        nn.initializers.normal(0.02), (None, 'embed')), (self.max_len, x.shape[-1]))
+    return x + table[positions].astype(x.dtype)
+
+
+def sinusoid(positions, dim: int, base: float = 10_000.0):
+  half = dim // 2
+  freqs = base ** (-jnp.arange(half) / half)
+  angles = positions[:, None].astype(jnp.float32) * freqs[None, :]
+  out = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+  return jnp.pad(out, ((0, 0), (0, dim - 2 * half)))
+
+
+class Sinusoidal(PositionEncoding):
+  """The original Transformer's fixed sin/cos embedding."""
+  ABSOLUTE: ClassVar[bool] = True
+
+  def embed(self, x, positions):
+    return x + sinusoid(positions, x.shape[-1]).astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotary.
+# ---------------------------------------------------------------------------------------------
+class RoPE(PositionEncoding):
+  """Rotary embedding; `interpolate` rescales positions by train_length / L beyond train_length
+  (position interpolation, Chen et al. 2023), for evaluation past the training length."""
+  base: float = 10_000.0
+  train_length: int | None = None
+  interpolate: bool = False
+
+  def rotate(self, q, k, positions):
+    length, dim = q.shape[1], q.shape[-1]
+    pos = positions.astype(jnp.float32)
+    if self.interpolate and self.train_length and length > self.train_length:
+      pos = pos * (self.train_length / length)
+    half = dim // 2
+    freqs = self.base ** (-jnp.arange(half) / half)
+    angles = pos[:, None] * freqs[None, :]                      # (L, D/2)
+    cos, sin = jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
+
+    def apply(x):
+      x1, x2 = x[..., :half], x[..., half:2 * half]
+      rotated = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+      return jnp.concatenate([rotated, x[..., 2 * half:]], axis=-1).astype(x.dtype)
+
+    return apply(q), apply(k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Additive relative biases.
+# ---------------------------------------------------------------------------------------------
+def alibi_slopes(num_heads: int) -> jnp.ndarray:
+  """The geometric slopes 2^(-8 h / H), h = 1 .. H."""
+  return 2.0 ** (-8.0 * jnp.arange(1, num_heads + 1) / num_heads)
+
+
+def _alibi_bias(params, q_start, k_start, q_len, k_len):
+  _, _, rel = _relative(q_start, k_start, q_len, k_len)
+  return -params['slopes'][:, None, None] * rel.astype(jnp.float32)[None]
+
+
+class ALiBi(PositionEncoding):
+  """b_h(i, j) = -m_h (i - j) with fixed geometric slopes m_h."""
+  num_heads: int = 4
+
+  def bias(self, length):
+    del length
+    return _alibi_bias, {'slopes': alibi_slopes(self.num_heads)}
+
+
+def _kerple_bias(params, q_start, k_start, q_len, k_len, *, kind):
+  _, _, rel = _relative(q_start, k_start, q_len, k_len)
+  rel = rel.astype(jnp.float32)[None]
+  r1 = jax.nn.softplus(params['r1'])[:, None, None]
+  if kind == 'log':
+    r2 = jax.nn.softplus(params['r2'])[:, None, None]
+    return -r1 * jnp.log1p(r2 * rel)
+  r2 = 2.0 * jax.nn.sigmoid(params['r2'])[:, None, None]   # power in (0, 2)
+  return -r1 * jnp.where(rel > 0, jnp.exp(r2 * jnp.log(jnp.maximum(rel, 1.0))), 0.0)
+
+
+class Kerple(PositionEncoding):
+  """Kerple (Chi et al., 2022): 'log' -r1 log(1 + r2 (i - j)), or 'power' -r1 (i - j)^r2,
+  r1, r2 > 0 learnable per head (r2 < 2 for the power kernel)."""
+  num_heads: int = 4
+  kind: str = 'log'
+
+  def setup(self):
+    if self.kind not in ('log', 'power'):
+      raise config_lib.ConfigError(f"Kerple kind must be 'log' or 'power', got {self.kind!r}.")
+    inv_softplus_1 = math.log(math.e - 1.0)   # softplus(x) = 1
+    self.r1 = self.param('r1', nn.initializers.constant(inv_softplus_1), (self.num_heads,))
+    self.r2 = self.param('r2', nn.initializers.constant(inv_softplus_1 if self.kind == 'log'
+                                                        else 0.0), (self.num_heads,))
+
+  def bias(self, length):
+    del length
+    return functools.partial(_kerple_bias, kind=self.kind), {'r1': self.r1, 'r2': self.r2}
+
+
+def t5_bucket(rel, num_buckets: int = 32, max_distance: int = 128):
+  """T5's causal relative-position bucket of i - j >= 0: exact below num_buckets / 2, then
+  logarithmic up to max_distance, then the last bucket."""
+  exact = num_buckets // 2
+  rel = jnp.maximum(rel, 0)
+  log_bucket = exact + (jnp.log(jnp.maximum(rel, 1).astype(jnp.float32) / exact)
+                        / math.log(max_distance / exact) * (num_buckets - exact)).astype(jnp.int32)
+  return jnp.where(rel < exact, rel, jnp.minimum(log_bucket, num_buckets - 1))
+
+
+def _t5_bias(params, q_start, k_start, q_len, k_len, *, num_buckets, max_distance):
+  _, _, rel = _relative(q_start, k_start, q_len, k_len)
+  return params['table'][:, t5_bucket(rel, num_buckets, max_distance)]
+
+
+class T5Bias(PositionEncoding):
+  """T5's relative bias: a learned scalar per head and log-spaced distance bucket."""
+  num_heads: int = 4
+  num_buckets: int = 32
+  max_distance: int = 128
+
+  def setup(self):
+    self.table = self.param('table', nn.initializers.zeros_init(),
+                            (self.num_heads, self.num_buckets))
+
+  def bias(self, length):
+    del length
+    return (functools.partial(_t5_bias, num_buckets=self.num_buckets,
+                              max_distance=self.max_distance), {'table': self.table})
+
+
+# ---------------------------------------------------------------------------------------------
+# FIRE.
+# ---------------------------------------------------------------------------------------------
+def fire_mlp(mlp, x):
+  """f_theta applied elementwise to x (...,) -> (..., H)."""
+  h = x[..., None]
+  for w, b in mlp[:-1]:
+    h = jax.nn.relu(h @ w + b)
+  w, b = mlp[-1]
+  return h @ w + b
+
+
+def fire_psi(x, c, log_transform: bool):
+  return jnp.log1p(c * x) if log_transform else x
+
+
+def fire_inputs(i, rel, c, threshold_length, *, log_transform, threshold, interpolate,
+                eps=1e-6):
+  """The MLP's input psi(i - j) / psi(max(L, i)) (or an ablation's) for positions i, i - j."""
+  num = fire_psi(rel.astype(jnp.float32), c, log_transform)
+  if not interpolate:
+    return num
+  i = i.astype(jnp.float32)
+  norm_pos = jnp.maximum(threshold_length, i) if threshold else i
+  return num / (fire_psi(norm_pos, c, log_transform) + eps)
+
+
+def _fire_bias(params, q_start, k_start, q_len, k_len, *, log_transform, threshold,
+               interpolate):
+  i, _, rel = _relative(q_start, k_start, q_len, k_len)
+  c, length_l, table = params['c'], params['threshold'], params['table']
+
+  def from_table():  # rows whose normaliser is constant: the bias depends on i - j only
+    idx = jnp.minimum(rel, table.shape[1] - 1)
+    return table[:, idx]
+
+  def full():  # rows past the threshold: the MLP on every (i, j) of the block
+    x = fire_inputs(i, rel, c, length_l, log_transform=log_transform, threshold=threshold,
+                    interpolate=interpolate)
+    return jnp.moveaxis(fire_mlp(params['mlp'], x), -1, 0)
+
+  if not interpolate:
+    return from_table()
+  if not threshold:
+    return full()
+  last_row = jnp.asarray(q_start + q_len - 1, jnp.float32)
+  return jax.lax.cond(last_row <= length_l, from_table, full)
+
+
+class FIRE(PositionEncoding):
+  """FIRE: a learned function of the normalised relative position.
+
+  Attributes:
+    num_heads: H, the MLP's output size.
+    mlp_width, mlp_depth: hidden width and number of hidden layers of f_theta (paper: 32, 1).
+    init_c: initial c of psi(x) = log(c x + 1) (learned).
+    init_threshold: init_L; the threshold is |L_mult * init_L| with L_mult learned (from 1) unless
+      `learn_threshold=False`. The public code uses 512 at train length 2048: a quarter of it.
+    log_transform, threshold, interpolate: False for the paper's ablations.
+
+  `bias(length)` evaluates f_theta once on the distances 0 .. length-1 with the threshold
+  normaliser (the table used by every block whose rows are all <= L); blocks past the threshold
+  evaluate it on each (i, j).
+  """
+  num_heads: int = 4
+  mlp_width: int = 32
+  mlp_depth: int = 1
+  init_c: float = 0.1
+  init_threshold: float = 512.0
+  learn_threshold: bool = True
+  log_transform: bool = True
+  threshold: bool = True
+  interpolate: bool = True
+
+  def setup(self):
+    widths = [1] + [self.mlp_width] * self.mlp_depth + [self.num_heads]
+    self.mlp = [(self.param(f'w{n}', nn.initializers.lecun_normal(), (a, b)),
+                 self.param(f'b{n}', nn.initializers.zeros_init(), (b,)))
+                for n, (a, b) in enumerate(zip(widths[:-1], widths[1:]))]
+    self.c = self.param('c', nn.initializers.constant(self.init_c), ())
+    if self.learn_threshold:
+      self.threshold_mult = self.param('threshold_mult', nn.initializers.ones_init(), ())
+    else:
+      self.threshold_mult = jnp.ones(())
+
+  def bias(self, length):
+    c = jnp.abs(self.c)
+    threshold_length = jnp.abs(self.threshold_mult * self.init_threshold)
+    rel = jnp.arange(length)
+    flags = dict(log_transform=self.log_transform, threshold=self.threshold,
+                 interpolate=self.interpolate)
+    # Table rows: the normaliser of any row i <= L (psi(L)); without interpolation, none.
+    x = fire_inputs(jnp.zeros_like(rel), rel, c, threshold_length, **flags)
+    table = jnp.moveaxis(fire_mlp(self.mlp, x), -1, 0)           # (H, length)
+    params = {'mlp': self.mlp, 'c': c, 'threshold': threshold_length, 'table': table}
+    return functools.partial(_fire_bias, **flags), params
+
+
+# ---------------------------------------------------------------------------------------------
+# By name, from a config.
+# ---------------------------------------------------------------------------------------------
+ENCODINGS = ('nope', 'learned_absolute', 'sinusoidal', 'rope', 'rope_pi', 'alibi', 'kerple_log',
+             'kerple_power', 't5', 'fire', 'fire_s', 'fire_no_log', 'fire_no_threshold',
+             'fire_no_interpolation', 'fire_fixed_threshold')
+
+
+def build(name: str, *, num_heads: int, train_length: int, max_len: int | None = None,
+          fire: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The TransformerLM fields (`encoding`, `share_encoding`) for an encoding name.
+
+  Args:
+    name: one of ENCODINGS.
+    num_heads: the model's heads (the bias's H).
+    train_length: the training sequence length (RoPE's interpolation; FIRE's default threshold).
+    max_len: learned absolute's table size (default: train_length).
+    fire: FIRE fields overriding the defaults (mlp_width, mlp_depth, init_c, init_threshold...).
+  """
+  fire = dict(fire or {})
+  fire.setdefault('init_threshold', float(train_length))
+  partial = functools.partial
+  table = {
+      'nope': (None, False),
+      'learned_absolute': (partial(LearnedAbsolute, max_len=max_len or train_length), False),
+      'sinusoidal': (Sinusoidal, False),
+      'rope': (partial(RoPE, train_length=train_length), False),
+      'rope_pi': (partial(RoPE, train_length=train_length, interpolate=True), False),
+      'alibi': (partial(ALiBi, num_heads=num_heads), False),
+      'kerple_log': (partial(Kerple, num_heads=num_heads, kind='log'), False),
+      'kerple_power': (partial(Kerple, num_heads=num_heads, kind='power'), False),
+      't5': (partial(T5Bias, num_heads=num_heads), False),
+      'fire': (partial(FIRE, num_heads=num_heads, **fire), False),
+      'fire_s': (partial(FIRE, num_heads=num_heads, **fire), True),
+      'fire_no_log': (partial(FIRE, num_heads=num_heads, **{**fire, 'log_transform': False}),
+                      False),
+      'fire_no_threshold': (partial(FIRE, num_heads=num_heads, **{**fire, 'threshold': False}),
+                            False),
+      'fire_no_interpolation': (partial(FIRE, num_heads=num_heads,
+                                        **{**fire, 'interpolate': False}), False),
+      'fire_fixed_threshold': (partial(FIRE, num_heads=num_heads,
+                                       **{**fire, 'learn_threshold': False}), False),
+  }
+  if name not in table:
+    raise config_lib.ConfigError(f'Unknown position encoding {name!r}'
+                                 f'{config_lib.closest(name, ENCODINGS)}; available: '
+                                 f'{list(ENCODINGS)}.')
+  encoding, shared = table[name]
+  return {'encoding': encoding, 'share_encoding': shared}
