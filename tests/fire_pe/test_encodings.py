@@ -1,0 +1,154 @@
+"""The encodings: FIRE's representation theorem (ALiBi, Kerple-log, T5), each baseline's
+definition, FIRE's two evaluation paths, names and bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fire_pe
+from common import config_lib
+from common.models.transformer import TransformerLM
+from fire_pe import encodings
+
+LENGTH = 64
+
+
+def _fire_bias(module, params, length=LENGTH):
+  fn, prepared = module.apply({'params': params}, length, method='bias')
+  return np.asarray(fn(prepared, 0, 0, length, length))
+
+
+def _causal(bias):
+  i, j = np.tril_indices(bias.shape[-1])
+  return bias[:, i, j]
+
+
+def _linear_fire(num_heads, c, threshold, weights):
+  """FIRE whose MLP passes its (non-negative) input through one ReLU unit times `weights`."""
+  module = fire_pe.FIRE(num_heads=num_heads, init_c=c, init_threshold=threshold)
+  params = jax.tree.map(np.asarray, module.init(jax.random.key(0), 8, method='bias')['params'])
+  params['w0'] = np.zeros_like(params['w0'])
+  params['w0'][0, 0] = 1.0
+  params['w1'] = np.zeros_like(params['w1'])
+  params['w1'][0] = weights
+  return module, params
+
+
+def _rel(length=LENGTH):
+  return np.arange(length)[:, None] - np.arange(length)[None, :]
+
+
+def test_fire_represents_alibi_as_c_goes_to_zero():
+  heads = 8
+  slopes = np.asarray(fire_pe.alibi_slopes(heads))
+  alibi = _causal(-slopes[:, None, None] * np.maximum(_rel(), 0)[None])
+  errors = []
+  for c in (1e-1, 1e-2, 1e-3, 1e-4):
+    module, params = _linear_fire(heads, c, LENGTH, -slopes * LENGTH)
+    errors.append(np.abs(_causal(_fire_bias(module, params)) - alibi).max())
+  assert all(b < a for a, b in zip(errors, errors[1:])), errors
+  assert errors[-1] < errors[-2] / 5 < errors[-3] / 25, errors        # O(c) as c -> 0
+  assert errors[-1] < 1e-3 * np.abs(alibi).max()
+  # And ALiBi's own bias is that function.
+  fn, p = fire_pe.ALiBi(num_heads=heads).apply({}, LENGTH, method='bias')
+  np.testing.assert_allclose(_causal(np.asarray(fn(p, 0, 0, LENGTH, LENGTH))), alibi, rtol=1e-6)
+
+
+def test_fire_represents_kerple_log_exactly():
+  r1, r2 = np.array([0.5, 1.0, 2.0, 3.0]), 0.3
+  kerple = _causal(-r1[:, None, None] * np.log1p(r2 * np.maximum(_rel(), 0))[None])
+  module, params = _linear_fire(4, r2, LENGTH, -r1 * np.log1p(r2 * LENGTH))
+  np.testing.assert_allclose(_causal(_fire_bias(module, params)), kerple, rtol=1e-5, atol=1e-5)
+  # Kerple's own module (r1 and r2 through softplus; r2 is per head there, one value here).
+  inv = lambda y: np.log(np.expm1(y))
+  fn, p = encodings.Kerple(num_heads=4, kind='log').apply(
+      {'params': {'r1': inv(r1), 'r2': inv(np.full(4, r2))}}, LENGTH, method='bias')
+  np.testing.assert_allclose(_causal(np.asarray(fn(p, 0, 0, LENGTH, LENGTH))), kerple,
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_fire_fits_a_t5_bias_table():
+  """T5's bias is a step function of the distance; a ReLU MLP of the (monotone) FIRE input is
+  piecewise linear. One hidden unit with its kink just before and one at each bucket boundary
+  gives every step exactly at integer distances; the readout is then fitted by least squares."""
+  heads, length, width = 4, 128, 64
+  table = np.random.default_rng(0).normal(size=(heads, 32)).astype(np.float32)
+  distances = np.arange(length)
+  target = table[:, np.asarray(fire_pe.t5_bucket(distances))]          # (H, distance)
+  module = fire_pe.FIRE(num_heads=heads, mlp_width=width, init_threshold=length)
+  params = jax.tree.map(np.asarray, module.init(jax.random.key(1), length, method='bias')['params'])
+  _, prepared = module.apply({'params': params}, length, method='bias')
+  x = np.asarray(encodings.fire_inputs(np.zeros(length), distances, prepared['c'],
+                                       prepared['threshold'], log_transform=True, threshold=True,
+                                       interpolate=True))
+  boundaries = np.flatnonzero(np.diff(target[0]) != 0) + 1            # first distance of a bucket
+  knots = np.concatenate([x[boundaries - 1], x[boundaries]])[:width]
+  knots = np.pad(knots, (0, width - len(knots)), constant_values=2.0)  # spare units stay off
+  params['w0'] = np.ones((1, width), np.float32)
+  params['b0'] = -knots.astype(np.float32)
+  hidden = np.maximum(x[:, None] - knots[None, :], 0)
+  design = np.concatenate([hidden, np.ones((length, 1))], axis=1)
+  solution = np.linalg.lstsq(design, target.T, rcond=None)[0]
+  params['w1'], params['b1'] = solution[:-1].astype(np.float32), solution[-1].astype(np.float32)
+  fitted = _fire_bias(module, params, length)[:, -1, ::-1]            # last row: distances 0..L-1
+  assert np.abs(fitted - target).max() < 1e-3 * np.abs(target).max()
+  # With half the units (one kink per boundary) the steps become ramps: a worse fit.
+  half = np.maximum(x[:, None] - x[boundaries][None, :], 0)
+  coarse = np.linalg.lstsq(np.concatenate([half, np.ones((length, 1))], 1), target.T, rcond=None)
+  assert coarse[1].sum() > 1e-2
+
+
+def test_fire_table_and_per_pair_paths_agree():
+  module = fire_pe.FIRE(num_heads=3, init_threshold=20.0)
+  params = module.init(jax.random.key(2), 8, method='bias')['params']
+  fn, prepared = module.apply({'params': params}, 48, method='bias')
+  flags = dict(log_transform=True, threshold=True, interpolate=True)
+  for q_start, k_start in ((0, 0), (8, 0), (16, 8)):              # rows <= 20: the table
+    block = np.asarray(fn(prepared, q_start, k_start, 4, 8))
+    i, _, rel = encodings._relative(q_start, k_start, 4, 8)
+    x = encodings.fire_inputs(i, rel, prepared['c'], prepared['threshold'], **flags)
+    direct = np.moveaxis(np.asarray(encodings.fire_mlp(prepared['mlp'], x)), -1, 0)
+    np.testing.assert_allclose(block, direct, rtol=1e-5, atol=1e-6)
+  # Past the threshold the normaliser is psi(i): rows differ for the same distance.
+  late = np.asarray(fn(prepared, 40, 0, 4, 40))
+  assert not np.allclose(late[:, 0, 0], late[:, 1, 1])
+
+
+def test_baseline_definitions():
+  np.testing.assert_allclose(fire_pe.alibi_slopes(8), 2.0 ** -np.arange(1, 9))
+  b = np.asarray(fire_pe.t5_bucket(np.array([0, 1, 15, 16, 20, 64, 127, 128, 10_000])))
+  assert b[:3].tolist() == [0, 1, 15] and b[3] == 16 and (np.diff(b) >= 0).all() and b[-1] == 31
+  # RoPE: q . k depends on i - j only.
+  rope = fire_pe.RoPE()
+  q = jnp.asarray(np.random.default_rng(4).normal(size=(1, 40, 1, 16)).astype(np.float32))
+  same = jnp.broadcast_to(q[:, :1], q.shape)
+  rq, rk = rope.apply({}, same, same, jnp.arange(40), method='rotate')
+  dots = np.einsum('bqhd,bkhd->qk', rq, rk)
+  np.testing.assert_allclose(np.diag(dots, -3)[:-1], np.diag(dots, -3)[1:], rtol=1e-4)
+  # Position interpolation squeezes 4x the train length into the trained range of angles.
+  pi = fire_pe.RoPE(train_length=10, interpolate=True)
+  rq_pi, _ = pi.apply({}, same, same, jnp.arange(40), method='rotate')
+  rq_10, _ = rope.apply({}, same[:, :10], same[:, :10], jnp.arange(10) * 0.25, method='rotate')
+  np.testing.assert_allclose(rq_pi[:, :10], rq_10, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_encoding_lists_the_available_ones():
+  with pytest.raises(config_lib.ConfigError, match=r"Unknown position encoding 'fier'.*'fire'"):
+    fire_pe.build('fier', num_heads=4, train_length=64)
+  with pytest.raises(config_lib.ConfigError, match="'log' or 'power'"):
+    encodings.Kerple(num_heads=2, kind='cubic').init(jax.random.key(0), 8, method='bias')
+
+
+def test_every_encoding_runs_in_the_model_and_fire_s_shares():
+  tokens = jnp.zeros((1, 16), jnp.int32)
+  sizes = {}
+  for name in fire_pe.ENCODINGS:
+    model = TransformerLM(vocab_size=7, num_layers=2, d_model=16, num_heads=2,
+                          **fire_pe.build(name, num_heads=2, train_length=16))
+    variables = model.init(jax.random.key(0), tokens)
+    assert model.apply(variables, tokens).shape == (1, 16, 7)
+    sizes[name] = sum(x.size for x in jax.tree.leaves(variables))
+  per_layer_fire = sizes['fire'] - sizes['nope']
+  assert sizes['fire_s'] - sizes['nope'] == per_layer_fire // 2  # one module, not two
