@@ -133,15 +133,46 @@ def load(name: str, split: str, *, data_dir: str | None = None, **kwargs: Any):
   return _load_tfds(name, split, data_dir)
 
 
-def load_text(name: str, split: str, *, data_dir: str | None = None, **kwargs: Any) -> np.ndarray:
-  """A text corpus as int32 byte-level token ids (ByteVocabulary layout, no eos)."""
+def load_text(name: str, split: str, *, data_dir: str | None = None, max_bytes: int | None = None,
+              **kwargs: Any) -> np.ndarray:
+  """A text corpus as int32 byte-level token ids (seqio ByteVocabulary layout).
+
+  Embedded corpora (`stdlib_text`) are one byte stream; a TFDS text dataset (e.g. 'c4/en', whose
+  examples have a 'text' feature) is its documents' UTF-8 bytes joined by EOS (id 1), read until
+  `max_bytes` bytes (None: the whole split).
+  """
   base, start, stop = parse_split(split)
-  if name not in _TEXT:
-    raise DatasetError(f'Unknown text corpus {name!r}{config_lib.closest(name, _TEXT)}; '
-                       f'available: {sorted(_TEXT)} (and seqio Tasks through common.data.text).')
-  data = _TEXT[name](base, data_dir=data_dir, **kwargs)
-  data = slice_arrays({'x': data}, start, stop)['x']
-  return data.astype(np.int32) + BYTE_OFFSET
+  if name in _TEXT:
+    data = _TEXT[name](base, data_dir=data_dir, **kwargs)
+    data = slice_arrays({'x': data}, start, stop)['x']
+    ids = data.astype(np.int32) + BYTE_OFFSET
+    return ids if max_bytes is None else ids[:max_bytes]
+  if kwargs:
+    raise DatasetError(f'Options {sorted(kwargs)} apply only to embedded corpora, not {name!r}.')
+  if name.split('/')[0] not in _tfds_builders():
+    raise DatasetError(f'Unknown text corpus {name!r}{config_lib.closest(name, _TEXT)}; embedded: '
+                       f'{sorted(_TEXT)}; or a prepared TFDS text dataset such as "c4/en".')
+  return _load_tfds_text(name, split, data_dir, max_bytes)
+
+
+def _load_tfds_text(name: str, split: str, data_dir: str | None, max_bytes: int | None):
+  tfds = _import_tfds()
+  try:
+    dataset = tfds.load(name, split=split, data_dir=data_dir, download=False)
+  except (tfds.core.registered.DatasetNotFoundError, AssertionError, FileNotFoundError) as e:
+    raise DatasetError(f'TFDS text dataset {name!r} is not prepared under data_dir={data_dir!r} '
+                       f'({e}); prepare it with `tfds build {name}` first.') from e
+  chunks, total = [], 0
+  for example in tfds.as_numpy(dataset):
+    doc = np.frombuffer(example['text'], np.uint8).astype(np.int32) + BYTE_OFFSET
+    chunks.append(np.append(doc, 1))  # EOS between documents
+    total += len(doc) + 1
+    if max_bytes is not None and total >= max_bytes:
+      break
+  if not chunks:
+    raise DatasetError(f'Split {split!r} of {name!r} is empty.')
+  ids = np.concatenate(chunks)
+  return ids if max_bytes is None else ids[:max_bytes]
 
 
 def decode_bytes(ids: np.ndarray) -> str:

@@ -8,8 +8,8 @@ the bias for queries at positions q_start + arange(q_len) and keys at k_start + 
 (q_len and k_len static; the starts may be traced). `naive_attention` calls it once for the whole
 L x L grid. `blockwise_attention` calls it per (query block, key block) inside the loops, with an
 online softmax (running max and normaliser) and a custom VJP that recomputes scores and bias block
-by block in the backward pass, so no H x L x L score, probability or bias tensor is ever held: the
-memory is O(B H L D + B H q_block k_block). Key blocks entirely in a query block's future are
+by block in the backward pass (one pass over key blocks, dq accumulated whole), so no H x L x L
+score, probability or bias tensor is ever held: the memory is O(B H L D + B H q_block k_block). Key blocks entirely in a query block's future are
 skipped. Gradients reach the bias parameters through `jax.vjp` of bias_fn on each block.
 """
 
@@ -123,40 +123,18 @@ def _flash_bwd(bias_fn, causal, q_block, k_block, length, residuals, dout):
     s, mask = _block_scores(qi, kj, q_start, k_start, bias, scale, causal, length)
     return jnp.where(mask, jnp.exp(s - lse_i[..., None]), 0.0)
 
-  # Pass 1: dq, one query block at a time over its visible key blocks.
-  def dq_block(i):
-    q_start = i * q_block
-    qi = jax.lax.dynamic_slice_in_dim(q, q_start, q_block, axis=1)
-    doi = jax.lax.dynamic_slice_in_dim(dout, q_start, q_block, axis=1)
-    lse_i = jax.lax.dynamic_slice_in_dim(lse, q_start, q_block, axis=2)
-    delta_i = jax.lax.dynamic_slice_in_dim(delta, q_start, q_block, axis=2)
-
-    def body(j, dq):
-      k_start = j * k_block
-      kj = jax.lax.dynamic_slice_in_dim(k, k_start, k_block, axis=1)
-      vj = jax.lax.dynamic_slice_in_dim(v, k_start, k_block, axis=1)
-      bias = _bias_block(bias_fn, params, q_start, k_start, q_block, k_block)
-      p = probs(qi, kj, q_start, k_start, bias, lse_i)
-      dp = jnp.einsum('bqhd,bkhd->bhqk', doi, vj.astype(jnp.float32))
-      ds = p * (dp - delta_i[..., None])
-      return dq + jnp.einsum('bhqk,bkhd->bqhd', ds, kj.astype(jnp.float32)) * scale
-
-    return jax.lax.fori_loop(0, _num_key_blocks(q_start, q_block, k_block, num_k, causal), body,
-                             jnp.zeros((batch, q_block, heads, dim), jnp.float32))
-
-  dq = jax.lax.map(dq_block, jnp.arange(num_q))
-  dq = dq.transpose(1, 0, 2, 3, 4).reshape(batch, lq, heads, dim)
-
-  # Pass 2: dk, dv and the bias parameters' gradient, one key block at a time.
-  zeros_params = jax.tree.map(jnp.zeros_like, params)
-
-  def dkv_block(j):
+  # One pass over key blocks (FlashAttention-2's order): each key block's dk and dv are summed
+  # over the query blocks that see it, and each (query, key) block adds its share to dq, carried
+  # whole. Scores and bias are recomputed once per block; the bias's VJP gives its parameters'
+  # gradient.
+  def key_block(j, carry):
+    dq, dk_all, dv_all, dparams = carry
     k_start = j * k_block
     kj = jax.lax.dynamic_slice_in_dim(k, k_start, k_block, axis=1)
-    vj = jax.lax.dynamic_slice_in_dim(v, k_start, k_block, axis=1)
+    vj = jax.lax.dynamic_slice_in_dim(v, k_start, k_block, axis=1).astype(jnp.float32)
 
-    def body(i, carry):
-      dk, dv, dparams = carry
+    def query_block(i, inner):
+      dq, dk, dv, dparams = inner
       q_start = i * q_block
       qi = jax.lax.dynamic_slice_in_dim(q, q_start, q_block, axis=1)
       doi = jax.lax.dynamic_slice_in_dim(dout, q_start, q_block, axis=1)
@@ -169,22 +147,29 @@ def _flash_bwd(bias_fn, causal, q_block, k_block, length, residuals, dout):
             lambda prm: bias_fn(prm, q_start, k_start, q_block, k_block), params)
       p = probs(qi, kj, q_start, k_start, bias, lse_i)
       dv = dv + jnp.einsum('bhqk,bqhd->bkhd', p, doi)
-      dp = jnp.einsum('bqhd,bkhd->bhqk', doi, vj.astype(jnp.float32))
+      dp = jnp.einsum('bqhd,bkhd->bhqk', doi, vj)
       ds = p * (dp - delta_i[..., None])
       dk = dk + jnp.einsum('bhqk,bqhd->bkhd', ds, qi.astype(jnp.float32)) * scale
+      dq_i = jax.lax.dynamic_slice_in_dim(dq, q_start, q_block, axis=1)
+      dq_i = dq_i + jnp.einsum('bhqk,bkhd->bqhd', ds, kj.astype(jnp.float32)) * scale
+      dq = jax.lax.dynamic_update_slice_in_dim(dq, dq_i, q_start, axis=1)
       if pullback is not None:
         dparams = jax.tree.map(jnp.add, dparams, pullback(ds.sum(axis=0))[0])
-      return dk, dv, dparams
+      return dq, dk, dv, dparams
 
     first = (k_start // q_block) if causal else 0  # query blocks wholly before this key block
-    init = (jnp.zeros((batch, k_block, heads, dim), jnp.float32),
-            jnp.zeros((batch, k_block, heads, dim), jnp.float32), zeros_params)
-    return jax.lax.fori_loop(first, num_q, body, init)
+    zeros = jnp.zeros((batch, k_block, heads, dim), jnp.float32)
+    dq, dk, dv, dparams = jax.lax.fori_loop(first, num_q, query_block,
+                                            (dq, zeros, zeros, dparams))
+    dk_all = jax.lax.dynamic_update_slice_in_dim(dk_all, dk, k_start, axis=1)
+    dv_all = jax.lax.dynamic_update_slice_in_dim(dv_all, dv, k_start, axis=1)
+    return dq, dk_all, dv_all, dparams
 
-  dk, dv, dparams = jax.lax.map(dkv_block, jnp.arange(num_k))
-  reshape = lambda x: x.transpose(1, 0, 2, 3, 4).reshape(batch, -1, heads, dim)
-  dparams = jax.tree.map(lambda g: g.sum(axis=0), dparams)
-  return (dq.astype(q.dtype), reshape(dk).astype(k.dtype), reshape(dv).astype(v.dtype), dparams)
+  full = jnp.zeros((batch, k.shape[1], heads, dim), jnp.float32)
+  init = (jnp.zeros((batch, lq, heads, dim), jnp.float32), full, full,
+          jax.tree.map(jnp.zeros_like, params))
+  dq, dk, dv, dparams = jax.lax.fori_loop(0, num_k, key_block, init)
+  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), dparams
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)

@@ -1,0 +1,109 @@
+r"""Byte-level LMs with each position encoding, trained short and evaluated long.
+
+    python -m fire_pe.main --config=configs/fire_pe/lm.py:cpu --workdir=/tmp/fire_pe
+
+Variants:
+  cpu   the embedded docstring corpus (stdlib_text), 2 layers, d 64, 4 heads, train length 64,
+        1,500 Adam steps of 32 windows per encoding, 1 seed; evaluated at 64 / 128 / 256 / 512.
+        About 15 minutes on 2 cores.
+  tiny  4 encodings, 60 steps, train length 16 (the test).
+  c4    C4 through TFDS ('c4/en', prepared with `tfds build c4/en`), train length 2048, evaluated
+        to 8192 with block-wise attention, a 12-layer d 768 model sharded (FSDP) over the mesh:
+        for accelerators.
+"""
+
+import ml_collections
+
+from configs.common import classifier as classifier_config
+
+ALL = ('nope', 'learned_absolute', 'sinusoidal', 'rope', 'rope_pi', 'alibi', 'kerple_log',
+       'kerple_power', 't5', 'fire', 'fire_s', 'fire_no_log', 'fire_no_threshold',
+       'fire_no_interpolation')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or 'cpu'
+  config = ml_collections.ConfigDict()
+  config.dataset = 'stdlib_text'
+  config.data_dir = ml_collections.config_dict.placeholder(str)
+  config.train_split = 'train'
+  config.eval_split = 'test'
+  config.max_train_bytes = ml_collections.config_dict.placeholder(int)
+  config.max_eval_bytes = ml_collections.config_dict.placeholder(int)
+  config.train_length = 64
+  config.eval_factors = (1, 2, 4, 8)
+  config.eval_tokens = 65_536        # per evaluation length: windows of that many tokens in all
+  config.eval_batch_size = 16
+  config.eval_attention = 'naive'    # or 'blockwise' (no L x L tensors; for long evaluations)
+  config.encodings = ALL
+  config.seeds = 1
+  config.model = ml_collections.ConfigDict({
+      'num_layers': 2, 'd_model': 64, 'num_heads': 4, 'mlp_dim': 256, 'attention': 'naive',
+      'block_size': 512})
+  # FIRE's options (all encodings named fire* use them); the threshold L starts at this fraction
+  # of the train length.
+  config.fire = ml_collections.ConfigDict({
+      'mlp_width': 32, 'mlp_depth': 1, 'init_c': 0.1, 'init_threshold_fraction': 0.25,
+      'learn_threshold': True})
+  # The training loop (common.train): batch, steps, optimizer, cadence, mesh.
+  loop = classifier_config.get_config('cpu')
+  loop.batch_size = 32
+  loop.total_steps = 1500
+  loop.optimizer.learning_rate = 3e-3
+  loop.optimizer.warmup_steps = 100
+  loop.optimizer.grad_clip_norm = 1.0
+  loop.log_every_steps = 250
+  loop.eval_every_steps = 0
+  loop.checkpoint_every_steps = 500
+  loop.expected_accuracy = None
+  config.loop = loop
+  # The claim: at these factors, claim_encoding's loss is within claim_margin of the best of the
+  # contenders and below NoPE's and RoPE's.
+  config.metric = 'second_half'
+  config.claim_factors = (4, 8)
+  config.claim_encoding = 'fire'
+  config.claim_contenders = ('nope', 'sinusoidal', 'rope', 'rope_pi', 'alibi', 'kerple_log',
+                             'kerple_power', 't5', 'fire', 'fire_s')
+  config.claim_margin = 0.02
+
+  if variant == 'cpu':
+    pass
+  elif variant == 'tiny':
+    config.train_length = 16
+    config.encodings = ('nope', 'learned_absolute', 'rope', 'fire')
+    config.claim_contenders = ('nope', 'rope', 'fire')
+    config.eval_tokens = 2048
+    config.loop.total_steps = 60
+    config.loop.log_every_steps = 20
+    config.loop.checkpoint_every_steps = 60
+    config.loop.optimizer.warmup_steps = 0
+    config.max_train_bytes = 200_000
+  elif variant == 'c4':
+    config.dataset = 'c4/en'
+    config.train_split = 'train'
+    config.eval_split = 'validation'
+    config.max_train_bytes = 2_000_000_000
+    config.max_eval_bytes = 50_000_000
+    config.train_length = 2048
+    config.eval_factors = (1, 2, 4)    # 2048 ... 8192
+    config.claim_factors = (2, 4)
+    config.eval_tokens = 4_194_304
+    config.eval_batch_size = 8
+    config.eval_attention = 'blockwise'
+    config.model = ml_collections.ConfigDict({
+        'num_layers': 12, 'd_model': 768, 'num_heads': 12, 'mlp_dim': 3072,
+        'attention': 'blockwise', 'block_size': 512})
+    config.loop.batch_size = 256
+    config.loop.total_steps = 100_000
+    config.loop.optimizer.learning_rate = 1e-3
+    config.loop.optimizer.warmup_steps = 2000
+    config.loop.optimizer.name = 'adamw'
+    config.loop.optimizer.weight_decay = 0.1
+    config.loop.sharding = 'fsdp'
+    config.loop.log_every_steps = 100
+    config.loop.checkpoint_every_steps = 2000
+    config.loop.device_data_max_mb = 0   # stream batches
+  else:
+    raise ValueError(f'Unknown variant {variant!r}; use cpu, tiny or c4.')
+  config.lock()
+  return config

@@ -1,0 +1,79 @@
+"""The length-generalisation experiment end to end (tiny variant) and its config errors."""
+
+import json
+import os
+
+import pytest
+
+from common import config_lib
+from common.data import loader
+from configs.fire_pe import lm as lm_config
+from fire_pe import experiment
+
+
+def test_tiny_config_runs_end_to_end(tmp_path):
+  summary = experiment.run(lm_config.get_config('tiny'), str(tmp_path))
+  on_disk = json.loads((tmp_path / 'summary.json').read_text())
+  assert on_disk['reproduced'] == summary['reproduced'] and on_disk['name'] == 'fire_pe'
+  losses = summary['numbers']['losses']
+  assert set(losses) == {'nope', 'learned_absolute', 'rope', 'fire'}
+  # Learned absolute positions stop at the train length: reported, not clipped or crashed.
+  assert losses['learned_absolute']['2'] == experiment.NOT_REPRESENTABLE
+  assert isinstance(losses['learned_absolute']['1'], dict)
+  for name in ('nope', 'rope', 'fire'):
+    for factor in ('1', '2', '4', '8'):
+      assert 0 < losses[name][factor]['second_half'] < 6   # below log(259) = 5.56 + slack
+    # 60 steps of training moved the loss well below a uniform guess.
+    assert losses[name]['final_train_loss'] < 4.0
+  assert set(summary['numbers']['checks']) == {'4x', '8x'}
+  assert all(os.path.exists(tmp_path / f) for f in summary['figures'])
+
+
+def test_config_errors(tmp_path):
+  config = lm_config.get_config('tiny')
+  config.encodings = ('nope', 'fier')
+  with pytest.raises(config_lib.ConfigError, match=r"'fier'.*'fire'"):
+    experiment.run(config, str(tmp_path))
+  config = lm_config.get_config('tiny')
+  config.claim_encoding = 'fire_s'
+  with pytest.raises(config_lib.ConfigError, match="Claim encoding 'fire_s' is not in"):
+    experiment.run(config, str(tmp_path))
+
+
+def test_windows_and_text_errors():
+  ids = loader.load_text('stdlib_text', 'test', max_bytes=1000)
+  assert len(ids) == 1000 and ids.min() >= loader.BYTE_OFFSET
+  w = experiment.windows(ids, 65, max_windows=3)
+  assert w.shape == (3, 65) and (w[1] == ids[65:130]).all()
+  with pytest.raises(loader.DatasetError, match='not one window of 2000'):
+    experiment.windows(ids, 2000)
+  with pytest.raises(loader.DatasetError, match='Unknown text corpus'):
+    loader.load_text('no_such_corpus', 'train')
+
+
+def test_lm_with_fire_trains_the_same_on_a_sharded_mesh(tmp_path):
+  """The FIRE LM under FSDP x tensor parallelism (2 x 4 fake devices) follows the 1-device run."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  ids = loader.load_text('stdlib_text', 'train', max_bytes=50_000)
+  losses = {}
+  for name, mesh, sharding, devices in (('one', (('data', 1), ('model', 1)), 'data', 1),
+                                        ('tp', (('data', 2), ('model', 4)), 'fsdp_tensor', -1)):
+    config = lm_config.get_config('tiny')
+    config.loop.total_steps = 20
+    config.loop.log_every_steps = 5
+    config.loop.mesh = mesh
+    config.loop.sharding = sharding
+    config.loop.num_devices = devices
+    result = experiment.train_encoding(config, 'fire', 0, ids, str(tmp_path / name))
+    losses[name] = np.array([r['loss'] for r in result.history if 'loss' in r])
+    if name == 'tp':
+      query = result.state.params['layer_0']['attention']['query']['kernel']
+      assert tuple(query.sharding.spec) == ('data', 'model')   # (embed, heads, kv)
+  np.testing.assert_allclose(losses['tp'], losses['one'], rtol=2e-4)
+
+
+def test_tfds_text_corpus_through_mock_data():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  with tfds.testing.mock_data(num_examples=4):
+    ids = loader.load_text('c4/en', 'train', max_bytes=300)
+  assert 0 < len(ids) <= 300 and ids.min() >= 1 and ids.max() < loader.BYTE_VOCAB_SIZE
