@@ -42,26 +42,11 @@ def _pool(inputs: np.ndarray, factor: int) -> np.ndarray:
   return inputs.reshape([n] + split + [c]).mean(axis=axes)
 
 
-def _model_config(base: ml_collections.ConfigDict, model: ml_collections.ConfigDict, seed: int):
-  config = base.copy_and_resolve_references()
-  with config.unlocked():
-    config.model = ml_collections.ConfigDict(model.model.to_dict())
-    config.total_steps = model.total_steps
-    config.optimizer.learning_rate = model.learning_rate
-    config.seed = seed
-    config.eval_splits = ()
-    config.log_every_steps = max(1, model.total_steps // 4)
-    config.checkpoint_every_steps = model.total_steps
-    config.eval_every_steps = 0
-    config.expected_accuracy = None
-  return config
-
-
 def _train_and_predict(config, model_cfg, arrays, eval_sets, workdir, num_classes, seed):
   pool = model_cfg.get('pool', 1)
   train = dict(arrays, inputs=_pool(arrays['inputs'], pool))
-  trained = classifier.train_classifier(_model_config(config.classifier, model_cfg, seed), workdir,
-                                        train_arrays=train, eval_arrays={},
+  model_config = classifier.study_config(config.classifier, model_cfg, seed)
+  trained = classifier.train_classifier(model_config, workdir, train_arrays=train, eval_arrays={},
                                         num_classes=num_classes)
   return {name: np.asarray(jax.nn.softmax(trained.logits(_pool(a['inputs'], pool)), -1),
                            np.float64) for name, a in eval_sets.items()}

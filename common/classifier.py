@@ -93,6 +93,27 @@ def make_predict_fn(model: nn.Module):
                                                          inputs, train=False)
 
 
+def study_config(base: ml_collections.ConfigDict, model: ml_collections.ConfigDict,
+                 seed: int) -> ml_collections.ConfigDict:
+  """The loop config for one model of a study that trains many (cascades, ResMem, ...).
+
+  `model` holds `model` (the model config), `total_steps` and `learning_rate`. The copy trains
+  silently: no evaluations, four log lines, one checkpoint at the end (a rerun reuses the model).
+  """
+  config = base.copy_and_resolve_references()
+  with config.unlocked():
+    config.model = ml_collections.ConfigDict(model.model.to_dict())
+    config.total_steps = model.total_steps
+    config.optimizer.learning_rate = model.learning_rate
+    config.seed = seed
+    config.eval_splits = ()
+    config.log_every_steps = max(1, model.total_steps // 4)
+    config.checkpoint_every_steps = model.total_steps
+    config.eval_every_steps = 0
+    config.expected_accuracy = None
+  return config
+
+
 def train_classifier(config: ml_collections.ConfigDict, workdir: str, *,
                      train_arrays: dict[str, np.ndarray] | None = None,
                      eval_arrays: dict[str, dict[str, np.ndarray]] | None = None,

@@ -32,20 +32,11 @@ CLAIM = ('Adding a k-NN regressor on a trained model\'s residuals (ResMem) impro
 
 def _model_config(base: ml_collections.ConfigDict, model: ml_collections.ConfigDict, seed: int,
                   dataset: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  config = base.copy_and_resolve_references()
+  config = classifier.study_config(base, model, seed)
   with config.unlocked():
     config.dataset = dataset.dataset
     config.dataset_kwargs = ml_collections.ConfigDict(dict(dataset.get('dataset_kwargs', {})))
     config.train_split = dataset.train_split
-    config.model = ml_collections.ConfigDict(model.model.to_dict())
-    config.total_steps = model.total_steps
-    config.optimizer.learning_rate = model.learning_rate
-    config.seed = seed
-    config.eval_splits = ()
-    config.log_every_steps = max(1, model.total_steps // 4)
-    config.checkpoint_every_steps = model.total_steps
-    config.eval_every_steps = 0
-    config.expected_accuracy = None
   return config
 
 

@@ -9,12 +9,12 @@ time and the database `db_block` at a time; a running top-k per query is merged 
 top-k, so the working set is O(query_block x (db_block + k)) whatever the database size.
 
 Within a block the top-k is exact but two-level: the block's columns are cut into groups of `group`,
-each group's maximum is taken (one cheap pass), the k groups with the largest maxima are kept, and the
-top-k is taken over their k x group elements. That is exact: the k-th largest score t of the block
-sits in a group whose maximum is >= t, every element >= t is in a group whose maximum is >= t, and
-at most k groups have a maximum >= t (each holds a distinct element >= t), so the k best groups hold
-all of the top-k (ties aside). On a CPU each `lax.top_k` call has a large fixed cost besides its
-per-element cost, so the defaults use few, wide database blocks (65,536 rows) and the two-level
+each group's maximum is taken (one cheap pass), the k groups with the largest maxima are kept, and
+the top-k is taken over their k x group elements. That is exact: the k-th largest score t of the
+block sits in a group whose maximum is >= t, every element >= t is in a group whose maximum is >= t,
+and at most k groups have a maximum >= t (each holds a distinct element >= t), so the k best groups
+hold all of the top-k (ties aside). On a CPU each `lax.top_k` call has a large fixed cost besides
+its per-element cost, so the defaults use few, wide database blocks (65,536 rows) and the two-level
 top-k: one top-k over N/16 group maxima and one over 16k candidates instead of one over N.
 
 `mode='approx'` replaces the per-block top-k by `jax.lax.approx_max_k` (the fast path on TPUs; on
@@ -56,7 +56,8 @@ def check_inputs(queries, database, k: int) -> None:
     bad = ~np.isfinite(np.asarray(x)).all(axis=1)
     if bad.any():
       rows = np.flatnonzero(bad)
-      raise KnnError(f'{len(rows)} {name} rows contain NaN or inf (first rows: {rows[:5].tolist()}).')
+      raise KnnError(f'{len(rows)} {name} rows contain NaN or inf (first rows: '
+                     f'{rows[:5].tolist()}).')
 
 
 def _block_top_k(scores, k: int, group: int, mode: str, recall_target: float):

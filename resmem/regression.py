@@ -31,7 +31,7 @@ class Problem:
 
 
 def constrained_least_squares(x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
-  """argmin ||x b - y||^2 subject to ||b|| <= radius (ridge with the multiplier found by bisection)."""
+  """argmin ||x b - y||^2 subject to ||b|| <= radius (ridge, its multiplier found by bisection)."""
   gram, xty = x.T @ x, x.T @ y
   solve = lambda lam: np.linalg.solve(gram + lam * np.eye(len(gram)), xty)
   b = np.linalg.lstsq(x, y, rcond=None)[0]

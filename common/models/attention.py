@@ -1,16 +1,17 @@
-"""Causal self-attention with an additive position bias: naive, or block-wise with an online softmax.
+"""Causal self-attention with an additive position bias: naive, or block-wise (online softmax).
 
 A bias is given as a pure function and its parameters (a pytree):
 
     bias_fn(params, q_start, k_start, q_len, k_len) -> (H, q_len, k_len) float32
 
-the bias for queries at positions q_start + arange(q_len) and keys at k_start + arange(k_len)
-(q_len and k_len static; the starts may be traced). `naive_attention` calls it once for the whole
-L x L grid. `blockwise_attention` calls it per (query block, key block) inside the loops, with an
-online softmax (running max and normaliser) and a custom VJP that recomputes scores and bias block
-by block in the backward pass (one pass over key blocks, dq accumulated whole), so no H x L x L
-score, probability or bias tensor is ever held: the memory is O(B H L D + B H q_block k_block). Key blocks entirely in a query block's future are
-skipped. Gradients reach the bias parameters through `jax.vjp` of bias_fn on each block.
+the bias for queries at positions q_start + arange(q_len) and keys at k_start + arange(k_len) (q_len
+and k_len static; the starts may be traced). `naive_attention` calls it once for the whole L x L
+grid. `blockwise_attention` calls it per (query block, key block) inside the loops, with an online
+softmax (running max and normaliser) and a custom VJP that recomputes scores and bias block by block
+in the backward pass (one pass over key blocks, dq accumulated whole), so no H x L x L score,
+probability or bias tensor is ever held: the memory is O(B H L D + B H q_block k_block). Key blocks
+entirely in a query block's future are skipped. Gradients reach the bias parameters through
+`jax.vjp` of bias_fn on each block.
 """
 
 from __future__ import annotations

@@ -87,7 +87,8 @@ def test_bad_inputs():
     kernels.knn(np.zeros((2, 4), np.float32), db, 2)
   bad = db.copy()
   bad[3, 1] = np.nan
-  with pytest.raises(kernels.KnnError, match=r'1 database rows contain NaN or inf \(first rows: \[3\]\)'):
+  with pytest.raises(kernels.KnnError,
+                     match=r'1 database rows contain NaN or inf \(first rows: \[3\]\)'):
     kernels.knn(q, bad, 2)
   with pytest.raises(kernels.KnnError, match='non-empty'):
     kernels.knn(q, np.zeros((0, 3), np.float32), 1)

@@ -74,7 +74,8 @@ def test_save_and_load_round_trip(tmp_path):
   path = mem.save(str(tmp_path / 'm' / 'memory.npz'))
   again = resmem.Memory.load(path)
   assert (again.k, again.sigma, again.task) == (3, None, 'classification')
-  np.testing.assert_array_equal(again.predict(emb[:9], logits[:9]), mem.predict(emb[:9], logits[:9]))
+  np.testing.assert_array_equal(again.predict(emb[:9], logits[:9]),
+                                mem.predict(emb[:9], logits[:9]))
   with pytest.raises(FileNotFoundError, match='No ResMem memory'):
     resmem.Memory.load(str(tmp_path / 'missing.npz'))
 
