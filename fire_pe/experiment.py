@@ -143,12 +143,14 @@ def _plot(config, table, path):
   plt = report.pyplot()
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
   factors = list(config.eval_factors)
-  for name, row in table.items():
+  colours = plt.get_cmap('tab20').colors  # 14 encodings: more than the default 10 colours
+  for n, (name, row) in enumerate(table.items()):
     xs = [f * config.train_length for f in factors if _metric(row, f, config.metric) is not None]
     ys = [_metric(row, f, config.metric) for f in factors
           if _metric(row, f, config.metric) is not None]
     style = '-' if name.startswith('fire') else '--'
-    ax.plot(xs, ys, style, marker='o', label=name, lw=2.2 if name in ('fire', 'fire_s') else 1.2)
+    ax.plot(xs, ys, style, marker='o', label=name, color=colours[n % len(colours)],
+            lw=2.2 if name in ('fire', 'fire_s') else 1.2)
   ax.set_xscale('log', base=2)
   ax.set_xlabel('evaluation length (tokens)')
   ax.set_ylabel(f'mean token loss ({config.metric.replace("_", " ")} of each window)')
