@@ -6,7 +6,11 @@ Variants:
   cpu       mnist1d with 3,600 and 14,400 training signals (500 / 1,600 held out for tuning,
             1,000 / 4,000 test), base MLPs (32), (128) (cannot fit) and (256, 256) (interpolates);
             digits with MLP (4) and (256, 256); 3 seeds; regression d in {2, 3, 5},
-            n in {100 ... 100,000}. About 10 minutes on 2 cores.
+            n in {100 ... 100,000}. 2 min 49 s on 2 cores (52 s when the models are reused).
+            Prints test accuracy base -> ResMem: mnist1d 3,600 MLP32 0.556 -> 0.604, MLP128
+            0.559 -> 0.662; 14,400: 0.593 -> 0.685, 0.644 -> 0.771; interpolating MLP256x2 +0.03
+            with T tuned, +0.00 at T = 1; regression excess risk d=3 0.0065 -> 0.00014 while the
+            base stays at 0.083 (see resmem/README.md).
   tiny      digits only, two short-trained models, 2 seeds, small regression (the test).
   cifar100 / imagenet  ResNet bases on TFDS datasets (prepare them with `tfds build` first), the
             k-NN database sharded over the mesh's 'data' axis: for accelerators.
