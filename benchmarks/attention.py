@@ -26,7 +26,6 @@ os.environ.setdefault('XLA_FLAGS',
 os.environ.setdefault('JAX_NUM_CPU_DEVICES', '1')
 
 import argparse  # pylint: disable=g-import-not-at-top,g-bad-import-order
-import functools
 import json
 import time
 

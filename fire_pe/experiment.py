@@ -12,7 +12,6 @@ length (learned absolute positions past their table) is reported as such, not ev
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 

@@ -4,7 +4,6 @@ definition, FIRE's two evaluation paths, names and bad input."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import fire_pe

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import resmem
-from resmem import memory as memory_lib
 
 
 def _classification(seed=0, n=300, d=8, c=4):
