@@ -57,8 +57,8 @@ def main(argv=None) -> int:
     start = time.time()
     try:
       config = importlib.import_module(config_module).get_config(variant)
-      app.save_config(config, workdir, [f'--config={config_module}:{variant}'])
-      importlib.import_module(module).run(config, workdir)
+      app.run_recorded(importlib.import_module(module).run, config, workdir,
+                       [f'--config={config_module}:{variant}'])
     except Exception:  # pylint: disable=broad-except
       failures[name] = traceback.format_exc()
       logging.error('%s failed:\n%s', name, failures[name])

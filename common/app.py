@@ -52,17 +52,65 @@ def overrides(argv: list[str]) -> list[str]:
   return [a for a in argv if a.startswith('--config.')]
 
 
-def save_config(config, workdir: str, argv: list[str]) -> None:
-  if jax.process_index() != 0:
-    return
-  os.makedirs(workdir, exist_ok=True)
-  record = {'config': json.loads(config.to_json_best_effort()), 'overrides': overrides(argv),
-            'argv': argv, 'jax': jax.__version__, 'devices': jax.device_count(),
-            'processes': jax.process_count()}
-  tmp = os.path.join(workdir, 'config.json.tmp')
+def config_record(config, argv: list[str]) -> dict[str, Any]:
+  return {'config': json.loads(config.to_json_best_effort()), 'overrides': overrides(argv),
+          'argv': argv, 'jax': jax.__version__, 'devices': jax.device_count(),
+          'processes': jax.process_count()}
+
+
+def _write_json(path: str, record: dict[str, Any]) -> None:
+  tmp = path + '.tmp'
   with open(tmp, 'w', encoding='utf-8') as f:
     json.dump(record, f, indent=2)
-  os.replace(tmp, os.path.join(workdir, 'config.json'))
+  os.replace(tmp, path)
+
+
+def save_config(config, workdir: str, argv: list[str]) -> bool:
+  """Writes workdir/config.json unless it holds another config; returns whether it wrote.
+
+  A workdir's config.json records the config that made its results: a rerun under another config
+  (which the training loop may refuse) must not overwrite it first. `commit_config` replaces it
+  once such a run has succeeded, keeping the old one as config.<k>.json.
+  """
+  if jax.process_index() != 0:
+    return True
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'config.json')
+  record = config_record(config, argv)
+  if os.path.exists(path):
+    try:
+      with open(path, encoding='utf-8') as f:
+        if json.load(f).get('config') != record['config']:
+          return False
+    except (OSError, ValueError):
+      pass  # unreadable: replace it
+  _write_json(path, record)
+  return True
+
+
+def commit_config(config, workdir: str, argv: list[str]) -> None:
+  """After a successful run under a changed config: the old config.json becomes config.<k>.json."""
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, 'config.json')
+  k = 1
+  while os.path.exists(os.path.join(workdir, f'config.{k}.json')):
+    k += 1
+  if os.path.exists(path):
+    os.replace(path, os.path.join(workdir, f'config.{k}.json'))
+  _write_json(path, config_record(config, argv))
+
+
+def run_recorded(fn: Callable[[Any, str], Any], config, workdir: str, argv: list[str]):
+  """fn(config, workdir) with workdir/config.json recording the config of the results there."""
+  written = save_config(config, workdir, argv)
+  if not written:
+    logging.info('%s/config.json holds another config; it is kept until this run succeeds.',
+                 workdir)
+  out = fn(config, workdir)
+  if not written:
+    commit_config(config, workdir, argv)
+  return out
 
 
 def log_environment(config) -> None:
@@ -98,7 +146,6 @@ def run(fn: Callable[[Any, str], Any]) -> None:
     initialize_distributed()
     config, workdir = _CONFIG.value, os.path.abspath(os.path.expanduser(_WORKDIR.value))
     log_environment(config)
-    save_config(config, workdir, sys.argv)
-    fn(config, workdir)
+    run_recorded(fn, config, workdir, sys.argv)
 
   absl_app.run(main)

@@ -9,6 +9,7 @@ previous step intact; incomplete directories are ignored and cleaned up on the n
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 from absl import flags
@@ -20,6 +21,28 @@ import orbax.checkpoint as ocp
 
 class CheckpointMismatchError(ValueError):
   """The workdir holds a checkpoint of a different model or run."""
+
+
+class CheckpointUnreadableError(RuntimeError):
+  """No checkpoint in the directory can be read."""
+
+
+WAYS_OUT = ('Use a fresh --workdir, or --config.resume_despite_changes=True to continue this '
+            "checkpoint's state under the new values deliberately.")
+
+
+def describe_changes(saved: dict, current: dict, limit: int = 12) -> str:
+  """One line per field whose value differs: '  field: checkpoint X, now Y'."""
+  missing = object()
+  lines = [f'  {k}: checkpoint {saved.get(k, "(absent)")!r}, now {current.get(k, "(absent)")!r}'
+           for k in sorted(set(saved) | set(current))
+           if saved.get(k, missing) != current.get(k, missing)]
+  more = f'\n  ... and {len(lines) - limit} more' if len(lines) > limit else ''
+  return '\n'.join(lines[:limit]) + more
+
+
+def _is_resource_error(error: Exception) -> bool:
+  return isinstance(error, MemoryError) or 'RESOURCE_EXHAUSTED' in str(error)
 
 
 def abstract_like(tree, shardings):
@@ -87,21 +110,119 @@ class Checkpointer:
                                                               meta=ocp.args.JsonRestore()))
     return out['data'], out['meta']
 
-  def restore(self, step: int, abstract_state, *, meta: dict[str, Any] | None = None):
-    """Restores onto `abstract_state` after checking the saved model matches it."""
+  def check_meta(self, step: int, saved_meta: dict[str, Any], meta: dict[str, Any], *,
+                 allow_changes: bool = False) -> None:
+    """Refuses a checkpoint of another model, or of another run unless `allow_changes`.
+
+    meta['fingerprint'] (parameter shapes) must match; meta['run'] (what determines the result)
+    must match unless allow_changes; meta['total_steps'] may grow (the run continues) but not
+    shrink.
+    """
+    saved = saved_meta.get('fingerprint', {})
+    current = meta.get('fingerprint', {})
+    if saved != current:
+      raise CheckpointMismatchError(
+          f'{self.directory} holds a checkpoint (step {step}) of a different model:\n'
+          f'{describe_mismatch(saved, current)}\nUse a fresh --workdir, or the config that '
+          'wrote it.')
+    total = meta.get('total_steps')
+    saved_total = saved_meta.get('total_steps')
+    if total is not None and total < step:
+      raise CheckpointMismatchError(
+          f'{self.directory} holds a checkpoint at step {step}, past the {total} total steps '
+          f'now asked for (the run was made for {saved_total}). Use a fresh --workdir, or '
+          f'total_steps >= {step}.')
+    if 'run' not in meta:
+      return
+    if 'run' not in saved_meta:
+      logging.warning('The checkpoint at step %d in %s records no run identity (written before '
+                      'runs were recorded); resuming without checking the config.', step,
+                      self.directory)
+      return
+    changes = describe_changes(saved_meta['run'], meta['run'])
+    if total is not None and saved_total is not None and total < saved_total:
+      changes = f'  total_steps: checkpoint {saved_total}, now {total} (shorter)\n' + changes
+    if not changes.strip():
+      return
+    if allow_changes:
+      logging.warning('Resuming step %d of %s under changed values (resume_despite_changes):\n%s',
+                      step, self.directory, changes)
+      return
+    raise CheckpointMismatchError(
+        f'{self.directory} holds a checkpoint (step {step}) of a run made with other values '
+        f'of the fields that determine its result:\n{changes.rstrip()}\nResuming would '
+        f'continue the old state and label it with the new config. {WAYS_OUT}')
+
+  def restore(self, step: int, abstract_state, *, meta: dict[str, Any] | None = None,
+              allow_changes: bool = False):
+    """Restores onto `abstract_state` after checking the saved model (and run) matches it."""
     data_state, saved_meta = self.restore_meta(step)
     if meta is not None:
-      saved = saved_meta.get('fingerprint', {})
-      current = meta.get('fingerprint', {})
-      if saved != current:
-        raise CheckpointMismatchError(
-            f'{self.directory} holds a checkpoint (step {step}) of a different model:\n'
-            f'{describe_mismatch(saved, current)}\nUse a fresh --workdir, or the config that '
-            'wrote it.')
+      self.check_meta(step, saved_meta, meta, allow_changes=allow_changes)
     restored = self._manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
     logging.info('Restored step %d from %s', step, self.directory)
     return restored['state'], data_state, saved_meta
+
+  def restore_latest(self, abstract_state, *, meta: dict[str, Any] | None = None,
+                     allow_changes: bool = False):
+    """(step, state, data_state, saved_meta) of the newest readable checkpoint; None if none.
+
+    A damaged step (a truncated array or metadata file, a missing item) is logged and moved to
+    `<directory>.unreadable/<step>` once an older step restores, so the run continues from there
+    and can save that step again. If no step is readable, CheckpointUnreadableError names the
+    folder to remove. A mismatching config is never taken for damage: it stops the run.
+    """
+    failures = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        data_state, saved_meta = self.restore_meta(step)
+      except Exception as e:  # pylint: disable=broad-except
+        if _is_resource_error(e):
+          raise
+        failures.append((step, e))
+        logging.warning('Checkpoint step %d in %s is unreadable (%s: %s); trying an older one.',
+                        step, self.directory, type(e).__name__, str(e)[:300])
+        continue
+      if meta is not None:
+        self.check_meta(step, saved_meta, meta, allow_changes=allow_changes)
+      try:
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+      except Exception as e:  # pylint: disable=broad-except
+        if _is_resource_error(e):
+          raise
+        failures.append((step, e))
+        logging.warning('Checkpoint step %d in %s is unreadable (%s: %s); trying an older one.',
+                        step, self.directory, type(e).__name__, str(e)[:300])
+        continue
+      self._set_aside([s for s, _ in failures])
+      logging.info('Restored step %d from %s', step, self.directory)
+      return step, restored['state'], data_state, saved_meta
+    if failures:
+      details = '\n'.join(f'  step {s}: {type(e).__name__}: {str(e)[:200]}' for s, e in failures)
+      raise CheckpointUnreadableError(
+          f'No checkpoint in {self.directory} can be read:\n{details}\nRemove that folder to '
+          'train from scratch (or restore it from a copy).')
+    return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves unreadable steps out of the manager's directory (kept for inspection)."""
+    if not steps:
+      return
+    aside = self.directory.rstrip('/') + '.unreadable'
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      for step in steps:
+        target = os.path.join(aside, str(step))
+        if os.path.exists(target):
+          shutil.rmtree(target)
+        shutil.move(os.path.join(self.directory, str(step)), target)
+        logging.warning('Moved unreadable checkpoint step %d to %s.', step, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices('checkpoint_set_aside')
+    self._manager.reload()
 
   def restore_arrays(self, step: int | None = None):
     """The saved train state as host arrays, without a target (for analysis and tests)."""

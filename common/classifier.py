@@ -120,6 +120,7 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: str, *,
                      num_classes: int | None = None,
                      mesh: jax.sharding.Mesh | None = None) -> Classifier:
   """Trains config.model on config.dataset (or on the arrays given) with the common loop."""
+  config_lib.check_loop(config)  # before the data is loaded
   if train_arrays is None:
     train_arrays, loaded_evals, num_classes = load_data(config)
     eval_arrays = loaded_evals if eval_arrays is None else eval_arrays

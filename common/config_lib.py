@@ -22,6 +22,18 @@ def _flat_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]
   return keys
 
 
+def flatten(tree, prefix: str = '') -> dict:
+  """{'optimizer.learning_rate': 1e-3, ...} from a nested dict (or ConfigDict)."""
+  out = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      out.update(flatten(value, name + '.'))
+    else:
+      out[name] = value
+  return out
+
+
 def closest(name: str, candidates: Iterable[str]) -> str:
   """' (did you mean X?)' for the nearest candidate, or '' when nothing is close."""
   match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
@@ -70,3 +82,36 @@ def num_steps(config: ml_collections.ConfigDict, prefix: str, num_examples: int 
   if default is not None:
     return default
   raise ConfigError(f'Set {prefix}_steps or {prefix}_epochs.')
+
+
+def _whole(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+
+
+# The loop's numeric fields and the least value each may take; checked before any compute.
+LOOP_MINIMUMS = {
+    'batch_size': 1,
+    'total_steps': 1,
+    'log_every_steps': 1,
+    'eval_every_steps': 0,  # 0: evaluate only at the end
+    'checkpoint_every_steps': 1,
+    'keep_checkpoints': 1,
+    'device_data_max_mb': 0,
+}
+
+
+def check_loop(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for a training-loop field that would run wrongly or not at all.
+
+  Without this, `keep_checkpoints=0` deletes every checkpoint, `checkpoint_every_steps=0` saves
+  at every step, `total_steps=0` exits having trained nothing and `batch_size=0` divides by zero.
+  """
+  for name, minimum in LOOP_MINIMUMS.items():
+    value = config.get(name)
+    if value is None:
+      continue
+    if not _whole(value) or value < minimum:
+      raise ConfigError(f'config.{name}={value!r}: expected a whole number >= {minimum}.')
+  epochs = config.get('total_epochs')
+  if epochs is not None and (isinstance(epochs, bool) or not epochs > 0):
+    raise ConfigError(f'config.total_epochs={epochs!r}: expected a number > 0.')

@@ -102,7 +102,10 @@ def mesh_from_config(config) -> jax.sharding.Mesh:
 
 
 def rules_from_config(config) -> Rules:
-  """`config.sharding`: a strategy name from STRATEGIES, or the rules as ((logical, mesh), ...)."""
+  """`config.sharding_rules` ((logical, mesh axis), ...) when set, else `config.sharding`: a
+  strategy name from STRATEGIES (or the rules themselves, where the config allows a tuple)."""
+  if config.get('sharding_rules') is not None:
+    return tuple((str(k), v) for k, v in config.sharding_rules)
   sharding = config.get('sharding', 'data')
   if isinstance(sharding, str):
     if sharding not in STRATEGIES:
@@ -111,6 +114,18 @@ def rules_from_config(config) -> Rules:
           f'available: {sorted(STRATEGIES)}.')
     return STRATEGIES[sharding]
   return tuple((str(k), v) for k, v in sharding)
+
+
+def check_rules(rules: Rules, mesh: jax.sharding.Mesh) -> None:
+  """Every mesh axis a rule names exists in `mesh` (a misspelt axis would replicate silently)."""
+  for logical, mesh_axes in rules:
+    axes = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes or ())
+    for axis in axes:
+      if axis not in mesh.shape:
+        raise config_lib.ConfigError(
+            f'Sharding rule ({logical!r}, {mesh_axes!r}) names mesh axis {axis!r}'
+            f'{config_lib.closest(axis, mesh.shape)}, but the mesh has axes {dict(mesh.shape)}; '
+            'fix config.sharding or add the axis to config.mesh (size 1 is fine).')
 
 
 def _mesh_axes_for(name, rules: Rules):

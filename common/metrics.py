@@ -29,12 +29,19 @@ class MetricWriter:
   """`write(step, {'loss': 0.3, ...})` appends to metrics.jsonl and a TensorBoard event file."""
 
   def __init__(self, workdir: str, *, resume_step: int = 0, tensorboard: bool = True,
-               filename: str = 'metrics.jsonl'):
-    """Keeps the records of an earlier run up to `resume_step` (the step resumed from)."""
+               filename: str = 'metrics.jsonl', saved_records: list[dict] | None = None):
+    """Keeps the records of an earlier run up to `resume_step` (the step resumed from).
+
+    `saved_records`: the records the checkpoint carries; they replace the file's when the file
+    has fewer (deleted or truncated), so a resumed run's history is never lost.
+    """
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, filename)
     # Records beyond the checkpoint were written by a run that crashed; they are redone.
     self.records = [r for r in read_jsonl(self.path) if r.get('step', 0) <= resume_step]
+    saved = [r for r in saved_records or () if r.get('step', 0) <= resume_step]
+    if len(saved) > len(self.records):
+      self.records = saved
     self._tb = None
     if not self.enabled:
       return

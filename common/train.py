@@ -14,6 +14,7 @@ loading, the update step, the loop (input, logging, evaluation, checkpoints).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import Any, Callable, Protocol, Sequence
 
@@ -184,6 +185,28 @@ def _check_finite(state: TrainState, checkpointer: ckpt_lib.Checkpointer | None)
                              ' Lower the learning rate or enable optimizer.grad_clip_norm.')
 
 
+# Loop fields that do not change the trained state: a resumed run may change them freely. Every
+# other field of the loop config (and the caller's `identity`, and the training data) determines
+# the result, so a checkpoint records them and a resume under other values is refused.
+RESUMABLE_FIELDS = (
+    'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
+    'eval_batch_size', 'eval_splits', 'mesh', 'num_devices', 'sharding', 'sharding_rules',
+    'device_data_max_mb', 'data_dir', 'expected_accuracy', 'resume_despite_changes',
+    # The length of the run is checked on its own: longer continues it, shorter is refused.
+    'total_steps', 'total_epochs')
+
+
+def run_identity(config: ml_collections.ConfigDict, train_iter: pipeline.BatchIterator,
+                 identity: dict[str, Any] | None = None) -> dict[str, Any]:
+  """What determines a run's result, as flat JSON values: config fields, the caller's extra
+  fields (e.g. a model defined outside the loop config), and the training data's fingerprint."""
+  fields = config_lib.flatten(config.to_dict())
+  out = {k: v for k, v in fields.items() if k.split('.')[0] not in RESUMABLE_FIELDS}
+  out.update(config_lib.flatten(identity or {}, 'identity.'))
+  out.update(config_lib.flatten(train_iter.fingerprint(), 'data.'))
+  return json.loads(json.dumps(out, default=str))  # tuples -> lists, as they come back from JSON
+
+
 def _mean_metrics(buffer: list[dict[str, jax.Array]]) -> dict[str, float]:
   stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *buffer)  # one transfer per metric
   return {k: float(np.mean(v)) for k, v in jax.device_get(stacked).items()}
@@ -192,16 +215,26 @@ def _mean_metrics(buffer: list[dict[str, jax.Array]]) -> dict[str, float]:
 def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[[jax.Array], Any],
           loss_fn: LossFn, train_iter: pipeline.BatchIterator,
           evaluators: Sequence[Evaluator] = (), tx: optax.GradientTransformation | None = None,
-          mesh: jax.sharding.Mesh | None = None) -> TrainResult:
-  """Trains from scratch or resumes from the newest checkpoint in `workdir/checkpoints`.
+          mesh: jax.sharding.Mesh | None = None,
+          identity: dict[str, Any] | None = None) -> TrainResult:
+  """Trains from scratch or resumes from the newest readable checkpoint in `workdir/checkpoints`.
 
   Config fields read: seed, batch_size, total_steps | total_epochs, optimizer.*, log_every_steps,
-  eval_every_steps, checkpoint_every_steps, keep_checkpoints, mesh, num_devices, sharding, and
-  device_data_max_mb (training sets up to this size live on the devices; default 256).
+  eval_every_steps, checkpoint_every_steps, keep_checkpoints, mesh, num_devices, sharding,
+  device_data_max_mb (training sets up to this size live on the devices; default 256) and
+  resume_despite_changes.
+
+  A resume is refused when the checkpoint was made under other values of the fields that
+  determine the result (every loop field but RESUMABLE_FIELDS, the `identity` the caller passes
+  for what the loop config does not hold, such as a model defined elsewhere, and the training
+  data), or with a smaller total_steps; `resume_despite_changes=True` continues deliberately.
+  A larger total_steps continues a run.
   """
   # Mesh, shapes and the checks that must fail before any compute.
+  config_lib.check_loop(config)
   mesh = mesh or mesh_lib.mesh_from_config(config)
   rules = mesh_lib.rules_from_config(config)
+  mesh_lib.check_rules(rules, mesh)
   data_ways = mesh_lib.batch_axis_size(mesh, rules)
   if train_iter.global_batch_size % data_ways:
     raise config_lib.ConfigError(
@@ -212,15 +245,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
   tx = tx or make_optimizer(config.optimizer, total_steps)
   rng_init = jax.random.key(config.seed)
   abstract, shardings = state_shardings(init_fn, tx, rng_init, mesh, rules)
-  meta = {'fingerprint': ckpt_lib.fingerprint(abstract), 'total_steps': total_steps}
+  meta = {'fingerprint': ckpt_lib.fingerprint(abstract), 'total_steps': total_steps,
+          'run': run_identity(config, train_iter, identity)}
 
   checkpointer = ckpt_lib.Checkpointer(
       f'{workdir}/checkpoints', save_every_steps=config.get('checkpoint_every_steps', 1000),
       keep=config.get('keep_checkpoints', 2))
-  resumed_from = checkpointer.latest_step()
-  if resumed_from is not None:
-    target = ckpt_lib.abstract_like(abstract, shardings)
-    state, data_state, _ = checkpointer.restore(resumed_from, target, meta=meta)
+  restored = checkpointer.restore_latest(
+      ckpt_lib.abstract_like(abstract, shardings), meta=meta,
+      allow_changes=bool(config.get('resume_despite_changes', False)))
+  resumed_from, saved_history = None, None
+  if restored is not None:
+    resumed_from, state, data_state, saved_meta = restored
+    saved_history = saved_meta.get('history')
     train_iter.set_state(data_state)
     logging.info('Resumed from step %d (data position %d).', resumed_from, train_iter.position)
   else:
@@ -257,7 +294,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
   logging.info('Training data: %.1f MB, %s.', train_iter.nbytes / 2**20,
                'on the devices' if on_device else 'streamed from the host')
 
-  writer = metrics_lib.MetricWriter(workdir, resume_step=resumed_from or 0)
+  writer = metrics_lib.MetricWriter(workdir, resume_step=resumed_from or 0,
+                                    saved_records=saved_history)
   history = list(writer.records)
 
   log_every = max(1, int(config.get('log_every_steps', 100)))
@@ -305,12 +343,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
           run_evaluators(step)
         if checkpointer.should_save(step) and step != total_steps:
           _check_finite(state, checkpointer)
-          checkpointer.save(step, state, data_state=train_iter.get_state(), meta=meta)
+          checkpointer.save(step, state, data_state=train_iter.get_state(),
+                            meta=dict(meta, history=history))
       _check_finite(state, checkpointer)
       if start < total_steps:  # else a finished run was resumed: its results are in history
         run_evaluators(total_steps)
-        checkpointer.save(total_steps, state, data_state=train_iter.get_state(), meta=meta,
-                          force=True)
+        checkpointer.save(total_steps, state, data_state=train_iter.get_state(),
+                          meta=dict(meta, history=history), force=True)
   finally:
     batches.close()
     checkpointer.close()

@@ -82,7 +82,11 @@ def train_encoding(config, name: str, seed: int, train_ids: np.ndarray, workdir:
 
   data = {'tokens': windows(train_ids, config.train_length + 1)}
   train_iter = pipeline.BatchIterator(data, loop.batch_size, seed=seed)
-  result = train_lib.train(loop, workdir, init_fn=init_fn, loss_fn=loss_fn, train_iter=train_iter)
+  # The model is defined outside the loop config: what determines it joins the run's identity.
+  identity = {'encoding': name, 'model': config.model.to_dict(), 'fire': config.fire.to_dict(),
+              'train_length': config.train_length}
+  result = train_lib.train(loop, workdir, init_fn=init_fn, loss_fn=loss_fn, train_iter=train_iter,
+                           identity=identity)
   return result
 
 

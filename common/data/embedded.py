@@ -24,6 +24,24 @@ def default_data_dir() -> str:
   return os.environ.get('GRP_DATA_DIR', os.path.join(os.path.expanduser('~'), '.cache', 'grp_data'))
 
 
+class DataDirError(OSError):
+  """The data dir (GRP_DATA_DIR or data_dir=) cannot hold the generated data."""
+
+
+def check_writable(data_dir: str) -> str:
+  """Fails before any data is generated when `data_dir` cannot be created or written."""
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=data_dir):
+      pass
+  except OSError as e:
+    raise DataDirError(
+        f'Cannot write the embedded data cache to {data_dir} ({e.strerror or e}). It is the '
+        f'data_dir argument, or else $GRP_DATA_DIR (now {os.environ.get("GRP_DATA_DIR")!r}; '
+        'default ~/.cache/grp_data): point GRP_DATA_DIR at a writable directory.') from e
+  return data_dir
+
+
 def _atomic_save_npz(path: str, **arrays) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.npz')
@@ -50,6 +68,7 @@ def mnist1d(split: str, num_samples: int = 5000, seed: int = 42, train_fraction:
   data_dir = data_dir or default_data_dir()
   path = os.path.join(data_dir, f'mnist1d_n{num_samples}_s{seed}_f{train_fraction}.npz')
   if not os.path.exists(path):
+    check_writable(data_dir)
     from mnist1d import data as m1d  # pylint: disable=g-import-not-at-top
     args = m1d.get_dataset_args()
     args.num_samples, args.seed, args.train_split = num_samples, seed, train_fraction
@@ -98,6 +117,7 @@ def stdlib_text(split: str, held_out_fraction: float = 0.05,
   tag = f'py{sys.version_info.major}{sys.version_info.minor}'
   path = os.path.join(data_dir, f'stdlib_text_{tag}.npz')
   if not os.path.exists(path):
+    check_writable(data_dir)
     text = build_stdlib_corpus().encode('utf-8')
     meta = {'sha256': hashlib.sha256(text).hexdigest(), 'python': sys.version}
     _atomic_save_npz(path, data=np.frombuffer(text, np.uint8), meta=json.dumps(meta))

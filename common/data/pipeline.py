@@ -9,6 +9,7 @@ processes: each process takes its own contiguous rows of every global batch.
 from __future__ import annotations
 
 import collections
+import hashlib
 from typing import Iterator
 
 import jax
@@ -33,6 +34,8 @@ class BatchIterator:
     self.global_batch_size = int(global_batch_size)
     self.process_index = jax.process_index() if process_index is None else process_index
     self.process_count = jax.process_count() if process_count is None else process_count
+    if isinstance(global_batch_size, bool) or self.global_batch_size < 1:
+      raise config_lib.ConfigError(f'Batch size {global_batch_size!r}: expected a whole number >= 1.')
     if self.global_batch_size % self.process_count:
       raise config_lib.ConfigError(
           f'Batch size {self.global_batch_size} does not divide over {self.process_count} '
@@ -45,6 +48,7 @@ class BatchIterator:
     self.shuffle = shuffle
     self.steps_per_epoch = self.num_examples // self.global_batch_size
     self.position = 0
+    self._fingerprint = None
     self._perm_cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
 
   # Checkpointable state: the number of batches handed out.
@@ -78,6 +82,18 @@ class BatchIterator:
     """Row indices of the whole global batch k (every process's rows)."""
     epoch, i = divmod(k, self.steps_per_epoch)
     return self._permutation(epoch)[i * self.global_batch_size:(i + 1) * self.global_batch_size]
+
+  def fingerprint(self) -> dict[str, object]:
+    """What fixes the batches: each array's shape, dtype and content hash, seed, shuffling."""
+    if self._fingerprint is None:
+      arrays = {}
+      for key, value in sorted(self.arrays.items()):
+        digest = hashlib.blake2b(np.ascontiguousarray(value).view(np.uint8).reshape(-1),
+                                 digest_size=12).hexdigest()
+        arrays[key] = f'{value.dtype}{list(value.shape)}:{digest}'
+      self._fingerprint = {'arrays': arrays, 'seed': int(self.seed), 'shuffle': self.shuffle,
+                           'global_batch_size': self.global_batch_size}
+    return self._fingerprint
 
   @property
   def nbytes(self) -> int:

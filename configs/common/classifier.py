@@ -48,10 +48,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every_steps = 200
   config.checkpoint_every_steps = 200
   config.keep_checkpoints = 2
+  # Re-running a workdir resumes it; a checkpoint made under other values of the fields that
+  # determine the result is refused unless this is set (a larger total_steps always continues).
+  config.resume_despite_changes = False
 
   # Devices: the mesh (one size may be -1), how parameters shard, how many devices to use.
   config.mesh = (('data', -1), ('model', 1))
-  config.sharding = 'data'  # replicated | data | fsdp | tensor | fsdp_tensor | ((logical, axis),)
+  config.sharding = 'data'  # replicated | data | fsdp | tensor | fsdp_tensor
+  # Or the rules themselves, which then replace the strategy: ((logical axis, mesh axis), ...).
+  config.sharding_rules = ml_collections.config_dict.placeholder(tuple)
   config.num_devices = -1
 
   # The claim the main job's report checks for this experiment.
