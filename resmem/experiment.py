@@ -48,9 +48,7 @@ def run_classification(config, data_name: str, model_name: str, seed: int,
                        workdir: str) -> dict[str, Any]:
   """One base model: its train/test accuracy, ResMem's and plain k-NN's (tuned on validation)."""
   ds = config.datasets[data_name]
-  kwargs = dict(ds.get('dataset_kwargs', {}) or {})
-  splits = {name: loader.load(ds.dataset, ds[f'{name}_split'], data_dir=config.get('data_dir'),
-                              **kwargs) for name in ('train', 'val', 'test')}
+  splits = loader.load_splits(ds, ('train', 'val', 'test'), data_dir=config.get('data_dir'))
   num_classes = loader.num_classes(ds.dataset, splits['train'])
   mcfg = _model_config(config.classifier, config.models[model_name], seed, ds)
   model_dir = os.path.join(workdir, 'models', data_name, model_name, f'seed{seed}')

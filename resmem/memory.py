@@ -13,6 +13,10 @@ N_k(x) at Euclidean distances d_i:
 
 `tune` picks k, sigma and T on a validation split from one neighbour search (the largest k), and
 `ResMem` wraps a model's embedding and prediction functions so that raw inputs go in.
+
+`zero_base=True` (in `fit`, `tune`, and then a field of the `Memory`) is the paper's k-NN baseline:
+p(x) = 0 and the memory stores the targets themselves. The mode belongs to the memory, so every
+prediction path and a saved file agree on it.
 """
 
 from __future__ import annotations
@@ -40,7 +44,14 @@ def normalize(embeddings: np.ndarray, eps: float = 1e-12) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
+def check_temperature(temperature: float) -> None:
+  # A negative T would flip the softmax's ranking without any other sign of trouble.
+  if not (np.isscalar(temperature) and 0 < temperature < np.inf):
+    raise ResMemError(f'The temperature must be a positive number, got {temperature!r}.')
+
+
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+  check_temperature(temperature)
   z = np.asarray(logits, np.float64) / temperature
   z = np.exp(z - z.max(axis=-1, keepdims=True))
   return z / z.sum(axis=-1, keepdims=True)
@@ -48,9 +59,17 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def base_predictions(outputs: np.ndarray, task: str, temperature: float = 1.0) -> np.ndarray:
   """p(x): softmax(g / T) for classification, g itself (as (N, outputs)) for regression."""
+  outputs = np.asarray(outputs)
   if task == 'classification':
+    # 1-D logits would be softmaxed across the examples: a probability vector, silently wrong.
+    if outputs.ndim != 2:
+      raise ResMemError(f'Classification logits must be a (N, classes) array, got shape '
+                        f'{outputs.shape}.')
     return softmax(outputs, temperature)
-  outputs = np.asarray(outputs, np.float64)
+  if outputs.ndim not in (1, 2):
+    raise ResMemError(f'Regression outputs must be (N,) or (N, outputs), got shape '
+                      f'{outputs.shape}.')
+  outputs = outputs.astype(np.float64)
   return outputs[:, None] if outputs.ndim == 1 else outputs
 
 
@@ -74,7 +93,7 @@ def neighbour_weights(distances: np.ndarray, sigma: float | None) -> np.ndarray:
   d = np.asarray(distances, np.float64)
   if sigma is None:
     return np.full_like(d, 1.0 / d.shape[-1])
-  if sigma <= 0:
+  if not sigma > 0:  # also NaN
     raise ResMemError(f'sigma must be positive (or None for uniform weights), got {sigma}.')
   logits = -(d - d[..., :1]) / sigma  # shift by the nearest: exp never overflows
   w = np.exp(logits)
@@ -84,6 +103,21 @@ def neighbour_weights(distances: np.ndarray, sigma: float | None) -> np.ndarray:
 def _check_task(task: str) -> None:
   if task not in TASKS:
     raise ResMemError(f'Unknown task {task!r}; use one of {TASKS}.')
+
+
+def _check_k(k, where: str = 'k') -> int:
+  # A float k (2.5) used to be truncated or to fail inside XLA; a bool is an int to Python.
+  if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+    raise ResMemError(f'{where} must be a positive integer, got {k!r} ({type(k).__name__}).')
+  return int(k)
+
+
+def _units(task: str) -> str:
+  return 'classes' if task == 'classification' else 'outputs'
+
+
+# kernels.knn's keyword arguments a memory may carry; `mesh` is kept apart (not saved).
+_KNN_KWARGS = ('query_block', 'db_block', 'group', 'mode', 'recall_target', 'axis', 'validate')
 
 
 def search(queries: np.ndarray, keys: np.ndarray, k: int, **knn_kwargs):
@@ -98,10 +132,15 @@ class Memory:
 
   Attributes:
     keys: (N, D) float32 embeddings (L2-normalised when `normalize_keys`).
-    residuals: (N, C) float32; targets minus the base model's predictions.
+    residuals: (N, C) float32; targets minus the base model's predictions (the targets themselves
+      when `zero_base`).
     task: 'classification' or 'regression'.
     k, sigma, temperature: the neighbours, kernel width (None: uniform) and softmax temperature.
     normalize_keys: whether queries are L2-normalised before the search (as the keys were).
+    knn_kwargs: `kernels.knn` options (block sizes, mode, axis); saved with the memory.
+    zero_base: p(x) = 0: the memory alone is the predictor (plain k-NN); saved with the memory.
+    mesh: shard the key search over this mesh (`kernels.knn`'s `mesh`). A runtime choice, not
+      part of the memory: never saved; `load` takes one. A 'mesh' in `knn_kwargs` is moved here.
   """
   keys: np.ndarray
   residuals: np.ndarray
@@ -111,53 +150,117 @@ class Memory:
   temperature: float = 1.0
   normalize_keys: bool = True
   knn_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+  zero_base: bool = False
+  mesh: jax.sharding.Mesh | None = dataclasses.field(default=None, compare=False, repr=False)
 
   def __post_init__(self):
     _check_task(self.task)
+    self.keys = np.asarray(self.keys, np.float32)
+    self.residuals = np.asarray(self.residuals, np.float32)
     if len(self.keys) == 0:
       raise ResMemError('The memory is empty: fit it on at least one training example.')
+    if self.keys.ndim != 2 or self.residuals.ndim != 2:
+      raise ResMemError(f'Keys must be (N, D) and residuals (N, C); got shapes '
+                        f'{self.keys.shape} and {self.residuals.shape}.')
     if len(self.keys) != len(self.residuals):
       raise ResMemError(f'{len(self.keys)} keys but {len(self.residuals)} residuals.')
+    self.k = _check_k(self.k)
     if not 1 <= self.k <= len(self.keys):
       raise ResMemError(f'k={self.k} must be between 1 and the memory size {len(self.keys)}.')
+    if self.sigma is not None and not self.sigma > 0:
+      raise ResMemError(f'sigma must be positive (or None for uniform weights), got {self.sigma}.')
+    check_temperature(self.temperature)
+    if not isinstance(self.zero_base, (bool, np.bool_)):
+      raise ResMemError(f'zero_base must be True or False, got {self.zero_base!r}.')
+    self.zero_base = bool(self.zero_base)
+    self.knn_kwargs = dict(self.knn_kwargs)  # a copy: the caller's dict is not ours to edit
+    if 'mesh' in self.knn_kwargs:
+      mesh = self.knn_kwargs.pop('mesh')
+      if self.mesh is not None and mesh is not None and mesh is not self.mesh:
+        raise ResMemError('Two meshes given: one in knn_kwargs and one as `mesh`.')
+      self.mesh = self.mesh if mesh is None else mesh
+    unknown = sorted(set(self.knn_kwargs) - set(_KNN_KWARGS))
+    if unknown:
+      raise ResMemError(f'Unknown k-NN options {unknown}; kernels.knn takes '
+                        f'{list(_KNN_KWARGS) + ["mesh"]}.')
+
+  @property
+  def num_outputs(self) -> int:
+    """C: classes (classification) or output dimensions (regression)."""
+    return self.residuals.shape[1]
 
   def correction(self, embeddings: np.ndarray) -> np.ndarray:
-    """sum_i w_i(x) r_i for each query embedding: (Q, C)."""
+    """sum_i w_i(x) r_i for each query embedding: (Q, C). The whole prediction when zero_base."""
     queries = normalize(embeddings) if self.normalize_keys else np.asarray(embeddings, np.float32)
-    dist, idx = search(queries, self.keys, self.k, **self.knn_kwargs)
+    dist, idx = search(queries, self.keys, self.k, mesh=self.mesh, **self.knn_kwargs)
     w = neighbour_weights(dist, self.sigma)
     return np.einsum('qk,qkc->qc', w, self.residuals[idx].astype(np.float64))
 
-  def predict(self, embeddings: np.ndarray, base_outputs: np.ndarray) -> np.ndarray:
-    """f(x) = p(x) + correction: class scores (classification) or values (regression)."""
+  def base(self, base_outputs: np.ndarray) -> np.ndarray:
+    """p(x) as (Q, C): zeros when zero_base; the outputs must have the memory's C either way."""
     base = base_predictions(base_outputs, self.task, self.temperature)
+    if base.shape[1] != self.num_outputs:
+      unit = _units(self.task)
+      raise ResMemError(f'The base outputs have {base.shape[1]} {unit} but the memory was fitted '
+                        f'with {self.num_outputs} {unit}.')
+    return np.zeros_like(base) if self.zero_base else base
+
+  def predict(self, embeddings: np.ndarray, base_outputs: np.ndarray | None = None) -> np.ndarray:
+    """f(x) = p(x) + correction: class scores (classification) or values (regression).
+
+    `base_outputs` may be None only for a zero_base memory (it ignores them; given, they are still
+    checked against the memory's number of classes or outputs).
+    """
+    if base_outputs is None:
+      if not self.zero_base:
+        raise ResMemError('predict needs the base model\'s outputs (only a zero_base memory, the '
+                          'plain k-NN, predicts from the embeddings alone).')
+      return self.correction(embeddings)
+    base = self.base(base_outputs)
     if len(base) != len(embeddings):
       raise ResMemError(f'{len(embeddings)} embeddings but {len(base)} base outputs.')
     out = base + self.correction(embeddings)
     return out[:, 0] if self.task == 'regression' and np.ndim(base_outputs) == 1 else out
 
   def save(self, path: str) -> str:
-    """One .npz with the arrays and the hyper-parameters; written atomically."""
+    """One .npz with the arrays and the hyper-parameters (not the mesh); written atomically."""
     meta = {'task': self.task, 'k': self.k, 'sigma': self.sigma, 'temperature': self.temperature,
-            'normalize_keys': self.normalize_keys, 'knn_kwargs': self.knn_kwargs}
+            'normalize_keys': self.normalize_keys, 'knn_kwargs': self.knn_kwargs,
+            'zero_base': self.zero_base}
+    try:
+      meta_json = json.dumps(meta)
+    except TypeError as e:
+      raise ResMemError(f'The memory\'s settings cannot be saved as JSON ({e}): {meta}.') from None
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     tmp = path + '.tmp.npz'
-    np.savez(tmp, keys=self.keys, residuals=self.residuals, meta=json.dumps(meta))
+    np.savez(tmp, keys=self.keys, residuals=self.residuals, meta=meta_json)
     os.replace(tmp, path)
     return path
 
   @classmethod
-  def load(cls, path: str) -> 'Memory':
+  def load(cls, path: str, mesh: jax.sharding.Mesh | None = None) -> 'Memory':
+    """The memory saved at `path`; `mesh`, if given, shards its searches (it is not saved).
+
+    Files written before `zero_base` was saved load as zero_base=False, which is how they were
+    always predicted; a classification file that holds one-hot targets (rows summing to 1, where
+    residuals sum to 0) was tuned with zero_base=True and is refused rather than mispredicted.
+    """
     if not os.path.exists(path):
       raise FileNotFoundError(f'No ResMem memory at {path}.')
     with np.load(path) as f:
       meta = json.loads(str(f['meta']))
-      return cls(keys=f['keys'], residuals=f['residuals'], **meta)
+      keys, residuals = f['keys'], f['residuals']
+    if 'zero_base' not in meta and meta['task'] == 'classification' and np.allclose(
+        residuals.sum(axis=1), 1.0, atol=1e-3):
+      raise ResMemError(f'{path} predates the saved zero_base mode and holds targets, not '
+                        'residuals (a zero_base memory): refit it (tune or fit with '
+                        'zero_base=True) and save it again.')
+    return cls(keys=keys, residuals=residuals, mesh=mesh, **meta)
 
 
 def fit(embeddings: np.ndarray, outputs: np.ndarray, targets: np.ndarray, *, task: str,
         k: int, sigma: float | None, temperature: float = 1.0, normalize_keys: bool | None = None,
-        **knn_kwargs) -> Memory:
+        zero_base: bool = False, **knn_kwargs) -> Memory:
   """The memory of a trained model from its training-set embeddings, outputs and targets.
 
   Args:
@@ -167,7 +270,9 @@ def fit(embeddings: np.ndarray, outputs: np.ndarray, targets: np.ndarray, *, tas
     task: 'classification' or 'regression'.
     k, sigma, temperature: see `Memory`.
     normalize_keys: L2-normalise embeddings (default: for classification, as in the paper).
-    **knn_kwargs: passed to `kernels.knn` (block sizes, mesh, mode).
+    zero_base: store the targets, not the residuals: the plain k-NN (the outputs then only give
+      the number of classes; the temperature is unused).
+    **knn_kwargs: passed to `kernels.knn` (block sizes, mesh, mode); the mesh is not saved.
   """
   _check_task(task)
   embeddings = np.asarray(embeddings, np.float32)
@@ -182,10 +287,14 @@ def fit(embeddings: np.ndarray, outputs: np.ndarray, targets: np.ndarray, *, tas
                       f'{len(targets)} targets.')
   normalize_keys = task == 'classification' if normalize_keys is None else normalize_keys
   base = base_predictions(outputs, task, temperature)
-  residuals = targets_matrix(targets, task, base.shape[1]) - base
+  values = targets_matrix(targets, task, base.shape[1])
+  if values.shape != base.shape:  # (N, 1) targets against (N, C) outputs would broadcast
+    raise ResMemError(f'Targets have shape {values.shape} but the base outputs {base.shape}.')
+  residuals = values if zero_base else values - base
   keys = normalize(embeddings) if normalize_keys else embeddings
   return Memory(keys=keys, residuals=residuals.astype(np.float32), task=task, k=k, sigma=sigma,
-                temperature=temperature, normalize_keys=normalize_keys, knn_kwargs=knn_kwargs)
+                temperature=temperature, normalize_keys=normalize_keys, knn_kwargs=knn_kwargs,
+                zero_base=zero_base)
 
 
 def _score(scores: np.ndarray, targets: np.ndarray, task: str) -> float:
@@ -206,7 +315,8 @@ def tune(train: tuple[np.ndarray, np.ndarray, np.ndarray],
     train, val: (embeddings, base outputs, targets) of the training and validation splits.
     ks, sigmas, temperatures: the grid (k larger than the training set is an error).
     zero_base: use p(x) = 0, so the memory stores the targets themselves: a plain k-NN
-      classifier/regressor on the same embedding (the paper's k-NN baseline).
+      classifier/regressor on the same embedding (the paper's k-NN baseline). The returned memory
+      carries the mode: its `predict` gives the scores the grid reports.
 
   Returns:
     (Memory fitted on `train` with the best values, list of {k, sigma, temperature, score}).
@@ -214,13 +324,16 @@ def tune(train: tuple[np.ndarray, np.ndarray, np.ndarray],
   """
   _check_task(task)
   (emb, out, y), (val_emb, val_out, val_y) = train, val
-  ks = sorted(set(int(k) for k in ks))
+  if not len(val_emb) == len(val_out) == len(val_y):
+    raise ResMemError(f'Validation lengths differ: {len(val_emb)} embeddings, {len(val_out)} '
+                      f'outputs, {len(val_y)} targets.')
+  ks = sorted(set(_check_k(k, 'Every k in ks') for k in ks))
   if not ks or ks[-1] > len(emb) or ks[0] < 1:
     raise ResMemError(f'ks={ks} must lie in [1, {len(emb)}] (the training-set size).')
   if zero_base:
     temperatures = (1.0,)
   probe = fit(emb, out, y, task=task, k=ks[-1], sigma=None, normalize_keys=normalize_keys,
-              **knn_kwargs)
+              zero_base=zero_base, **knn_kwargs)
   queries = normalize(val_emb) if probe.normalize_keys else np.asarray(val_emb, np.float32)
   dist, idx = search(queries, probe.keys, ks[-1], **knn_kwargs)  # one search for the whole grid
   grid, best = [], None
@@ -229,8 +342,11 @@ def tune(train: tuple[np.ndarray, np.ndarray, np.ndarray],
     values = targets_matrix(y, task, base_train.shape[1])
     if not zero_base:
       values = values - base_train
-    base_val = (np.zeros_like(base_predictions(val_out, task, temperature)) if zero_base
-                else base_predictions(val_out, task, temperature))
+    base_val = probe.base(val_out) if zero_base else base_predictions(val_out, task, temperature)
+    if base_val.shape[1] != values.shape[1]:
+      unit = _units(task)
+      raise ResMemError(f'The validation outputs have {base_val.shape[1]} {unit} but the training '
+                        f'outputs {values.shape[1]} {unit}.')
     neighbour_values = values[idx]  # (V, kmax, C)
     for k, sigma in itertools.product(ks, sigmas):
       w = neighbour_weights(dist[:, :k], sigma)
@@ -240,13 +356,9 @@ def tune(train: tuple[np.ndarray, np.ndarray, np.ndarray],
       grid.append(row)
       if best is None or row['score'] > best['score']:
         best = row
-  if zero_base:  # the memory holds the targets; predict with Memory.correction
-    memory = Memory(keys=probe.keys, residuals=targets_matrix(y, task, values.shape[1]).astype(
-        np.float32), task=task, k=best['k'], sigma=best['sigma'],
-                    normalize_keys=probe.normalize_keys, knn_kwargs=knn_kwargs)
-  else:
-    memory = fit(emb, out, y, task=task, k=best['k'], sigma=best['sigma'],
-                 temperature=best['temperature'], normalize_keys=normalize_keys, **knn_kwargs)
+  memory = fit(emb, out, y, task=task, k=best['k'], sigma=best['sigma'],
+               temperature=best['temperature'], normalize_keys=normalize_keys, zero_base=zero_base,
+               **knn_kwargs)
   return memory, grid
 
 
@@ -255,26 +367,28 @@ class ResMem:
 
   Args:
     embed_fn: inputs -> (N, D) embeddings (e.g. penultimate features).
-    predict_fn: inputs -> (N, C) logits (classification) or predictions (regression).
+    predict_fn: inputs -> (N, C) logits (classification) or predictions (regression); not called
+      for a zero_base memory (the plain k-NN), whose mode the memory itself carries.
     memory: the fitted `Memory`.
-    zero_base: the memory alone (plain k-NN): the base predictions are replaced by zeros.
   """
 
   def __init__(self, embed_fn: Callable[[Any], np.ndarray],
-               predict_fn: Callable[[Any], np.ndarray], memory: Memory, zero_base: bool = False):
-    self.embed_fn, self.predict_fn, self.memory, self.zero_base = (embed_fn, predict_fn, memory,
-                                                                   zero_base)
+               predict_fn: Callable[[Any], np.ndarray], memory: Memory):
+    self.embed_fn, self.predict_fn, self.memory = embed_fn, predict_fn, memory
 
   def __call__(self, inputs) -> np.ndarray:
     emb = np.asarray(jax.device_get(self.embed_fn(inputs)))
-    if self.zero_base:
-      return self.memory.correction(emb)
+    if self.memory.zero_base:
+      return self.memory.predict(emb)
     return self.memory.predict(emb, np.asarray(jax.device_get(self.predict_fn(inputs))))
 
   @classmethod
   def fit(cls, embed_fn, predict_fn, inputs, targets, *, task: str, k: int,
           sigma: float | None, temperature: float = 1.0, **kwargs) -> 'ResMem':
-    """Fits the memory on (inputs, targets) with the model's own embeddings and outputs."""
+    """Fits the memory on (inputs, targets) with the model's own embeddings and outputs.
+
+    **kwargs go to `fit` (normalize_keys, zero_base, k-NN options).
+    """
     memory = fit(np.asarray(embed_fn(inputs)), np.asarray(predict_fn(inputs)), targets,
                  task=task, k=k, sigma=sigma, temperature=temperature, **kwargs)
     return cls(embed_fn, predict_fn, memory)

@@ -1,9 +1,13 @@
 """ResMem's memory: the k=1 identity, weights, tuning, save/load, the model wrapper, bad input."""
 
+import json
+
+import jax
 import numpy as np
 import pytest
 
 import resmem
+from common import mesh as mesh_lib
 
 
 def _classification(seed=0, n=300, d=8, c=4):
@@ -109,4 +113,161 @@ def test_bad_inputs():
     resmem.fit(emb, logits, labels, task='ranking', k=1, sigma=None)
   with pytest.raises(resmem.ResMemError, match=r'ks=\[50\] must lie in \[1, 20\]'):
     resmem.tune((emb, logits, labels), (emb, logits, labels), task='classification', ks=(50,),
+                sigmas=(None,))
+
+
+def _angle_task(seed=5, n=600):
+  """Labels a function of the embedding, 20% flipped (so the k-NN vote is rarely unanimous and
+  an added base can overturn it); base logits confidently wrong half of the time."""
+  rng = np.random.default_rng(seed)
+  emb = rng.normal(size=(n, 2)).astype(np.float32)
+  labels = (np.arctan2(emb[:, 1], emb[:, 0]) > 0).astype(int)
+  labels = np.where(rng.random(n) < 0.2, 1 - labels, labels)
+  logits = 5.0 * rng.normal(size=(n, 2))
+  cut = 2 * n // 3
+  return (emb[:cut], logits[:cut], labels[:cut]), (emb[cut:], logits[cut:], labels[cut:])
+
+
+def test_zero_base_memory_predicts_what_tune_reported(tmp_path):
+  # Predicting a zero_base memory used to add softmax(g) to the k-NN vote (rows summing to 2),
+  # so the accuracy fell from the value tune reported (here 0.62 against 0.78).
+  train, val = _angle_task()
+  knn, grid = resmem.tune(train, val, task='classification', ks=(1, 5, 15, 45),
+                          sigmas=(0.1, None), zero_base=True)
+  best = max(g['score'] for g in grid)
+  probs = knn.predict(*val[:2])
+  assert best > 0.75 and np.mean(probs.argmax(1) == val[2]) == best
+  np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)  # a k-NN vote, nothing added
+  assert knn.zero_base
+  np.testing.assert_array_equal(knn.predict(val[0]), probs)  # the base outputs are not needed
+  np.testing.assert_array_equal(knn.correction(val[0]), probs)
+  # The model wrapper follows the memory's mode and never calls the base model.
+  table = {'emb': val[0]}
+  def no_base(_):
+    raise AssertionError('a zero_base memory must not call the base model')
+  model = resmem.ResMem(lambda i: table['emb'][i], no_base, knn)
+  np.testing.assert_array_equal(model(np.arange(len(val[0]))), probs)
+  # The mode is saved: the loaded memory predicts the same.
+  again = resmem.Memory.load(knn.save(str(tmp_path / 'knn.npz')))
+  assert again.zero_base
+  np.testing.assert_array_equal(again.predict(*val[:2]), probs)
+  # fit and ResMem.fit take the mode too.
+  fitted = resmem.fit(*train, task='classification', k=knn.k, sigma=knn.sigma, zero_base=True)
+  np.testing.assert_array_equal(fitted.predict(*val[:2]), probs)
+
+
+def test_residual_memory_is_not_zero_base_and_needs_base_outputs(tmp_path):
+  train, val = _angle_task()
+  mem, grid = resmem.tune(train, val, task='classification', ks=(5,), sigmas=(None,))
+  assert not mem.zero_base
+  assert np.mean(mem.predict(*val[:2]).argmax(1) == val[2]) == grid[0]['score']
+  with pytest.raises(resmem.ResMemError, match="predict needs the base model's outputs"):
+    mem.predict(val[0])
+  again = resmem.Memory.load(mem.save(str(tmp_path / 'm.npz')))
+  assert not again.zero_base
+
+
+def _write_old_format(path, mem):
+  """A file as Memory.save wrote it before zero_base was saved."""
+  meta = {'task': mem.task, 'k': mem.k, 'sigma': mem.sigma, 'temperature': mem.temperature,
+          'normalize_keys': mem.normalize_keys, 'knn_kwargs': mem.knn_kwargs}
+  np.savez(path, keys=mem.keys, residuals=mem.residuals, meta=json.dumps(meta))
+  return path
+
+
+def test_files_without_zero_base(tmp_path):
+  train, val = _angle_task()
+  mem = resmem.fit(*train, task='classification', k=3, sigma=None)
+  old = resmem.Memory.load(_write_old_format(str(tmp_path / 'old.npz'), mem))
+  assert not old.zero_base
+  np.testing.assert_array_equal(old.predict(*val[:2]), mem.predict(*val[:2]))
+  # An old zero_base file holds one-hot targets: refused, not predicted as residuals.
+  knn = resmem.fit(*train, task='classification', k=3, sigma=None, zero_base=True)
+  with pytest.raises(resmem.ResMemError, match='predates the saved zero_base mode'):
+    resmem.Memory.load(_write_old_format(str(tmp_path / 'old_knn.npz'), knn))
+
+
+def test_memory_fitted_with_a_mesh_saves_without_it(tmp_path):
+  assert jax.device_count() == 8
+  mesh = mesh_lib.make_mesh((('data', 8),))
+  emb, logits, labels = _classification(9)
+  mem = resmem.fit(emb, logits, labels, task='classification', k=3, sigma=0.2, mesh=mesh,
+                   db_block=16)
+  assert mem.mesh is mesh and 'mesh' not in mem.knn_kwargs
+  single = resmem.fit(emb, logits, labels, task='classification', k=3, sigma=0.2, db_block=16)
+  expected = single.predict(emb[:20], logits[:20])
+  sharded_predictions = mem.predict(emb[:20], logits[:20])
+  # Another summation order in the GEMM: the distance of a key to itself is rounding noise.
+  np.testing.assert_allclose(sharded_predictions, expected, atol=1e-3)
+  path = mem.save(str(tmp_path / 'sharded.npz'))  # a Mesh is not JSON: this used to raise
+  with np.load(path) as f:
+    assert 'mesh' not in json.loads(str(f['meta']))['knn_kwargs']
+  plain = resmem.Memory.load(path)
+  assert plain.mesh is None and plain.knn_kwargs == {'db_block': 16}
+  np.testing.assert_array_equal(plain.predict(emb[:20], logits[:20]), expected)
+  sharded = resmem.Memory.load(path, mesh=mesh)
+  assert sharded.mesh is mesh
+  np.testing.assert_array_equal(sharded.predict(emb[:20], logits[:20]), sharded_predictions)
+  # tune passes the mesh through in the same way.
+  tuned, _ = resmem.tune((emb, logits, labels), (emb[:30], logits[:30], labels[:30]),
+                         task='classification', ks=(1, 3), sigmas=(None,), mesh=mesh)
+  assert tuned.mesh is mesh
+  tuned.save(str(tmp_path / 'tuned.npz'))
+
+
+def test_wrong_number_of_classes_and_other_bad_outputs():
+  emb, logits, labels = _classification(10, n=40)
+  mem = resmem.fit(emb, logits, labels, task='classification', k=2, sigma=None)
+  with pytest.raises(resmem.ResMemError,
+                     match='base outputs have 5 classes but the memory was fitted with 4 classes'):
+    mem.predict(emb[:3], np.zeros((3, 5)))
+  model = resmem.ResMem(lambda i: emb[i], lambda i: np.zeros((len(i), 3)), mem)
+  with pytest.raises(resmem.ResMemError, match='have 3 classes but .* with 4 classes'):
+    model(np.arange(3))
+  knn = resmem.fit(emb, logits, labels, task='classification', k=2, sigma=None, zero_base=True)
+  with pytest.raises(resmem.ResMemError, match='have 5 classes but .* with 4 classes'):
+    knn.predict(emb[:3], np.zeros((3, 5)))  # ignored by a zero_base memory, but still checked
+  with pytest.raises(resmem.ResMemError, match=r'logits must be a \(N, classes\) array'):
+    mem.predict(emb[:1], logits[0])  # 1-D logits: a softmax across examples
+  with pytest.raises(resmem.ResMemError, match='3 embeddings but 2 base outputs'):
+    mem.predict(emb[:3], logits[:2])
+  y = np.zeros(40)
+  reg = resmem.fit(emb, y, y, task='regression', k=2, sigma=None)
+  with pytest.raises(resmem.ResMemError, match='have 2 outputs but .* with 1 outputs'):
+    reg.predict(emb[:3], np.zeros((3, 2)))
+  with pytest.raises(resmem.ResMemError, match=r'Targets have shape \(40, 1\) but the base '
+                                               r'outputs \(40, 3\)'):
+    resmem.fit(emb, np.zeros((40, 3)), y, task='regression', k=2, sigma=None)
+  # Lists are array-likes like any other.
+  np.testing.assert_allclose(mem.predict(emb[:3].tolist(), logits[:3].tolist()),
+                             mem.predict(emb[:3], logits[:3]))
+
+
+def test_bad_hyper_parameters():
+  emb, logits, labels = _classification(11, n=30)
+  data = (emb, logits, labels)
+  for k in (2.5, 2.0, True):
+    with pytest.raises(resmem.ResMemError, match=r'k must be a positive integer, got'):
+      resmem.fit(*data, task='classification', k=k, sigma=None)
+    with pytest.raises(resmem.ResMemError, match=r'Every k in ks must be a positive integer'):
+      resmem.tune(data, data, task='classification', ks=(1, k), sigmas=(None,))
+  for temperature in (-1.0, 0.0, float('nan')):
+    with pytest.raises(resmem.ResMemError, match='temperature must be a positive number'):
+      resmem.fit(*data, task='classification', k=1, sigma=None, temperature=temperature)
+  with pytest.raises(resmem.ResMemError, match='temperature must be a positive number'):
+    resmem.tune(data, data, task='classification', ks=(1,), sigmas=(None,), temperatures=(-2.0,))
+  for sigma in (0.0, -1.0, float('nan')):
+    with pytest.raises(resmem.ResMemError, match='sigma must be positive'):
+      resmem.fit(*data, task='classification', k=1, sigma=sigma)
+  with pytest.raises(resmem.ResMemError, match=r"Unknown k-NN options \['db_blok'\]"):
+    resmem.fit(*data, task='classification', k=1, sigma=None, db_blok=8)
+  with pytest.raises(resmem.ResMemError, match='zero_base must be True or False'):
+    resmem.fit(*data, task='classification', k=1, sigma=None, zero_base='yes')
+  with pytest.raises(resmem.ResMemError, match='Validation lengths differ: 30 embeddings, 30 '
+                                               'outputs, 29 targets'):
+    resmem.tune(data, (emb, logits, labels[:29]), task='classification', ks=(1,),
+                sigmas=(None,))
+  with pytest.raises(resmem.ResMemError, match='validation outputs have 3 classes but the '
+                                               'training outputs 4 classes'):
+    resmem.tune(data, (emb, logits[:, :3], labels), task='classification', ks=(1,),
                 sigmas=(None,))
