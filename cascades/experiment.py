@@ -67,10 +67,9 @@ def evaluate_rules(p1_held, p2_held, y_held, p1_test, p2_test, y_test, posthoc_c
 
 def run_setting(config, dataset: str, setting: str, seed: int, workdir: str) -> dict[str, Any]:
   ds = config.datasets[dataset]
-  kwargs = dict(ds.get('dataset_kwargs', {}) or {})
-  train = loader.load(dataset, ds.train_split, **kwargs)
-  heldout = loader.load(dataset, ds.heldout_split, **kwargs)
-  test = loader.load(dataset, 'test', **kwargs)
+  splits = loader.load_splits(ds, ('train', 'heldout', 'test'), dataset=dataset,
+                              data_dir=config.get('data_dir'))
+  train, heldout, test = splits['train'], splits['heldout'], splits['test']
   num_classes = loader.num_classes(dataset, train)
   arrays = settings_lib.build(setting, train, heldout, test, num_classes=num_classes, seed=seed,
                               **config.settings.to_dict())

@@ -269,30 +269,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
 
   batch_sharding = mesh_lib.batch_sharding(mesh, rules)
   step_fn = make_train_step(loss_fn, tx, config.seed + 1)
-  # A training set that fits stays on the devices and each step gathers its own rows there: the
-  # host does no per-step work. Larger ones stream through the prefetcher.
-  on_device = train_iter.nbytes <= config.get('device_data_max_mb', 256) * 2**20
-  if on_device:
-    data = pipeline.replicate(train_iter.arrays, mesh)
-    batch_axes = batch_sharding.spec[0] if batch_sharding.spec else None
-    index_sharding = jax.sharding.NamedSharding(mesh, mesh_lib.P(None, batch_axes))
-
-    def gather_and_step(state, data, indices, j):
-      batch = jax.tree.map(lambda a: a[indices[j]], data)
-      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-      return step_fn(state, batch)
-
-    jitted = jax.jit(gather_and_step, donate_argnums=(0,),
-                     out_shardings=(shardings, mesh_lib.replicated(mesh)))
-    batches = pipeline.DeviceIndexBatches(train_iter, index_sharding, limit=total_steps)
-    run_step = lambda state, item: jitted(state, data, *item)
-  else:
-    jitted = jax.jit(step_fn, donate_argnums=(0,), in_shardings=(shardings, batch_sharding),
-                     out_shardings=(shardings, mesh_lib.replicated(mesh)))
-    batches = pipeline.Prefetcher(train_iter, batch_sharding, limit=total_steps)
-    run_step = jitted
-  logging.info('Training data: %.1f MB, %s.', train_iter.nbytes / 2**20,
-               'on the devices' if on_device else 'streamed from the host')
+  # One input shape whatever the source: `batches` yields items and `batches.materialise(item)`,
+  # traced inside the step, turns one into the global batch. A training set that fits lives on
+  # the devices and an item is the row indices of a step (gathered there: no per-step host work);
+  # larger ones stream from the host and an item is the batch itself.
+  batches = pipeline.make_batches(train_iter, mesh, batch_sharding, limit=total_steps,
+                                  device_max_bytes=config.get('device_data_max_mb', 256) * 2**20)
+  jitted = jax.jit(lambda state, item: step_fn(state, batches.materialise(item)),
+                   donate_argnums=(0,), out_shardings=(shardings, mesh_lib.replicated(mesh)))
+  logging.info('Training data: %.1f MB, %s.', train_iter.nbytes / 2**20, batches.description)
 
   writer = metrics_lib.MetricWriter(workdir, resume_step=resumed_from or 0,
                                     saved_records=saved_history)
@@ -309,7 +294,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
   sync_every_step = mesh.size > 1 and jax.default_backend() == 'cpu'
   t_last, step_last = time.perf_counter(), start
 
-  def run_evaluators(step):
+  def run_evaluators(step, state):
     record = {}
     for evaluator in evaluators:
       record.update(evaluator.run(state))
@@ -322,7 +307,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
   try:
     with jax.set_mesh(mesh):
       for step in range(start + 1, total_steps + 1):
-        state, metrics = run_step(state, next(batches))
+        state, metrics = jitted(state, next(batches))
         buffer.append(metrics)
         if sync_every_step:
           jax.block_until_ready(metrics)
@@ -340,14 +325,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
           logging.info('step %d/%d loss=%.4f %.0f ex/s ETA %s', step, total_steps,
                        record['loss'], record['examples_per_s'], _hms(eta))
         if eval_every and step % eval_every == 0 and step != total_steps:
-          run_evaluators(step)
+          run_evaluators(step, state)
         if checkpointer.should_save(step) and step != total_steps:
           _check_finite(state, checkpointer)
           checkpointer.save(step, state, data_state=train_iter.get_state(),
                             meta=dict(meta, history=history))
       _check_finite(state, checkpointer)
       if start < total_steps:  # else a finished run was resumed: its results are in history
-        run_evaluators(total_steps)
+        run_evaluators(total_steps, state)
         checkpointer.save(total_steps, state, data_state=train_iter.get_state(),
                           meta=dict(meta, history=history), force=True)
   finally:

@@ -32,6 +32,11 @@ _TEXT: dict[str, Callable[..., np.ndarray]] = {
 NUM_CLASSES = {'digits': 10, 'mnist1d': 10, 'cifar10': 10, 'cifar100': 100, 'mnist': 10,
                'fashion_mnist': 10, 'imagenet2012': 1000}
 
+# One example's input shape, for building models without the data (shape checks, eval_shape).
+INPUT_SHAPES = {'digits': (8, 8, 1), 'mnist1d': (40, 1), 'cifar10': (32, 32, 3),
+                'cifar100': (32, 32, 3), 'mnist': (28, 28, 1), 'fashion_mnist': (28, 28, 1),
+                'imagenet2012': (224, 224, 3)}
+
 
 class DatasetError(ValueError):
   """A dataset or split that cannot be loaded; the message says why and what is available."""
@@ -131,6 +136,39 @@ def load(name: str, split: str, *, data_dir: str | None = None, **kwargs: Any):
         f'{available()}; any TFDS name (e.g. cifar10, cifar100, imagenet2012) works when '
         'prepared in data_dir.')
   return _load_tfds(name, split, data_dir)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(name: str, split: str, data_dir: str | None, kwargs: tuple) -> dict[str, np.ndarray]:
+  arrays = load(name, split, data_dir=data_dir, **dict(kwargs))
+  for value in arrays.values():
+    value.setflags(write=False)  # shared between callers: a change in place must fail, not leak
+  return arrays
+
+
+def load_splits(spec, names: tuple[str, ...] = ('train', 'val', 'test'), *,
+                dataset: str | None = None, data_dir: str | None = None):
+  """A paper's splits by config: {name: arrays} for each `name` in `names`.
+
+  `spec` holds `dataset` (unless given), `dataset_kwargs` (embedded datasets' options) and one
+  `<name>_split` per name in TFDS's slicing syntax, e.g.
+
+      {'dataset': 'mnist1d', 'dataset_kwargs': {'num_samples': 10_000},
+       'train_split': 'train[:90%]', 'val_split': 'train[90%:]', 'test_split': 'test'}
+
+  Loads are cached (the arrays are read-only), so seeds and settings that share a split share
+  one copy; `spec.data_dir` (or `data_dir`) is where TFDS datasets and the embedded cache live.
+  """
+  dataset = dataset or spec.get('dataset')
+  if not dataset:
+    raise DatasetError('The data config names no dataset (a `dataset` field).')
+  missing = [f'{n}_split' for n in names if not spec.get(f'{n}_split')]
+  if missing:
+    raise DatasetError(f'The data config of {dataset!r} has no {missing}; it has '
+                       f'{sorted(k for k in spec.keys() if k.endswith("_split"))}.')
+  kwargs = tuple(sorted(dict(spec.get('dataset_kwargs', None) or {}).items()))
+  data_dir = spec.get('data_dir', None) or data_dir
+  return {n: _load_cached(dataset, spec[f'{n}_split'], data_dir, kwargs) for n in names}
 
 
 def load_text(name: str, split: str, *, data_dir: str | None = None, max_bytes: int | None = None,

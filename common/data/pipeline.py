@@ -150,6 +150,13 @@ class Prefetcher:
       self._queue.append(to_global(self.iterator.batch(k), self.sharding))
       self._next_to_schedule += 1
 
+  description = 'streamed from the host'
+
+  @staticmethod
+  def materialise(item):
+    """An item is the global batch itself."""
+    return item
+
   def __iter__(self):
     return self
 
@@ -181,8 +188,13 @@ class DeviceIndexBatches:
   every `chunk` steps. Batch k holds exactly the rows of `iterator.batch(k)`.
   """
 
+  description = 'on the devices'
+
   def __init__(self, iterator: BatchIterator, index_sharding, chunk: int = 256,
-               limit: int | None = None):
+               limit: int | None = None, data=None, batch_sharding=None):
+    """`data`: the training arrays already on the devices; `batch_sharding`: the batch's layout."""
+    self.data = data
+    self.batch_sharding = batch_sharding
     self.iterator = iterator
     self.index_sharding = index_sharding
     self.chunk = chunk
@@ -211,7 +223,27 @@ class DeviceIndexBatches:
     if self._first is None or not self._first <= k < self._first + self.chunk:
       self._load(k)
     self.iterator.position += 1
-    return self._indices, k - self._first
+    return self.data, self._indices, k - self._first
+
+  def materialise(self, item):
+    """Gathers the step's rows on the devices (traced inside the step)."""
+    data, indices, j = item
+    batch = jax.tree.map(lambda a: a[indices[j]], data)
+    return jax.lax.with_sharding_constraint(batch, self.batch_sharding)
 
   def close(self):
     self._indices = None
+    self.data = None
+
+
+def make_batches(iterator: BatchIterator, mesh: jax.sharding.Mesh, batch_sharding, *,
+                 limit: int | None = None, device_max_bytes: int = 256 * 2**20):
+  """The loop's input: DeviceIndexBatches when the arrays fit in `device_max_bytes`, else a
+  Prefetcher. Both yield items that their `materialise` turns into the global batch."""
+  if iterator.nbytes <= device_max_bytes:
+    spec = batch_sharding.spec
+    index_sharding = jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(None, spec[0] if spec else None))
+    return DeviceIndexBatches(iterator, index_sharding, limit=limit,
+                              data=replicate(iterator.arrays, mesh), batch_sharding=batch_sharding)
+  return Prefetcher(iterator, batch_sharding, limit=limit)

@@ -24,20 +24,24 @@ def _model(model, steps, lr, pool=1):
                                     'pool': pool})
 
 
+VARIANTS = ('cpu', 'tiny', 'cifar100', 'imagenet')  # get_config args (tests build each)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or 'cpu'
   config = ml_collections.ConfigDict()
   config.classifier = classifier_config.get_config('cpu')  # the loop's fields (batch, mesh, ...)
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data and the embedded cache
   config.datasets = ml_collections.ConfigDict({
       'mnist1d': {
           'dataset_kwargs': {'num_samples': 10_000},
-          'train_split': 'train[:75%]', 'heldout_split': 'train[75%:]',
+          'train_split': 'train[:75%]', 'heldout_split': 'train[75%:]', 'test_split': 'test',
           'h1': _model({'name': 'mlp', 'widths': ()}, 600, 3e-3),
           'h2': _model({'name': 'mlp', 'widths': (256, 256)}, 1500, 1e-3),
       },
       'digits': {
           'dataset_kwargs': {},
-          'train_split': 'train[:75%]', 'heldout_split': 'train[75%:]',
+          'train_split': 'train[:75%]', 'heldout_split': 'train[75%:]', 'test_split': 'test',
           'h1': _model({'name': 'mlp', 'widths': ()}, 300, 1e-2, pool=2),
           'h2': _model({'name': 'mlp', 'widths': (128,)}, 600, 1e-3),
       },
@@ -72,12 +76,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset_names = (name,)
     config.datasets = ml_collections.ConfigDict({name: {
         'dataset_kwargs': {}, 'train_split': 'train[:90%]', 'heldout_split': 'train[90%:]',
+        'test_split': 'test',
         'h1': _model({'name': 'resnet', 'width': 16, 'stage_sizes': (1, 1, 1), 'ndim': 2},
                      20_000, 1e-3),
         'h2': _model({'name': 'resnet', 'width': 64, 'stage_sizes': (2, 2, 2, 2), 'ndim': 2},
                      60_000, 1e-3)}})
     config.seeds = 3
   else:
-    raise ValueError(f'Unknown variant {variant!r}; use cpu, tiny, cifar100 or imagenet.')
+    raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()
   return config

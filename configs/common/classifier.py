@@ -15,11 +15,18 @@ Re-running the same command resumes from the newest checkpoint in the workdir.
 
 import ml_collections
 
+from configs.common import loop
+
+
+VARIANTS = ('cpu', 'mnist1d', 'cifar10')  # get_config args (tests build each)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or 'cpu'
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  # The loop's fields (seed, batch_size, total_steps, optimizer, cadence, mesh, ...), then the
+  # classifier's own: data, model, evaluation.
+  config = loop.get_config(batch_size=128, total_steps=600, eval_every_steps=200,
+                           checkpoint_every_steps=200)
 
   # Data. Splits use TFDS's slicing syntax for embedded datasets too.
   config.dataset = 'digits'
@@ -27,37 +34,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.train_split = 'train'
   config.eval_splits = (('test', 'test'),)  # (name, split) pairs
-  config.batch_size = 128
   config.eval_batch_size = 1024
-  config.device_data_max_mb = 256  # training sets up to this size live on the devices
 
   # Model: `name` picks common.models.MODELS[name]; the other fields are its attributes.
   config.model = ml_collections.ConfigDict({'name': 'mlp', 'widths': (256, 256)})
   config.label_smoothing = 0.0
-
-  # Optimisation. Durations: set total_steps or total_epochs (one of them).
-  config.total_steps = 600
-  config.total_epochs = ml_collections.config_dict.placeholder(float)
-  config.optimizer = ml_collections.ConfigDict({
-      'name': 'adam', 'learning_rate': 1e-3, 'schedule': 'cosine', 'warmup_steps': 0,
-      'weight_decay': 0.0, 'momentum': 0.9,
-      'grad_clip_norm': ml_collections.config_dict.placeholder(float)})
-
-  # Loop cadence.
-  config.log_every_steps = 50
-  config.eval_every_steps = 200
-  config.checkpoint_every_steps = 200
-  config.keep_checkpoints = 2
-  # Re-running a workdir resumes it; a checkpoint made under other values of the fields that
-  # determine the result is refused unless this is set (a larger total_steps always continues).
-  config.resume_despite_changes = False
-
-  # Devices: the mesh (one size may be -1), how parameters shard, how many devices to use.
-  config.mesh = (('data', -1), ('model', 1))
-  config.sharding = 'data'  # replicated | data | fsdp | tensor | fsdp_tensor
-  # Or the rules themselves, which then replace the strategy: ((logical axis, mesh axis), ...).
-  config.sharding_rules = ml_collections.config_dict.placeholder(tuple)
-  config.num_devices = -1
 
   # The claim the main job's report checks for this experiment.
   config.expected_accuracy = 0.95
@@ -80,18 +61,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict({
         'name': 'resnet', 'ndim': 2, 'width': 64, 'stage_sizes': (2, 2, 2, 2), 'norm': 'batch'})
     config.batch_size = 512
-    config.total_steps = ml_collections.config_dict.placeholder(int)
+    config.total_steps = None
     config.total_epochs = 100.0
-    config.optimizer = ml_collections.ConfigDict({
-        'name': 'momentum', 'learning_rate': 0.4, 'schedule': 'cosine', 'warmup_steps': 500,
-        'weight_decay': 5e-4, 'momentum': 0.9,
-        'grad_clip_norm': ml_collections.config_dict.placeholder(float)})
+    config.optimizer = loop.optimizer(name='momentum', learning_rate=0.4, warmup_steps=500,
+                                      weight_decay=5e-4)
     config.log_every_steps = 100
     config.eval_every_steps = 1000
     config.checkpoint_every_steps = 1000
     config.sharding = 'fsdp'
     config.expected_accuracy = 0.93
   else:
-    raise ValueError(f'Unknown variant {variant!r}; use cpu, mnist1d or cifar10.')
+    raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()  # a misspelt field is an error (with the closest name), not a new field
   return config

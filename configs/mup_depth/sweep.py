@@ -15,6 +15,9 @@ Variants:
 import ml_collections
 
 
+VARIANTS = ('cpu', 'tiny', 'paper')  # get_config args (tests build each)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or 'cpu'
   config = ml_collections.ConfigDict()
@@ -56,6 +59,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sweep.depths = (4, 8, 16, 32, 64, 128)
     config.sweep.num_seeds = 128
   else:
-    raise ValueError(f'Unknown variant {variant!r}; use cpu, tiny or paper.')
+    raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()
   return config

@@ -31,6 +31,9 @@ def _mnist1d(num_samples, num_train):
           'test_split': 'test'}
 
 
+VARIANTS = ('cpu', 'tiny', 'cifar100', 'imagenet')  # get_config args (tests build each)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or 'cpu'
   config = ml_collections.ConfigDict()
@@ -106,6 +109,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                             'mode': 'approx'})
     config.regression.dims = ()
   else:
-    raise ValueError(f'Unknown variant {variant!r}; use cpu, tiny, cifar100 or imagenet.')
+    raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()
   return config
