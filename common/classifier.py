@@ -27,6 +27,7 @@ from common import report
 from common import train as train_lib
 from common.data import loader
 from common.data import pipeline
+from common.data import stream
 
 
 @dataclasses.dataclass
@@ -114,25 +115,57 @@ def study_config(base: ml_collections.ConfigDict, model: ml_collections.ConfigDi
   return config
 
 
+def stream_inputs(config: ml_collections.ConfigDict):
+  """config.input == 'stream': (train iterator, {eval name: (source, transform)}, classes)."""
+  kwargs = dict(config.get('dataset_kwargs', {}) or {})
+  data_dir = config.get('data_dir')
+  size = config.get('image_size')
+  train_transform = (stream.ImageTransform(size, train=True) if size
+                     else None if config.dataset in loader.available() else stream.ImageToFloat())
+  eval_transform = (stream.ImageTransform(size, train=False) if size else train_transform)
+  train_source = stream.classification_source(config.dataset, config.train_split,
+                                              data_dir=data_dir, **kwargs)
+  train_iter = stream.StreamIterator(train_source, config.batch_size, seed=config.seed,
+                                     transform=train_transform)
+  evals = {name: (stream.classification_source(config.dataset, split, data_dir=data_dir,
+                                               **kwargs), eval_transform)
+           for name, split in config.eval_splits}
+  return train_iter, evals, loader.num_classes(config.dataset)
+
+
 def train_classifier(config: ml_collections.ConfigDict, workdir: str, *,
                      train_arrays: dict[str, np.ndarray] | None = None,
                      eval_arrays: dict[str, dict[str, np.ndarray]] | None = None,
                      num_classes: int | None = None,
                      mesh: jax.sharding.Mesh | None = None) -> Classifier:
-  """Trains config.model on config.dataset (or on the arrays given) with the common loop."""
+  """Trains config.model on config.dataset (or on the arrays given) with the common loop.
+
+  config.input 'memory' loads the splits as arrays; 'stream' reads examples on demand (TFDS
+  array_record data larger than a host), decoded and augmented per config.image_size.
+  """
   config_lib.check_loop(config)  # before the data is loaded
-  if train_arrays is None:
-    train_arrays, loaded_evals, num_classes = load_data(config)
-    eval_arrays = loaded_evals if eval_arrays is None else eval_arrays
-  num_classes = num_classes or loader.num_classes(config.get('dataset', ''), train_arrays)
+  kind = config.get('input', 'memory')
+  if kind not in ('memory', 'stream'):
+    raise config_lib.ConfigError(f"config.input={kind!r}: use 'memory' or 'stream'.")
+  if kind == 'stream' and train_arrays is None:
+    train_iter, evals, num_classes = stream_inputs(config)
+    first = stream.read(train_iter.source, [0], train_iter.transform)
+    input_shape = first['inputs'].shape[1:]
+  else:
+    if train_arrays is None:
+      train_arrays, loaded_evals, num_classes = load_data(config)
+      eval_arrays = loaded_evals if eval_arrays is None else eval_arrays
+    num_classes = num_classes or loader.num_classes(config.get('dataset', ''), train_arrays)
+    train_iter = pipeline.BatchIterator(train_arrays, config.batch_size, seed=config.seed)
+    evals = {name: (arrays, None) for name, arrays in (eval_arrays or {}).items()}
+    input_shape = train_arrays['inputs'].shape[1:]
   model = models.build(config.model, num_classes)
   mesh = mesh or mesh_lib.mesh_from_config(config)
-  sample = jnp.zeros((1,) + train_arrays['inputs'].shape[1:], jnp.float32)
+  sample = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
   init_fn = lambda rng: model.init(rng, sample, train=False)
   evaluators = [evaluators_lib.ClassificationEvaluator(
-      make_predict_fn(model), arrays, batch_size=config.get('eval_batch_size', 1024), mesh=mesh,
-      prefix=name) for name, arrays in (eval_arrays or {}).items()]
-  train_iter = pipeline.BatchIterator(train_arrays, config.batch_size, seed=config.seed)
+      make_predict_fn(model), data, batch_size=config.get('eval_batch_size', 1024), mesh=mesh,
+      prefix=name, transform=transform) for name, (data, transform) in evals.items()]
   result = train_lib.train(
       config, workdir, init_fn=init_fn,
       loss_fn=make_loss_fn(model, num_classes, config.get('label_smoothing', 0.0)),

@@ -196,7 +196,7 @@ RESUMABLE_FIELDS = (
     'total_steps', 'total_epochs')
 
 
-def run_identity(config: ml_collections.ConfigDict, train_iter: pipeline.BatchIterator,
+def run_identity(config: ml_collections.ConfigDict, train_iter: pipeline.BatchOrder,
                  identity: dict[str, Any] | None = None) -> dict[str, Any]:
   """What determines a run's result, as flat JSON values: config fields, the caller's extra
   fields (e.g. a model defined outside the loop config), and the training data's fingerprint."""
@@ -213,7 +213,7 @@ def _mean_metrics(buffer: list[dict[str, jax.Array]]) -> dict[str, float]:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[[jax.Array], Any],
-          loss_fn: LossFn, train_iter: pipeline.BatchIterator,
+          loss_fn: LossFn, train_iter: pipeline.BatchOrder,
           evaluators: Sequence[Evaluator] = (), tx: optax.GradientTransformation | None = None,
           mesh: jax.sharding.Mesh | None = None,
           identity: dict[str, Any] | None = None) -> TrainResult:
@@ -277,7 +277,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
                                   device_max_bytes=config.get('device_data_max_mb', 256) * 2**20)
   jitted = jax.jit(lambda state, item: step_fn(state, batches.materialise(item)),
                    donate_argnums=(0,), out_shardings=(shardings, mesh_lib.replicated(mesh)))
-  logging.info('Training data: %.1f MB, %s.', train_iter.nbytes / 2**20, batches.description)
+  logging.info('Training data: %d examples, %s.', train_iter.num_examples, batches.description)
 
   writer = metrics_lib.MetricWriter(workdir, resume_step=resumed_from or 0,
                                     saved_records=saved_history)

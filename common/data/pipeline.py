@@ -1,4 +1,5 @@
-"""The input pipeline: deterministic batches from in-memory arrays, as global jax arrays.
+"""The input pipeline: deterministic batches, as global jax arrays, from arrays in memory here and
+from sources larger than a host in common.data.stream; the loop sees one interface for both.
 
 Batch k of a run is a pure function of (seed, k): each epoch is a fresh permutation drawn from
 `numpy.random.default_rng([seed, epoch])`, so the iterator's whole state is the number of batches
@@ -18,24 +19,27 @@ import numpy as np
 from common import config_lib
 
 
-class BatchIterator:
-  """Global batches of `global_batch_size` rows; this process reads only its own rows."""
+class BatchOrder:
+  """Which examples make global batch k: a pure function of (seed, k), split over processes.
 
-  def __init__(self, arrays: dict[str, np.ndarray], global_batch_size: int, *, seed: int = 0,
+  Each epoch is a fresh shuffle drawn from (seed, epoch): a permutation of all examples, or for
+  sources past FULL_SHUFFLE_MAX examples (a web corpus) a shuffle of blocks of SHUFFLE_BLOCK
+  examples and of the examples within each, so no index array of the whole source is held. The
+  whole state is the number of batches consumed (`position`). Subclasses say what a batch holds.
+  """
+
+  FULL_SHUFFLE_MAX = 1 << 24
+  SHUFFLE_BLOCK = 1 << 16
+
+  def __init__(self, num_examples: int, global_batch_size: int, *, seed: int = 0,
                shuffle: bool = True, process_index: int | None = None,
                process_count: int | None = None):
-    if not arrays:
-      raise ValueError('BatchIterator needs at least one array.')
-    lengths = {k: len(v) for k, v in arrays.items()}
-    if len(set(lengths.values())) != 1:
-      raise ValueError(f'Arrays differ in length: {lengths}.')
-    self.arrays = arrays
-    self.num_examples = next(iter(lengths.values()))
-    self.global_batch_size = int(global_batch_size)
+    self.num_examples = int(num_examples)
     self.process_index = jax.process_index() if process_index is None else process_index
     self.process_count = jax.process_count() if process_count is None else process_count
-    if isinstance(global_batch_size, bool) or self.global_batch_size < 1:
+    if isinstance(global_batch_size, bool) or int(global_batch_size) < 1:
       raise config_lib.ConfigError(f'Batch size {global_batch_size!r}: expected a whole number >= 1.')
+    self.global_batch_size = int(global_batch_size)
     if self.global_batch_size % self.process_count:
       raise config_lib.ConfigError(
           f'Batch size {self.global_batch_size} does not divide over {self.process_count} '
@@ -49,7 +53,7 @@ class BatchIterator:
     self.steps_per_epoch = self.num_examples // self.global_batch_size
     self.position = 0
     self._fingerprint = None
-    self._perm_cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+    self._perm_cache: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
 
   # Checkpointable state: the number of batches handed out.
   def get_state(self) -> dict[str, int]:
@@ -63,14 +67,33 @@ class BatchIterator:
           f'asks for {self.global_batch_size}; resuming would change the data order.')
     self.position = int(state['position'])
 
-  def _permutation(self, epoch: int) -> np.ndarray:
-    if epoch not in self._perm_cache:
-      perm = (np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
-              if self.shuffle else np.arange(self.num_examples))
-      self._perm_cache[epoch] = perm
-      while len(self._perm_cache) > 2:
+  def _cached_permutation(self, key: tuple, n: int) -> np.ndarray:
+    if key not in self._perm_cache:
+      self._perm_cache[key] = np.random.default_rng([self.seed, *key]).permutation(n)
+      while len(self._perm_cache) > 8:
         self._perm_cache.popitem(last=False)
-    return self._perm_cache[epoch]
+    return self._perm_cache[key]
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    return self._cached_permutation((epoch,), self.num_examples)
+
+  def _shuffled(self, epoch: int, positions: np.ndarray) -> np.ndarray:
+    """The example at each position of `epoch`'s order."""
+    if not self.shuffle:
+      return positions
+    if self.num_examples <= self.FULL_SHUFFLE_MAX:
+      return self._permutation(epoch)[positions]
+    size = self.SHUFFLE_BLOCK
+    full_blocks = self.num_examples // size  # a short last block keeps its place
+    block_order = self._cached_permutation((epoch, 0), full_blocks)
+    out = positions.copy()
+    in_full = positions < full_blocks * size
+    for b in np.unique(positions[in_full] // size):
+      hit = in_full & (positions // size == b)
+      block = block_order[b]
+      out[hit] = block * size + self._cached_permutation((epoch, 1, int(block)), size)[
+          positions[hit] % size]
+    return out
 
   def indices(self, k: int) -> np.ndarray:
     """Row indices of this process's part of global batch k."""
@@ -81,7 +104,33 @@ class BatchIterator:
   def global_indices(self, k: int) -> np.ndarray:
     """Row indices of the whole global batch k (every process's rows)."""
     epoch, i = divmod(k, self.steps_per_epoch)
-    return self._permutation(epoch)[i * self.global_batch_size:(i + 1) * self.global_batch_size]
+    positions = np.arange(i * self.global_batch_size, (i + 1) * self.global_batch_size)
+    return self._shuffled(epoch, positions)
+
+  def batch(self, k: int) -> dict[str, np.ndarray]:
+    raise NotImplementedError
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    out = self.batch(self.position)
+    self.position += 1
+    return out
+
+
+class BatchIterator(BatchOrder):
+  """Global batches of `global_batch_size` rows of in-memory arrays; this process reads only its
+  own rows."""
+
+  def __init__(self, arrays: dict[str, np.ndarray], global_batch_size: int, **kwargs):
+    if not arrays:
+      raise ValueError('BatchIterator needs at least one array.')
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+      raise ValueError(f'Arrays differ in length: {lengths}.')
+    super().__init__(next(iter(lengths.values())), global_batch_size, **kwargs)
+    self.arrays = arrays
 
   def fingerprint(self) -> dict[str, object]:
     """What fixes the batches: each array's shape, dtype and content hash, seed, shuffling."""
@@ -102,14 +151,6 @@ class BatchIterator:
   def batch(self, k: int) -> dict[str, np.ndarray]:
     idx = self.indices(k)
     return {key: value[idx] for key, value in self.arrays.items()}
-
-  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    out = self.batch(self.position)
-    self.position += 1
-    return out
 
 
 def to_global(local: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding):
@@ -132,7 +173,7 @@ class Prefetcher:
   The wrapped iterator's position counts batches *consumed* here, so checkpoints stay exact.
   """
 
-  def __init__(self, iterator: BatchIterator, sharding, depth: int = 2,
+  def __init__(self, iterator: BatchOrder, sharding, depth: int = 2,
                limit: int | None = None):
     """`limit`: the number of batches the run will consume in all (none are built past it)."""
     self.iterator = iterator
@@ -171,6 +212,8 @@ class Prefetcher:
 
   def close(self):
     self._queue.clear()
+    if hasattr(self.iterator, 'close'):
+      self.iterator.close()  # a stream's worker threads
 
 
 def replicate(arrays: dict[str, np.ndarray], mesh: jax.sharding.Mesh):
@@ -236,11 +279,11 @@ class DeviceIndexBatches:
     self.data = None
 
 
-def make_batches(iterator: BatchIterator, mesh: jax.sharding.Mesh, batch_sharding, *,
+def make_batches(iterator: BatchOrder, mesh: jax.sharding.Mesh, batch_sharding, *,
                  limit: int | None = None, device_max_bytes: int = 256 * 2**20):
   """The loop's input: DeviceIndexBatches when the arrays fit in `device_max_bytes`, else a
   Prefetcher. Both yield items that their `materialise` turns into the global batch."""
-  if iterator.nbytes <= device_max_bytes:
+  if isinstance(iterator, BatchIterator) and iterator.nbytes <= device_max_bytes:
     spec = batch_sharding.spec
     index_sharding = jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec(None, spec[0] if spec else None))

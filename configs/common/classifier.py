@@ -9,6 +9,8 @@ Variants (the part after the colon):
            on 2 cores; test accuracy about 0.9.
   cifar10  ResNet-18 on TFDS cifar10 (needs `tfds build cifar10` first), 2-D, 8x batch 64 sharded
            over ('data', -1): for accelerators.
+  imagenet ResNet-18 on TFDS imagenet2012 streamed from array_record files (`tfds build
+           imagenet2012 --file_format=array_record`), 224 crops, 90 epochs: for accelerators.
 Any field can be overridden: --config.optimizer.learning_rate=3e-3 --config.mesh="(('data',4),('model',2))".
 Re-running the same command resumes from the newest checkpoint in the workdir.
 """
@@ -18,7 +20,7 @@ import ml_collections
 from configs.common import loop
 
 
-VARIANTS = ('cpu', 'mnist1d', 'cifar10')  # get_config args (tests build each)
+VARIANTS = ('cpu', 'mnist1d', 'cifar10', 'imagenet')  # get_config args (tests build each)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -35,6 +37,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train_split = 'train'
   config.eval_splits = (('test', 'test'),)  # (name, split) pairs
   config.eval_batch_size = 1024
+  # 'memory': the splits are loaded as arrays (and live on the devices when small). 'stream':
+  # examples are read on demand (common.data.stream), for data larger than a host; TFDS datasets
+  # must then be prepared as array_record.
+  config.input = 'memory'
+  # Stream only: images resized to this square (Inception crop + flip in training, central crop
+  # in evaluation); unset keeps the dataset's own size.
+  config.image_size = ml_collections.config_dict.placeholder(int)
 
   # Model: `name` picks common.models.MODELS[name]; the other fields are its attributes.
   config.model = ml_collections.ConfigDict({'name': 'mlp', 'widths': (256, 256)})
@@ -70,6 +79,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1000
     config.sharding = 'fsdp'
     config.expected_accuracy = 0.93
+  elif variant == 'imagenet':
+    config.dataset = 'imagenet2012'
+    config.input = 'stream'
+    config.image_size = 224
+    config.eval_splits = (('validation', 'validation'),)
+    config.eval_batch_size = 1024
+    config.model = ml_collections.ConfigDict({
+        'name': 'resnet', 'ndim': 2, 'width': 64, 'stage_sizes': (2, 2, 2, 2), 'norm': 'batch',
+        'stem_strides': 2})
+    config.batch_size = 1024
+    config.total_steps = None
+    config.total_epochs = 90.0
+    config.optimizer = loop.optimizer(name='momentum', learning_rate=0.4, warmup_steps=5 * 1250,
+                                      weight_decay=5e-5)
+    config.log_every_steps = 100
+    config.eval_every_steps = 5000
+    config.checkpoint_every_steps = 2000
+    config.sharding = 'fsdp'
+    config.expected_accuracy = 0.69
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()  # a misspelt field is an error (with the closest name), not a new field

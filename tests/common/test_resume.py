@@ -6,6 +6,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from common import checkpoint as ckpt_lib
 from common import metrics as metrics_lib
@@ -24,12 +25,15 @@ def _final_state(workdir):
     checkpointer.close()
 
 
-def test_sigkill_then_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize('source', ['memory', 'stream'])
+def test_sigkill_then_resume_is_bit_identical(tmp_path, source):
+  """In memory (on the devices), and streamed (common.data.stream: worker threads, prefetch)."""
+  flags = FLAGS + (f'--config.input={source}',)
   straight, killed = str(tmp_path / 'straight'), str(tmp_path / 'killed')
-  done = run_cli(straight, *FLAGS)
+  done = run_cli(straight, *flags)
   assert done.returncode == 0, done.stdout + done.stderr
 
-  proc = run_cli(killed, *FLAGS, background=True)
+  proc = run_cli(killed, *flags, background=True)
   ckpt_dir = os.path.join(killed, 'checkpoints')
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
@@ -44,7 +48,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
   killed_at = [r['step'] for r in metrics_lib.read_jsonl(os.path.join(killed, 'metrics.jsonl'))]
   assert killed_at and max(killed_at) < 3000
 
-  resumed = run_cli(killed, *FLAGS)
+  resumed = run_cli(killed, *flags)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert 'Resumed from step' in resumed.stderr
 
