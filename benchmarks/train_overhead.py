@@ -1,6 +1,7 @@
 r"""The training loop's overhead against a bare jitted step in a Python loop.
 
     taskset -c 0 python -m benchmarks.train_overhead [--model=reference|mnist1d_resnet]
+        [--input=memory|stream]
 
 Pinned to one core with one XLA thread. `common.train.train` (input pipeline, metrics every 50
 steps to JSON lines + TensorBoard, NaN checks) is run for N1 and N2 steps; the difference of its
@@ -43,8 +44,12 @@ MODELS = {
 }
 
 
+INPUT = {'kind': 'memory'}
+
+
 def _config(name, steps, checkpoint_every=10**9):
   config = classifier_config.get_config(MODELS[name].get('variant', 'cpu'))
+  config.input = INPUT['kind']
   config.total_steps = steps
   config.log_every_steps = 50
   config.checkpoint_every_steps = checkpoint_every
@@ -94,7 +99,10 @@ def main():
   parser.add_argument('--n2', type=int, default=4000)
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--ckpt_every', type=int, default=5000)
+  parser.add_argument('--input', default='memory', choices=('memory', 'stream'),
+                      help="the loop's input: arrays on the devices, or common.data.stream")
   args = parser.parse_args()
+  INPUT['kind'] = args.input
   logging.set_verbosity(logging.WARNING)
   n = args.n2 - args.n1
   rows = []
@@ -119,7 +127,7 @@ def main():
   best['overhead'] = best['loop_ms'] / best['bare_ms'] - 1
   best['overhead_ckpt_every'] = (best['loop_ms'] + med['checkpoint_cpu_s'] * 1e3 /
                                  args.ckpt_every) / best['bare_ms'] - 1
-  print(json.dumps({'model': args.model, 'steps': [args.n1, args.n2],
+  print(json.dumps({'model': args.model, 'input': args.input, 'steps': [args.n1, args.n2],
                     'ckpt_every': args.ckpt_every, 'min_per_arm': best, 'median': med}))
 
 

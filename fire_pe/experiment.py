@@ -27,6 +27,7 @@ from common import report
 from common import train as train_lib
 from common.data import loader
 from common.data import pipeline
+from common.data import stream
 from common.models import transformer
 from fire_pe import encodings
 
@@ -66,7 +67,19 @@ def lm_loss(logits, targets, weights=None):
   return jnp.sum(losses * weights) / jnp.sum(weights)
 
 
-def train_encoding(config, name: str, seed: int, train_ids: np.ndarray, workdir: str):
+def train_iterator(config, seed: int, train_ids: np.ndarray | None):
+  """Windows of the in-memory corpus, or (config.train_input='stream') rows packed on demand from
+  a TFDS text dataset's documents, for corpora larger than a host (c4)."""
+  if config.get('train_input', 'memory') == 'stream':
+    documents = stream.tfds_source(config.dataset, config.train_split,
+                                   data_dir=config.get('data_dir'))
+    rows = stream.TextRows(documents, config.train_length, config.docs_per_row)
+    return stream.StreamIterator(rows, config.loop.batch_size, seed=seed)
+  data = {'tokens': windows(train_ids, config.train_length + 1)}
+  return pipeline.BatchIterator(data, config.loop.batch_size, seed=seed)
+
+
+def train_encoding(config, name: str, seed: int, train_ids: np.ndarray | None, workdir: str):
   model = make_model(config, name)
   loop = config.loop.copy_and_resolve_references()
   with loop.unlocked():
@@ -78,10 +91,9 @@ def train_encoding(config, name: str, seed: int, train_ids: np.ndarray, workdir:
     del rng
     tokens = batch['tokens']
     logits = model.apply({'params': params}, tokens[:, :-1])
-    return lm_loss(logits, tokens[:, 1:]), ({}, model_state)
+    return lm_loss(logits, tokens[:, 1:], batch.get('weights')), ({}, model_state)
 
-  data = {'tokens': windows(train_ids, config.train_length + 1)}
-  train_iter = pipeline.BatchIterator(data, loop.batch_size, seed=seed)
+  train_iter = train_iterator(config, seed, train_ids)
   # The model is defined outside the loop config: what determines it joins the run's identity.
   identity = {'encoding': name, 'model': config.model.to_dict(), 'fire': config.fire.to_dict(),
               'train_length': config.train_length}
@@ -172,8 +184,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if name not in config.encodings:
       raise config_lib.ConfigError(f'Claim encoding {name!r} is not in config.encodings '
                                    f'{list(config.encodings)}.')
-  kwargs = dict(data_dir=config.get('data_dir'), max_bytes=config.get('max_train_bytes'))
-  train_ids = loader.load_text(config.dataset, config.train_split, **kwargs)
+  kind = config.get('train_input', 'memory')
+  if kind not in ('memory', 'stream'):
+    raise config_lib.ConfigError(f"config.train_input={kind!r}: use 'memory' or 'stream'.")
+  train_ids = None
+  if kind == 'memory':
+    train_ids = loader.load_text(config.dataset, config.train_split, data_dir=config.get('data_dir'),
+                                 max_bytes=config.get('max_train_bytes'))
   test_ids = loader.load_text(config.dataset, config.eval_split, data_dir=config.get('data_dir'),
                               max_bytes=config.get('max_eval_bytes'))
   per_seed: dict[str, list[dict]] = {}

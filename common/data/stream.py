@@ -64,6 +64,10 @@ class ArraySource:
   def __getitem__(self, index: int) -> Example:
     return {k: v[index] for k, v in self.arrays.items()}
 
+  def take(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Many examples at once, stacked (one gather per array, no per-example work)."""
+    return {k: v[indices] for k, v in self.arrays.items()}
+
   def describe(self) -> str:
     digest = hashlib.blake2b(digest_size=12)
     for key, value in sorted(self.arrays.items()):
@@ -255,6 +259,9 @@ class StreamIterator(pipeline.BatchOrder):
     workers = num_workers or min(32, (os.cpu_count() or 1) * 2)
     self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='stream')
     self._pending: collections.OrderedDict[int, list] = collections.OrderedDict()
+    # Sources that read many examples at once (ArraySource.take) and need no transform are read
+    # in the loop's thread; per-example decoding and augmentation go to the workers.
+    self._batched = transform is None and hasattr(source, 'take')
 
   def _example(self, epoch: int, index: int) -> Example:
     example = self.source[int(index)]
@@ -263,9 +270,12 @@ class StreamIterator(pipeline.BatchOrder):
     return example
 
   def _submit(self, k: int) -> None:
-    if k not in self._pending:
-      epoch = k // self.steps_per_epoch
-      self._pending[k] = [self._pool.submit(self._example, epoch, i) for i in self.indices(k)]
+    if k in self._pending:
+      return
+    if self._batched:  # a gather: cheaper here than a thread hand-off
+      return
+    epoch = k // self.steps_per_epoch
+    self._pending[k] = [self._pool.submit(self._example, epoch, i) for i in self.indices(k)]
 
   def batch(self, k: int) -> dict[str, np.ndarray]:
     for j in range(k, k + self.ahead + 1):
@@ -273,8 +283,9 @@ class StreamIterator(pipeline.BatchOrder):
     for stale in [j for j in self._pending if j < k]:  # a jump (resume): drop what is not needed
       for future in self._pending.pop(stale):
         future.cancel()
-    examples = [f.result() for f in self._pending.pop(k)]
-    return stack(examples)
+    if self._batched:
+      return self.source.take(self.indices(k))
+    return stack([f.result() for f in self._pending.pop(k)])
 
   def fingerprint(self) -> dict[str, object]:
     describe = getattr(self.source, 'describe', None)

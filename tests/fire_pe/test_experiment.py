@@ -77,3 +77,19 @@ def test_tfds_text_corpus_through_mock_data():
   with tfds.testing.mock_data(num_examples=4):
     ids = loader.load_text('c4/en', 'train', max_bytes=300)
   assert 0 < len(ids) <= 300 and ids.min() >= 1 and ids.max() < loader.BYTE_VOCAB_SIZE
+
+
+def test_c4_rows_stream_from_a_tfds_text_dataset(tmp_path):
+  """The c4 variant's input path on mock c4: rows packed on demand, a padded target unweighted."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  config = lm_config.get_config('tiny')
+  config.dataset, config.train_input, config.docs_per_row = 'c4/en', 'stream', 2
+  config.loop.total_steps = 3
+  config.loop.batch_size = 8
+  with tfds.testing.mock_data(num_examples=32):
+    train_iter = experiment.train_iterator(config, 0, None)
+    batch = train_iter.batch(0)
+    assert batch['tokens'].shape == (8, config.train_length + 1)
+    assert batch['weights'].shape == (8, config.train_length)
+    result = experiment.train_encoding(config, 'fire', 0, None, str(tmp_path))
+  assert int(result.state.step) == 3
