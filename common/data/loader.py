@@ -96,23 +96,36 @@ def num_classes(name: str, arrays: dict[str, np.ndarray] | None = None) -> int:
   raise DatasetError(f'Number of classes of {name!r} unknown.')
 
 
+def _image_key(features) -> str:
+  return 'image' if 'image' in features else next(k for k in features if k not in ('label', 'id'))
+
+
 def _load_tfds(name: str, split: str, data_dir: str | None) -> dict[str, np.ndarray]:
   tfds = _import_tfds()
   try:
     builder = tfds.builder(name, data_dir=data_dir)
     info_splits = builder.info.splits
     # Batches of 4096 concatenated on the host: `batch_size=-1` crashes TF 2.21 on some inputs.
-    chunks = list(tfds.as_numpy(builder.as_dataset(split=split).batch(4096)))
+    dataset = builder.as_dataset(split=split)
+    shape = dataset.element_spec[_image_key(dataset.element_spec)].shape
+    if not shape.is_fully_defined():
+      raise DatasetError(
+          f'The images of {name!r} differ in size ({shape}): they cannot be held as one array. '
+          "Read them through the streaming path (config.input='stream' with config.image_size, "
+          'common.data.stream.ImageTransform), which crops and resizes each one.')
+    chunks = list(tfds.as_numpy(dataset.batch(4096)))
   except (tfds.core.registered.DatasetNotFoundError, AssertionError, FileNotFoundError) as e:
     raise DatasetError(
         f'TFDS dataset {name!r} is not prepared under data_dir={data_dir!r} ({e}). Prepare it '
         f'with `tfds build {name} --data_dir=...` on a machine with network, or use an embedded '
         f'dataset: {available()}.') from e
+  except DatasetError:
+    raise
   except ValueError as e:
     raise DatasetError(f'Split {split!r} of {name!r} is not available; splits: '
                        f'{list(info_splits)}.') from e
   ds = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-  image_key = 'image' if 'image' in ds else next(k for k in ds if k not in ('label', 'id'))
+  image_key = _image_key(ds)
   inputs = ds[image_key]
   inputs = inputs.astype(np.float32) / 255.0 if inputs.dtype == np.uint8 else inputs
   return {'inputs': inputs, 'label': ds['label'].astype(np.int32)}

@@ -115,3 +115,10 @@ def test_classifier_trains_from_a_tfds_stream(tmp_path):
     result = classifier.train_classifier(config, str(tmp_path)).result
   assert int(result.state.step) == 4
   assert 'test/accuracy' in result.history[-1]
+
+
+def test_images_of_many_sizes_cannot_be_loaded_as_arrays():
+  with tfds.testing.mock_data(num_examples=8):
+    with pytest.raises(loader.DatasetError, match="differ in size.*input='stream'"):
+      loader.load('imagenet2012', 'train')
+    assert loader.load('cifar10', 'train')['inputs'].shape == (8, 32, 32, 3)
