@@ -19,6 +19,13 @@ import numpy as np
 from common import config_lib
 
 
+def digest(array: np.ndarray) -> str:
+  """'dtype[shape]:hash' of an array's contents (a run's identity records its data by this)."""
+  array = np.ascontiguousarray(array)
+  return f'{array.dtype}{list(array.shape)}:' + hashlib.blake2b(
+      array.view(np.uint8).reshape(-1), digest_size=12).hexdigest()
+
+
 class BatchOrder:
   """Which examples make global batch k: a pure function of (seed, k), split over processes.
 
@@ -135,11 +142,7 @@ class BatchIterator(BatchOrder):
   def fingerprint(self) -> dict[str, object]:
     """What fixes the batches: each array's shape, dtype and content hash, seed, shuffling."""
     if self._fingerprint is None:
-      arrays = {}
-      for key, value in sorted(self.arrays.items()):
-        digest = hashlib.blake2b(np.ascontiguousarray(value).view(np.uint8).reshape(-1),
-                                 digest_size=12).hexdigest()
-        arrays[key] = f'{value.dtype}{list(value.shape)}:{digest}'
+      arrays = {key: digest(value) for key, value in sorted(self.arrays.items())}
       self._fingerprint = {'arrays': arrays, 'seed': int(self.seed), 'shuffle': self.shuffle,
                            'global_batch_size': self.global_batch_size}
     return self._fingerprint

@@ -59,3 +59,16 @@ def get_config(**overrides) -> ml_collections.ConfigDict:
   for key, value in overrides.items():
     config[key] = value
   return config
+
+
+def ensemble(num_models: int = 8, **overrides) -> ml_collections.ConfigDict:
+  """common.ensemble's section (`config.ensemble`): M models trained at once.
+
+  model_axis: the mesh axis the models spread over (each device trains M / its size of them);
+  chunk_size: 0 vmaps all of a device's models in one step; k > 0 goes through them k at a time
+  (lax.map), which keeps a large model's GEMMs whole (benchmarks/ensemble.py picks it).
+  """
+  config = ml_collections.ConfigDict({'num_models': num_models, 'model_axis': 'model',
+                                      'chunk_size': 0})
+  config.update(overrides)
+  return config

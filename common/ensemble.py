@@ -1,0 +1,412 @@
+"""Many models of one architecture trained at once: memorisation's subsets, IWeS's pairs, seeds.
+
+    result = ensemble.train_ensemble(config, workdir, init_fn=lambda rng: model.init(rng, x0),
+                                     loss_fn=per_example_loss, arrays=train, weights=masks)
+    logits = ensemble.predict(result.state, apply_fn, test['inputs'])     # (M, N, C)
+
+Parameters and optimizer states are stacked on a leading model axis and one jitted step updates
+all M models (`jax.vmap` over the per-model update; `jax.lax.map` over chunks of
+`ensemble.chunk_size` models when set, which keeps a large model's GEMMs whole). Model m starts
+from fold_in(key(seed), m), draws its batches in its own order from the examples it may see
+(weights[m, i] > 0) and minimises
+
+    sum_i w_mi l_i / sum_i w_mi          over its batch,
+
+so a 0/1 mask trains it on its subset only and real-valued weights (importance weights) weight
+its loss. The model axis maps onto the mesh axis `ensemble.model_axis` (each device trains
+M / size of them); examples sit on every device and each step gathers its rows there. Checkpoints
+hold the stacked state and the step (the data order is a pure function of (seed, m, step)), so a
+killed run of 1,000 models resumes where it stopped.
+
+`loss_fn(params, model_state, batch, rng) -> (per-example losses (B,), (metrics, model_state))`,
+written for one model; the ensemble does the weighting, the vmap and the sharding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any, Callable
+
+from absl import logging
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from common import checkpoint as ckpt_lib
+from common import config_lib
+from common import mesh as mesh_lib
+from common import metrics as metrics_lib
+from common import train as train_lib
+from common.data import pipeline
+
+P = jax.sharding.PartitionSpec
+
+
+class EnsembleError(ValueError):
+  """Ensemble inputs that cannot train as asked; the message says what was expected."""
+
+
+@flax.struct.dataclass
+class EnsembleState:
+  step: jax.Array               # ()
+  params: Any                   # every leaf (M, ...)
+  opt_state: Any
+  model_state: Any
+  nonfinite_step: jax.Array     # (M,): -1, or the 1-based step whose loss was NaN/inf
+
+
+@dataclasses.dataclass
+class EnsembleResult:
+  state: EnsembleState
+  history: list[dict[str, float]]
+  mesh: jax.sharding.Mesh
+  num_models: int
+  total_steps: int
+  resumed_from: int | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: checked before any compute.
+# ---------------------------------------------------------------------------------------------
+def check_weights(weights, num_models: int, num_examples: int) -> np.ndarray:
+  """(M, N) non-negative finite float32 weights; every model sees at least one example."""
+  if weights is None:
+    return np.ones((num_models, num_examples), np.float32)
+  weights = np.asarray(weights)
+  if weights.dtype == bool:
+    weights = weights.astype(np.float32)
+  if weights.shape != (num_models, num_examples):
+    raise EnsembleError(f'weights has shape {weights.shape}; expected (num_models, num_examples) '
+                        f'= ({num_models}, {num_examples}): one row per model.')
+  if not np.issubdtype(weights.dtype, np.number):
+    raise EnsembleError(f'weights must be numbers (or bool masks), not {weights.dtype}.')
+  weights = weights.astype(np.float32)
+  if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+    raise EnsembleError('weights must be finite and >= 0 (0: the model never sees the example).')
+  empty = np.flatnonzero(weights.sum(1) == 0)
+  if len(empty):
+    raise EnsembleError(f'{len(empty)} model(s) see no example (all weights 0): models '
+                        f'{empty[:10].tolist()}{" ..." if len(empty) > 10 else ""}.')
+  return weights
+
+
+def _ensemble_config(config) -> tuple[int, str, int]:
+  section = config_lib.get_or_fail(config, 'ensemble')
+  num_models = section.get('num_models')
+  axis = section.get('model_axis', 'model')
+  chunk = section.get('chunk_size', 0) or 0
+  if isinstance(num_models, bool) or not isinstance(num_models, int) or num_models < 1:
+    raise config_lib.ConfigError(f'ensemble.num_models={num_models!r}: expected a whole number '
+                                 '>= 1.')
+  if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+    raise config_lib.ConfigError(f'ensemble.chunk_size={chunk!r}: expected 0 (all at once) or a '
+                                 'whole number >= 1.')
+  return num_models, axis, chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Data order: model m's batch k is a pure function of (seed, m, k).
+# ---------------------------------------------------------------------------------------------
+class EnsembleOrder:
+  """Each model draws batches of `batch_size` in its own shuffled order of its own examples."""
+
+  def __init__(self, weights: np.ndarray, batch_size: int, seed: int):
+    self.batch_size = int(batch_size)
+    self.seed = seed
+    self.allowed = [np.flatnonzero(row > 0).astype(np.int32) for row in weights]
+    small = [m for m, a in enumerate(self.allowed) if len(a) < self.batch_size]
+    if small:
+      raise EnsembleError(
+          f'{len(small)} model(s) see fewer examples than batch_size={self.batch_size} (model '
+          f'{small[0]} sees {len(self.allowed[small[0]])}); lower the batch size.')
+    self.steps_per_epoch = np.array([len(a) // self.batch_size for a in self.allowed])
+    self._perms: dict[tuple[int, int], np.ndarray] = {}
+
+  def _perm(self, m: int, epoch: int) -> np.ndarray:
+    key = (m, epoch)
+    if key not in self._perms:
+      if len(self._perms) > 4 * len(self.allowed):  # keep about two epochs per model
+        self._perms = {k: v for k, v in self._perms.items() if k[1] >= epoch - 1}
+      rng = np.random.default_rng([self.seed, m, epoch])
+      self._perms[key] = self.allowed[m][rng.permutation(len(self.allowed[m]))]
+    return self._perms[key]
+
+  def indices(self, k: int) -> np.ndarray:
+    """(M, batch_size) example indices of step k (0-based) for every model."""
+    out = np.empty((len(self.allowed), self.batch_size), np.int32)
+    for m, spe in enumerate(self.steps_per_epoch):
+      epoch, i = divmod(k, int(spe))
+      out[m] = self._perm(m, epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The update.
+# ---------------------------------------------------------------------------------------------
+def _init_one(init_fn, tx, rng):
+  variables = dict(nn.meta.unbox(init_fn(rng)))
+  params = variables.pop('params')
+  return params, tx.init(params), variables
+
+
+def make_step(loss_fn, tx, seed: int, num_models: int, chunk_size: int = 0, ways: int = 1):
+  """(state, data, weights, indices (S, M, B), j) -> (state, metrics) for step j of a chunk.
+
+  chunk_size: 0 vmaps all M models; else each device's M / ways models go through `lax.map` in
+  vmapped chunks of chunk_size (lax.map needs an unsharded axis: the model axis is reshaped to
+  (ways, M / ways) and the sharded first part vmapped).
+  """
+
+  def one(params, opt_state, model_state, nonfinite, batch, weights, rng, step):
+    def weighted(p):
+      losses, (metrics, new_model_state) = loss_fn(p, model_state, batch, rng)
+      loss = jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1e-12)
+      return loss, (metrics, new_model_state)
+
+    (loss, (metrics, new_model_state)), grads = jax.value_and_grad(weighted, has_aux=True)(params)
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    ok = jnp.isfinite(loss) & (nonfinite < 0)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    nonfinite = jnp.where((nonfinite < 0) & ~jnp.isfinite(loss), step + 1, nonfinite)
+    return (keep(new_params, params), keep(new_opt_state, opt_state),
+            keep(new_model_state, model_state), nonfinite, dict(metrics, loss=loss))
+
+  def step_fn(state: EnsembleState, data, weights, indices, j):
+    idx = indices[j]                                            # (M, B)
+    batch = jax.tree.map(lambda a: a[idx], data)                # (M, B, ...)
+    batch_weights = jnp.take_along_axis(weights, idx, axis=1)   # (M, B)
+    base = jax.random.fold_in(jax.random.key(seed), state.step)
+    rngs = jax.vmap(lambda m: jax.random.fold_in(base, m))(jnp.arange(num_models))
+    args = (state.params, state.opt_state, state.model_state, state.nonfinite_step, batch,
+            batch_weights, rngs)
+    per_model = lambda a: one(*a, state.step)
+    if chunk_size and chunk_size < num_models // ways:
+      split = lambda x: x.reshape((ways, num_models // ways) + x.shape[1:])
+      out = jax.vmap(lambda a: jax.lax.map(per_model, a, batch_size=chunk_size))(
+          jax.tree.map(split, args))
+      out = jax.tree.map(lambda x: x.reshape((num_models,) + x.shape[2:]), out)
+    else:
+      out = jax.vmap(per_model)(args)
+    params, opt_state, model_state, nonfinite, metrics = out
+    new_state = EnsembleState(step=state.step + 1, params=params, opt_state=opt_state,
+                              model_state=model_state, nonfinite_step=nonfinite)
+    return new_state, metrics                                   # metrics: (M,) each
+
+  return step_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Training.
+# ---------------------------------------------------------------------------------------------
+def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
+                   init_fn: Callable[[jax.Array], Any], loss_fn, arrays: dict[str, np.ndarray],
+                   weights=None, mesh: jax.sharding.Mesh | None = None,
+                   tx: optax.GradientTransformation | None = None,
+                   identity: dict[str, Any] | None = None,
+                   steps_per_dispatch: int = 64) -> EnsembleResult:
+  """Trains config.ensemble.num_models models at once; resumes from workdir/checkpoints.
+
+  Reads the loop's fields (seed, batch_size, total_steps | total_epochs, optimizer, cadence, mesh,
+  resume_despite_changes) and `ensemble.{num_models, model_axis, chunk_size}`. `weights` (M, N):
+  per-model example weights or 0/1 masks (None: every model sees every example). Epochs count
+  the examples a model sees.
+  """
+  # Checks that fail before any compute.
+  config_lib.check_loop(config)
+  num_models, model_axis, chunk = _ensemble_config(config)
+  if not arrays:
+    raise EnsembleError('arrays is empty.')
+  lengths = {k: len(v) for k, v in arrays.items()}
+  if len(set(lengths.values())) != 1:
+    raise EnsembleError(f'Arrays differ in length: {lengths}.')
+  num_examples = next(iter(lengths.values()))
+  weights = check_weights(weights, num_models, num_examples)
+  order = EnsembleOrder(weights, config.batch_size, config.seed)
+  mean_seen = float(np.mean([len(a) for a in order.allowed]))
+  total_steps = config_lib.num_steps(config, 'total', int(mean_seen), config.batch_size)
+  mesh = mesh or mesh_lib.mesh_from_config(config)
+  if model_axis not in mesh.shape:
+    raise config_lib.ConfigError(f'ensemble.model_axis={model_axis!r} is not an axis of the mesh '
+                                 f'{dict(mesh.shape)}.')
+  ways = mesh.shape[model_axis]
+  if num_models % ways:
+    raise config_lib.ConfigError(
+        f'ensemble.num_models={num_models} does not divide over the {ways}-way {model_axis!r} '
+        f'mesh axis; use a multiple of {ways} (or pad with extra models and ignore them).')
+  data_axes = tuple(a for a in mesh.shape if a != model_axis and mesh.shape[a] > 1)
+  if config.batch_size % int(np.prod([mesh.shape[a] for a in data_axes] or [1])):
+    raise config_lib.ConfigError(f'batch_size={config.batch_size} does not divide over the mesh '
+                                 f'axes {data_axes}.')
+
+  tx = tx or train_lib.make_optimizer(config.optimizer, total_steps)
+  rng = jax.random.key(config.seed)
+  model_rngs = jax.vmap(lambda m: jax.random.fold_in(rng, m))(jnp.arange(num_models))
+  init_all = jax.vmap(lambda r: _init_one(init_fn, tx, r))
+  abstract_parts = jax.eval_shape(init_all, model_rngs)
+  stacked = jax.sharding.NamedSharding(mesh, P(model_axis))
+  replicated = mesh_lib.replicated(mesh)
+  part_shardings = jax.tree.map(lambda _: stacked, abstract_parts)
+  shardings = EnsembleState(step=replicated, params=part_shardings[0],
+                            opt_state=part_shardings[1], model_state=part_shardings[2],
+                            nonfinite_step=stacked)
+  abstract = EnsembleState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_parts[0],
+                           opt_state=abstract_parts[1], model_state=abstract_parts[2],
+                           nonfinite_step=jax.ShapeDtypeStruct((num_models,), jnp.int32))
+  # What determines the result (as common.train records it): config, identity, data, weights.
+  run = {k: v for k, v in config_lib.flatten(config.to_dict()).items()
+         if k.split('.')[0] not in train_lib.RESUMABLE_FIELDS}
+  run.update(config_lib.flatten(identity or {}, 'identity.'))
+  run.update({f'data.arrays.{k}': pipeline.digest(v) for k, v in arrays.items()})
+  run['data.weights'] = pipeline.digest(weights)
+  run = json.loads(json.dumps(run, default=str))
+  meta = {'fingerprint': ckpt_lib.fingerprint(abstract), 'total_steps': total_steps, 'run': run}
+
+  checkpointer = ckpt_lib.Checkpointer(
+      f'{workdir}/checkpoints', save_every_steps=config.get('checkpoint_every_steps', 1000),
+      keep=config.get('keep_checkpoints', 2))
+  restored = checkpointer.restore_latest(
+      ckpt_lib.abstract_like(abstract, shardings), meta=meta,
+      allow_changes=bool(config.get('resume_despite_changes', False)))
+  resumed_from, saved_history = None, None
+  if restored is not None:
+    resumed_from, state, _, saved_meta = restored
+    saved_history = saved_meta.get('history')
+    logging.info('Resumed the ensemble from step %d.', resumed_from)
+  else:
+    def init(rngs):
+      params, opt_state, model_state = init_all(rngs)
+      return EnsembleState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                           model_state=model_state,
+                           nonfinite_step=jnp.full((num_models,), -1, jnp.int32))
+    with jax.set_mesh(mesh):
+      state = jax.jit(init, out_shardings=shardings)(model_rngs)
+  per_model_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree.leaves(abstract.params))
+  logging.info('Ensemble: %d models x %s parameters, %d steps of %d examples each; model axis %r '
+               '(%d-way), chunk %s.', num_models, f'{per_model_params:,}', total_steps,
+               config.batch_size, model_axis, ways, chunk or 'all')
+
+  # Data on the devices; indices of `steps_per_dispatch` steps sent at a time.
+  data = pipeline.replicate(arrays, mesh)
+  weights_dev = jax.make_array_from_callback(
+      weights.shape, jax.sharding.NamedSharding(mesh, P(model_axis)), lambda idx: weights[idx])
+  batch_axes = data_axes if len(data_axes) != 1 else data_axes[0]
+  index_sharding = jax.sharding.NamedSharding(mesh, P(None, model_axis, batch_axes or None))
+  step_fn = make_step(loss_fn, tx, config.seed + 1, num_models, chunk, ways)
+  jitted = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(shardings, stacked))
+
+  def load_indices(first):
+    last = min(first + steps_per_dispatch, total_steps)
+    rows = np.stack([order.indices(k) for k in range(first, last)])
+    if len(rows) < steps_per_dispatch:
+      rows = np.concatenate([rows, np.repeat(rows[-1:], steps_per_dispatch - len(rows), 0)])
+    return jax.make_array_from_callback(rows.shape, index_sharding, lambda idx: rows[idx])
+
+  writer = metrics_lib.MetricWriter(workdir, resume_step=resumed_from or 0,
+                                    saved_records=saved_history)
+  history = list(writer.records)
+  log_every = max(1, int(config.get('log_every_steps', 100)))
+  start = int(jax.device_get(state.step))
+  sync_every_step = mesh.size > 1 and jax.default_backend() == 'cpu'  # as in common.train
+  buffer, indices, first = [], None, None
+  t_last, step_last = time.perf_counter(), start
+
+  def check_finite(state):
+    bad = np.asarray(jax.device_get(state.nonfinite_step))
+    if np.any(bad >= 0):
+      models = np.flatnonzero(bad >= 0)
+      last = checkpointer.latest_step()
+      raise train_lib.NonFiniteLossError(
+          f'Loss became NaN or inf for {len(models)} model(s) ({models[:10].tolist()}) first at '
+          f'step {int(bad[bad >= 0].min())}; the last good checkpoint is step {last} in '
+          f'{checkpointer.directory}. Lower the learning rate or set optimizer.grad_clip_norm.')
+
+  try:
+    with jax.set_mesh(mesh):
+      for step in range(start + 1, total_steps + 1):
+        k = step - 1
+        if first is None or not first <= k < first + steps_per_dispatch:
+          first, indices = k, load_indices(k)
+        state, metrics = jitted(state, data, weights_dev, indices, k - first)
+        buffer.append(metrics)
+        if sync_every_step:
+          jax.block_until_ready(metrics)
+        if step % log_every == 0 or step == total_steps:
+          check_finite(state)
+          stacked_metrics = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *buffer))
+          buffer = []
+          record = {name: float(np.mean(v)) for name, v in stacked_metrics.items()}
+          record['loss_max_model'] = float(np.max(np.mean(stacked_metrics['loss'], 0)))
+          now = time.perf_counter()
+          steps_per_s = (step - step_last) / max(now - t_last, 1e-9)
+          record['model_examples_per_s'] = steps_per_s * num_models * config.batch_size
+          t_last, step_last = now, step
+          writer.write(step, record)
+          history.append({'step': step, **record})
+          logging.info('step %d/%d mean loss=%.4f %.3g model-examples/s ETA %s', step,
+                       total_steps, record['loss'], record['model_examples_per_s'],
+                       train_lib._hms((total_steps - step) / max(steps_per_s, 1e-9)))  # pylint: disable=protected-access
+        if checkpointer.should_save(step) and step != total_steps:
+          check_finite(state)
+          checkpointer.save(step, state, data_state={'position': step},
+                            meta=dict(meta, history=history))
+      check_finite(state)
+      if start < total_steps:
+        checkpointer.save(total_steps, state, data_state={'position': total_steps},
+                          meta=dict(meta, history=history), force=True)
+  finally:
+    checkpointer.close()
+    writer.close()
+  return EnsembleResult(state=state, history=history, mesh=mesh, num_models=num_models,
+                        total_steps=total_steps, resumed_from=resumed_from)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation of all M models in one call.
+# ---------------------------------------------------------------------------------------------
+def predict(state: EnsembleState, apply_fn: Callable[..., jax.Array], inputs: np.ndarray, *,
+            batch_size: int = 1024) -> np.ndarray:
+  """(M, N, ...) outputs of every model on every input; apply_fn(variables, inputs) -> outputs.
+
+  Runs on the state's mesh (the model axis stays sharded); inputs go through in batches.
+  """
+  inputs = np.asarray(inputs)
+  if len(inputs) == 0:
+    raise EnsembleError('predict got no inputs.')
+  variables = {'params': state.params, **state.model_state}
+  fn = jax.jit(jax.vmap(apply_fn, in_axes=(0, None)))
+  outs = []
+  for i in range(0, len(inputs), batch_size):
+    chunk = inputs[i:i + batch_size]
+    pad = batch_size - len(chunk) if len(inputs) > batch_size else 0
+    if pad:  # one compiled shape for every batch
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
+    out = np.asarray(jax.device_get(fn(variables, chunk)))
+    outs.append(out[:, :out.shape[1] - pad] if pad else out)
+  return np.concatenate(outs, axis=1)
+
+
+def correctness(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """(M, N) bool: argmax of each model's logits == label (0/1 correctness, per model and example)."""
+  logits, labels = np.asarray(logits), np.asarray(labels)
+  if logits.ndim != 3 or labels.shape != logits.shape[1:2]:
+    raise EnsembleError(f'Expected logits (M, N, C) and labels (N,); got {logits.shape} and '
+                        f'{labels.shape}.')
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise EnsembleError(f'labels must be class ids (integers), not {labels.dtype}.')
+  return np.argmax(logits, -1) == labels[None, :]
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """(M, N) softmax cross-entropy of every model on every example."""
+  correctness(logits, labels)  # the same shape checks
+  logits = np.asarray(logits, np.float64)
+  top = logits.max(-1, keepdims=True)
+  log_z = np.log(np.sum(np.exp(logits - top), -1)) + top[..., 0]
+  return log_z - np.take_along_axis(logits, np.asarray(labels)[None, :, None], -1)[..., 0]
