@@ -174,27 +174,29 @@ class Checkpointer:
     folder to remove. A mismatching config is never taken for damage: it stops the run.
     """
     failures = []
-    for step in sorted(self.all_steps(), reverse=True):
+
+    def attempt(step, read):
+      """read() or None when the step is damaged (logged and remembered)."""
       try:
-        data_state, saved_meta = self.restore_meta(step)
+        return read()
       except Exception as e:  # pylint: disable=broad-except
         if _is_resource_error(e):
           raise
         failures.append((step, e))
         logging.warning('Checkpoint step %d in %s is unreadable (%s: %s); trying an older one.',
                         step, self.directory, type(e).__name__, str(e)[:300])
+        return None
+
+    for step in sorted(self.all_steps(), reverse=True):
+      saved = attempt(step, lambda s=step: self.restore_meta(s))
+      if saved is None:
         continue
+      data_state, saved_meta = saved
       if meta is not None:
         self.check_meta(step, saved_meta, meta, allow_changes=allow_changes)
-      try:
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-      except Exception as e:  # pylint: disable=broad-except
-        if _is_resource_error(e):
-          raise
-        failures.append((step, e))
-        logging.warning('Checkpoint step %d in %s is unreadable (%s: %s); trying an older one.',
-                        step, self.directory, type(e).__name__, str(e)[:300])
+      restored = attempt(step, lambda s=step: self._manager.restore(
+          s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))))
+      if restored is None:
         continue
       self._set_aside([s for s, _ in failures])
       logging.info('Restored step %d from %s', step, self.directory)

@@ -55,6 +55,17 @@ def check_fields(config: ml_collections.ConfigDict,
     raise ConfigError(f'Unknown config field {key!r}{closest(key, known)}.')
 
 
+def set_fields(config: ml_collections.ConfigDict, **dotted) -> ml_collections.ConfigDict:
+  """config with fields set by dotted name: set_fields(c, **{'optimizer.learning_rate': 1e-2})."""
+  for key, value in dotted.items():
+    target = config
+    *path, last = key.split('.')
+    for part in path:
+      target = target[part]
+    target[last] = value
+  return config
+
+
 def get_or_fail(config: ml_collections.ConfigDict, key: str):
   """config[key] with an error that suggests the closest existing field."""
   if key not in config:

@@ -25,7 +25,6 @@ written for one model; the ensemble does the weighting, the vmap and the shardin
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import Any, Callable
 
@@ -259,21 +258,12 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
   abstract = EnsembleState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_parts[0],
                            opt_state=abstract_parts[1], model_state=abstract_parts[2],
                            nonfinite_step=jax.ShapeDtypeStruct((num_models,), jnp.int32))
-  # What determines the result (as common.train records it): config, identity, data, weights.
-  run = {k: v for k, v in config_lib.flatten(config.to_dict()).items()
-         if k.split('.')[0] not in train_lib.RESUMABLE_FIELDS}
-  run.update(config_lib.flatten(identity or {}, 'identity.'))
-  run.update({f'data.arrays.{k}': pipeline.digest(v) for k, v in arrays.items()})
-  run['data.weights'] = pipeline.digest(weights)
-  run = json.loads(json.dumps(run, default=str))
-  meta = {'fingerprint': ckpt_lib.fingerprint(abstract), 'total_steps': total_steps, 'run': run}
-
-  checkpointer = ckpt_lib.Checkpointer(
-      f'{workdir}/checkpoints', save_every_steps=config.get('checkpoint_every_steps', 1000),
-      keep=config.get('keep_checkpoints', 2))
-  restored = checkpointer.restore_latest(
-      ckpt_lib.abstract_like(abstract, shardings), meta=meta,
-      allow_changes=bool(config.get('resume_despite_changes', False)))
+  # What determines the result, as common.train records it; the weights are part of the data.
+  data_fingerprint = {'arrays': {k: pipeline.digest(v) for k, v in arrays.items()},
+                      'weights': pipeline.digest(weights)}
+  meta = {'fingerprint': ckpt_lib.fingerprint(abstract), 'total_steps': total_steps,
+          'run': train_lib.run_identity(config, data_fingerprint, identity)}
+  checkpointer, restored = train_lib.open_checkpoints(config, workdir, abstract, shardings, meta)
   resumed_from, saved_history = None, None
   if restored is not None:
     resumed_from, state, _, saved_meta = restored

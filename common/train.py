@@ -196,15 +196,28 @@ RESUMABLE_FIELDS = (
     'total_steps', 'total_epochs')
 
 
-def run_identity(config: ml_collections.ConfigDict, train_iter: pipeline.BatchOrder,
+def run_identity(config: ml_collections.ConfigDict, data: dict[str, Any],
                  identity: dict[str, Any] | None = None) -> dict[str, Any]:
   """What determines a run's result, as flat JSON values: config fields, the caller's extra
   fields (e.g. a model defined outside the loop config), and the training data's fingerprint."""
   fields = config_lib.flatten(config.to_dict())
   out = {k: v for k, v in fields.items() if k.split('.')[0] not in RESUMABLE_FIELDS}
   out.update(config_lib.flatten(identity or {}, 'identity.'))
-  out.update(config_lib.flatten(train_iter.fingerprint(), 'data.'))
+  out.update(config_lib.flatten(data, 'data.'))
   return json.loads(json.dumps(out, default=str))  # tuples -> lists, as they come back from JSON
+
+
+def open_checkpoints(config: ml_collections.ConfigDict, workdir: str, abstract, shardings,
+                     meta: dict[str, Any]):
+  """(checkpointer, restored): restored is (step, state, data_state, saved_meta) of the newest
+  readable checkpoint that this run may resume (see Checkpointer.restore_latest), or None."""
+  checkpointer = ckpt_lib.Checkpointer(
+      f'{workdir}/checkpoints', save_every_steps=config.get('checkpoint_every_steps', 1000),
+      keep=config.get('keep_checkpoints', 2))
+  restored = checkpointer.restore_latest(
+      ckpt_lib.abstract_like(abstract, shardings), meta=meta,
+      allow_changes=bool(config.get('resume_despite_changes', False)))
+  return checkpointer, restored
 
 
 def _mean_metrics(buffer: list[dict[str, jax.Array]]) -> dict[str, float]:
@@ -246,14 +259,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
   rng_init = jax.random.key(config.seed)
   abstract, shardings = state_shardings(init_fn, tx, rng_init, mesh, rules)
   meta = {'fingerprint': ckpt_lib.fingerprint(abstract), 'total_steps': total_steps,
-          'run': run_identity(config, train_iter, identity)}
-
-  checkpointer = ckpt_lib.Checkpointer(
-      f'{workdir}/checkpoints', save_every_steps=config.get('checkpoint_every_steps', 1000),
-      keep=config.get('keep_checkpoints', 2))
-  restored = checkpointer.restore_latest(
-      ckpt_lib.abstract_like(abstract, shardings), meta=meta,
-      allow_changes=bool(config.get('resume_despite_changes', False)))
+          'run': run_identity(config, train_iter.fingerprint(), identity)}
+  checkpointer, restored = open_checkpoints(config, workdir, abstract, shardings, meta)
   resumed_from, saved_history = None, None
   if restored is not None:
     resumed_from, state, data_state, saved_meta = restored

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from common import config_lib
 from configs.common import classifier as classifier_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,13 +26,7 @@ def tiny_config(**overrides):
   config.eval_every_steps = 30
   config.checkpoint_every_steps = 30
   config.optimizer.learning_rate = 5e-3
-  for key, value in overrides.items():
-    target = config
-    *path, last = key.split('.')
-    for p in path:
-      target = target[p]
-    target[last] = value
-  return config
+  return config_lib.set_fields(config, **overrides)
 
 
 @pytest.fixture

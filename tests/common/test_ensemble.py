@@ -28,13 +28,7 @@ def _config(num_models=8, **overrides):
                                   checkpoint_every_steps=20, mesh=(('data', 1), ('model', -1)),
                                   optimizer=loop_config.optimizer(learning_rate=3e-3))
   config.ensemble = loop_config.ensemble(num_models)
-  for key, value in overrides.items():
-    target = config
-    *path, last = key.split('.')
-    for p in path:
-      target = target[p]
-    target[last] = value
-  return config
+  return config_lib.set_fields(config, **overrides)
 
 
 def _model():
