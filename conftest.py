@@ -10,6 +10,8 @@ import jax  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 jax.config.update('jax_num_cpu_devices', int(os.environ['JAX_NUM_CPU_DEVICES']))
+# Silent broadcasting (a (N,) array meeting an (N, 1) one) is an error in every test.
+jax.config.update('jax_numpy_rank_promotion', 'raise')
 flags.FLAGS.mark_as_parsed()
 
 

@@ -14,6 +14,7 @@ rather than depending on an arbitrary tie-break.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 
@@ -39,16 +40,86 @@ def check_probs(probs, name: str = 'probs', num_classes: int | None = None) -> n
   return probs
 
 
+def check_probs_list(probs_list, names=None) -> list[np.ndarray]:
+  """Checks each model's probabilities and that all share one (examples, classes) shape.
+
+  Models that disagree on the classes (or examples) would otherwise be compared class id by class
+  id as if their outputs meant the same thing; the error names every model's shape.
+  """
+  if isinstance(probs_list, np.ndarray) and probs_list.ndim == 2:
+    raise ValueError('Expected a list with one (examples, classes) probability array per model, '
+                     f'got a single array of shape {probs_list.shape}.')
+  probs_list = list(probs_list)
+  if not probs_list:
+    raise ValueError('Expected one (examples, classes) probability array per model, got none.')
+  names = list(names) if names is not None else [f'probs_list[{i}]'
+                                                 for i in range(len(probs_list))]
+  probs_list = [check_probs(p, n) for p, n in zip(probs_list, names)]
+  shapes = [p.shape for p in probs_list]
+  for name, shape in zip(names[1:], shapes[1:]):
+    if shape != shapes[0]:
+      what = (f'{shape[1]} classes, expected {shapes[0][1]}' if shape[1] != shapes[0][1]
+              else f'{shape[0]} examples, expected {shapes[0][0]}')
+      listing = ', '.join(f'{n} {s}' for n, s in zip(names, shapes))
+      raise ValueError(f'{name} has {what} as in {names[0]}: every model must give probabilities '
+                       f'for the same examples and classes (one shape); got {listing}.')
+  return probs_list
+
+
 def check_labels(labels, num_examples: int, num_classes: int) -> np.ndarray:
   labels = np.asarray(labels)
   if labels.shape != (num_examples,):
     raise ValueError(f'labels must have shape ({num_examples},), got {labels.shape}.')
   if not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(f'labels must be integers, got {labels.dtype}.')
-  if labels.min() < 0 or labels.max() >= num_classes:
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     raise ValueError(f'labels must be in [0, {num_classes}), got range '
                      f'[{labels.min()}, {labels.max()}].')
   return labels
+
+
+def check_correct(correct, name: str = 'correct', num_examples: int | None = None,
+                  length_of: str = 'score') -> np.ndarray:
+  """`correct` as float64 0/1 of shape (N,): one entry per example, 1 where the model was right.
+
+  Raises ValueError unless it is 1-D and boolean or exactly 0/1 valued. Predicted classes are the
+  usual mistake: they would count as "correct" 2, 3, ... times and give accuracies above one.
+  `num_examples` (with `length_of`, the array that fixed it) is the length expected.
+  """
+  arr = np.asarray(correct)
+  if arr.ndim != 1:
+    raise ValueError(f'{name} must be 1-D 0/1 correctness, one entry per example, got shape '
+                     f'{arr.shape}.')
+  if num_examples is not None and arr.shape[0] != num_examples:
+    raise ValueError(f'{name} has {arr.shape[0]} entries, expected {num_examples} (the length of '
+                     f'{length_of}): one per example.')
+  if arr.dtype != bool:
+    numeric = np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    is_01 = (arr == 0) | (arr == 1) if numeric else np.zeros(arr.shape, bool)
+    if not is_01.all():
+      found = np.unique(arr[~is_01])[:5].tolist()
+      raise ValueError(f'{name} must be 0/1 correctness (boolean, or exactly 0 and 1), got values '
+                       f'such as {found}. Class ids? Pass `pred == labels`, e.g. '
+                       '`probs.argmax(1) == labels`.')
+  return arr.astype(np.float64)
+
+
+def check_score(score, name: str = 'score') -> np.ndarray:
+  """A deferral score as float64 (N,): 1-D, non-empty, finite."""
+  score = np.asarray(score)
+  if score.ndim != 1:
+    raise ValueError(f'{name} must be 1-D, one deferral score per example, got shape '
+                     f'{score.shape} (pass a score such as confidence_score(probs), not the '
+                     'probabilities).')
+  if score.shape[0] == 0:
+    raise ValueError(f'{name} is empty: cannot build a deferral curve on an empty set.')
+  if not (np.issubdtype(score.dtype, np.number) or score.dtype == bool):
+    raise ValueError(f'{name} must be numeric, got dtype {score.dtype}.')
+  score = score.astype(np.float64)
+  if not np.all(np.isfinite(score)):
+    raise ValueError(f'Deferral scores must be finite; {name} has '
+                     f'{int(np.sum(~np.isfinite(score)))} non-finite entries.')
+  return score
 
 
 def check_rate(rate: float) -> float:
@@ -78,7 +149,8 @@ def margin_score(probs) -> np.ndarray:
 
 def oracle_score(correct1, correct2) -> np.ndarray:
   """The true per-example gain of deferring: 1[h2 right] - 1[h1 right]."""
-  return np.asarray(correct2, np.float64) - np.asarray(correct1, np.float64)
+  c1 = check_correct(correct1, 'correct1')
+  return check_correct(correct2, 'correct2', len(c1), 'correct1') - c1
 
 
 CONFIDENCE_RULES = {'confidence': confidence_score, 'entropy': entropy_score,
@@ -107,18 +179,15 @@ class DeferralCurve:
 
 
 def deferral_curve(score, correct1, correct2) -> DeferralCurve:
-  """Accuracy of the cascade at every deferral rate when deferring by decreasing `score`."""
-  score = np.asarray(score, np.float64)
-  c1 = np.asarray(correct1, np.float64)
-  c2 = np.asarray(correct2, np.float64)
+  """Accuracy of the cascade at every deferral rate when deferring by decreasing `score`.
+
+  score: (N,) deferral scores; correct1, correct2: (N,) 0/1 correctness of h1 and h2
+  (`probs.argmax(1) == labels`), not their predictions.
+  """
+  score = check_score(score)
   n = len(score)
-  if n == 0:
-    raise ValueError('Cannot build a deferral curve on an empty set.')
-  if c1.shape != (n,) or c2.shape != (n,):
-    raise ValueError(f'score, correct1 and correct2 must have the same length; got {score.shape}, '
-                     f'{c1.shape}, {c2.shape}.')
-  if not np.all(np.isfinite(score)):
-    raise ValueError('Deferral scores must be finite.')
+  c1 = check_correct(correct1, 'correct1', n)
+  c2 = check_correct(correct2, 'correct2', n)
   order = np.argsort(-score, kind='stable')
   gain = (c2 - c1)[order]
   # Gain of deferring the first k, at the end of each tie group; linear inside a group.
@@ -140,10 +209,32 @@ def cascade_predict(probs_list, thresholds):
 
   Returns (predictions (N,), the stage that answered each input (N,)).
   """
-  probs_list = [check_probs(p, f'probs_list[{i}]') for i, p in enumerate(probs_list)]
-  if len(thresholds) != len(probs_list) - 1:
-    raise ValueError(f'{len(probs_list)} models need {len(probs_list) - 1} thresholds, got '
-                     f'{len(thresholds)}.')
+  probs_list = check_probs_list(probs_list)
+  return _predict(probs_list, _check_thresholds(thresholds, len(probs_list)))
+
+
+def _check_thresholds(thresholds, num_models: int) -> np.ndarray:
+  out = np.asarray(thresholds, np.float64)
+  if out.shape != (num_models - 1,):
+    raise ValueError(f'{num_models} models need {num_models - 1} thresholds (a 1-D sequence, the '
+                     f'last model always answers), got shape {out.shape}.')
+  if np.isnan(out).any():
+    raise ValueError(f'Thresholds must not be NaN (-inf: always answer), got {thresholds}.')
+  return out
+
+
+def _check_costs(costs, num_models: int) -> np.ndarray:
+  out = np.asarray(costs, np.float64)
+  if out.shape != (num_models,):
+    raise ValueError(f'Need one cost per model as a 1-D sequence: {num_models} models, costs of '
+                     f'shape {out.shape}.')
+  if not np.all(np.isfinite(out)) or out.min() < 0:
+    raise ValueError(f'Costs must be finite and non-negative, got {costs}.')
+  return out
+
+
+def _predict(probs_list, thresholds):
+  """cascade_predict on checked inputs (choose_thresholds calls it for every grid point)."""
   n = probs_list[0].shape[0]
   stage = np.full(n, len(probs_list) - 1)
   undecided = np.ones(n, bool)
@@ -156,27 +247,48 @@ def cascade_predict(probs_list, thresholds):
 
 
 def cascade_cost(stage, costs) -> float:
-  """Mean cost per input when model k costs costs[k] and input stopping at stage s ran 0..s."""
-  cumulative = np.cumsum(costs)
-  return float(np.mean(cumulative[np.asarray(stage)]))
+  """Mean cost per input when model k costs costs[k] and input stopping at stage s ran 0..s.
+
+  stage: (N,) integer stages in [0, len(costs)), as cascade_predict returns.
+  """
+  costs = np.asarray(costs, np.float64)
+  if costs.ndim != 1 or costs.size == 0:
+    raise ValueError(f'costs must be a non-empty 1-D sequence, one per model, got shape '
+                     f'{costs.shape}.')
+  costs = _check_costs(costs, costs.size)
+  stage = np.asarray(stage)
+  if stage.ndim != 1 or stage.size == 0 or not np.issubdtype(stage.dtype, np.integer):
+    raise ValueError(f'stage must be a non-empty 1-D integer array (the stage that answered each '
+                     f'input), got shape {stage.shape} and dtype {stage.dtype}.')
+  if stage.min() < 0 or stage.max() >= len(costs):
+    raise ValueError(f'stage must be in [0, {len(costs)}) for {len(costs)} costs, got range '
+                     f'[{stage.min()}, {stage.max()}].')
+  return _cost(stage, costs)
+
+
+def _cost(stage, costs) -> float:
+  return float(np.mean(np.cumsum(costs)[stage]))
 
 
 def choose_thresholds(probs_list, labels, costs, target_cost: float, grid: int = 21):
   """Per-stage thresholds (quantiles of each stage's confidence) maximising accuracy on held-out
   data subject to mean cost <= target_cost. Returns (thresholds, accuracy, cost)."""
-  import itertools  # pylint: disable=g-import-not-at-top
-  probs_list = [check_probs(p) for p in probs_list]
+  probs_list = check_probs_list(probs_list)
   labels = check_labels(labels, probs_list[0].shape[0], probs_list[0].shape[1])
-  if len(costs) != len(probs_list):
-    raise ValueError(f'Need one cost per model: {len(probs_list)} models, {len(costs)} costs.')
+  costs = _check_costs(costs, len(probs_list))
+  if not np.isfinite(target_cost):
+    raise ValueError(f'target_cost must be finite, got {target_cost}.')
+  if int(grid) != grid or grid < 1:
+    raise ValueError(f'grid must be a positive integer (quantiles per stage), got {grid!r}.')
+  grid = int(grid)
   if grid ** (len(probs_list) - 1) > 10**6:
     raise ValueError('Too many stages for a grid search; lower `grid`.')
   candidates = [np.concatenate([[-np.inf], np.quantile(p.max(1), np.linspace(0, 1, grid))])
                 for p in probs_list[:-1]]
   best = None
   for thresholds in itertools.product(*candidates):
-    preds, stage = cascade_predict(probs_list, thresholds)
-    cost = cascade_cost(stage, costs)
+    preds, stage = _predict(probs_list, thresholds)
+    cost = _cost(stage, costs)
     if cost > target_cost + 1e-12:
       continue
     acc = float(np.mean(preds == labels))

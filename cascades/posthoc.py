@@ -28,8 +28,19 @@ from cascades import deferral
 TARGETS = ('diff_01', 'diff_prob', 'bin_01', 'bin_prob')
 
 
+def _check_positive_int(name: str, value) -> None:
+  if isinstance(value, bool) or int(value) != value or value < 1:
+    raise ValueError(f'{name} must be a positive integer, got {value!r}.')
+
+
+def _check_kind(kind: str) -> None:
+  if kind not in TARGETS:
+    raise ValueError(f'Unknown target {kind!r}; use {TARGETS}.')
+
+
 def features(probs1, top_k: int = 5) -> np.ndarray:
   """[top-k sorted probabilities, max, entropy, margin, one-hot argmax] of h1's outputs."""
+  _check_positive_int('top_k', top_k)
   p = deferral.check_probs(probs1, 'probs1')
   k = min(top_k, p.shape[1])
   sorted_p = -np.sort(-p, axis=1)[:, :k]
@@ -40,8 +51,9 @@ def features(probs1, top_k: int = 5) -> np.ndarray:
 
 
 def targets(kind: str, probs1, probs2, labels) -> np.ndarray:
-  p1 = deferral.check_probs(probs1, 'probs1')
-  p2 = deferral.check_probs(probs2, 'probs2', p1.shape[1])
+  """g's regression (or logistic) target per held-out example, (N,) float32."""
+  _check_kind(kind)
+  p1, p2 = deferral.check_probs_list([probs1, probs2], names=('probs1', 'probs2'))
   y = deferral.check_labels(labels, p1.shape[0], p1.shape[1])
   c1 = (p1.argmax(1) == y).astype(np.float32)
   c2 = (p2.argmax(1) == y).astype(np.float32)
@@ -52,9 +64,7 @@ def targets(kind: str, probs1, probs2, labels) -> np.ndarray:
     return (py2 - py1).astype(np.float32)
   if kind == 'bin_01':
     return ((c2 > 0) & (c1 == 0)).astype(np.float32)
-  if kind == 'bin_prob':
-    return ((py2 - py1 + 1) / 2).astype(np.float32)
-  raise ValueError(f'Unknown target {kind!r}; use {TARGETS}.')
+  return ((py2 - py1 + 1) / 2).astype(np.float32)  # bin_prob
 
 
 class ScoreMLP(nn.Module):
@@ -76,9 +86,12 @@ class PostHocRule:
   top_k: int
   mean: np.ndarray
   std: np.ndarray
+  num_classes: int  # of the h1 it was fitted on: its features depend on it
 
   def score(self, probs1) -> np.ndarray:
-    x = (features(probs1, self.top_k) - self.mean) / self.std
+    """(N,) deferral scores for h1's probabilities (N, num_classes)."""
+    p = deferral.check_probs(probs1, 'probs1', self.num_classes)
+    x = (features(p, self.top_k) - self.mean) / self.std
     return np.asarray(_apply(self.widths, self.params, jnp.asarray(x)), np.float64)
 
 
@@ -112,10 +125,14 @@ def _fit(key, x, z, *, widths, logistic, steps, learning_rate, weight_decay):
 def fit(kind: str, probs1, probs2, labels, *, widths=(64, 64), top_k: int = 5, steps: int = 500,
         learning_rate: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0) -> PostHocRule:
   """Fits g on a held-out set (full-batch AdamW)."""
+  for name, value in (('steps', steps), ('top_k', top_k), *((f'widths[{i}]', w)
+                                                            for i, w in enumerate(widths))):
+    _check_positive_int(name, value)
   z = targets(kind, probs1, probs2, labels)
   x = features(probs1, top_k)
   mean, std = x.mean(0), x.std(0) + 1e-6
   params, _ = _fit(jax.random.key(seed), jnp.asarray((x - mean) / std), jnp.asarray(z),
                    widths=tuple(widths), logistic=kind.startswith('bin'), steps=steps,
                    learning_rate=learning_rate, weight_decay=weight_decay)
-  return PostHocRule(kind, params, tuple(widths), top_k, mean, std)
+  return PostHocRule(kind, params, tuple(widths), top_k, mean, std,
+                     num_classes=np.shape(probs1)[1])

@@ -54,7 +54,7 @@ class LearnedAbsolute(PositionEncoding):
   def embed(self, x, positions):
     table = self.param('table', nn.with_logical_partitioning(
         nn.initializers.normal(0.02), (None, 'embed')), (self.max_len, x.shape[-1]))
-    return x + table[positions].astype(x.dtype)
+    return x + table[positions].astype(x.dtype)[None]
 
 
 def sinusoid(positions, dim: int, base: float = 10_000.0):
@@ -70,7 +70,7 @@ class Sinusoidal(PositionEncoding):
   ABSOLUTE: ClassVar[bool] = True
 
   def embed(self, x, positions):
-    return x + sinusoid(positions, x.shape[-1]).astype(x.dtype)
+    return x + sinusoid(positions, x.shape[-1]).astype(x.dtype)[None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,11 +189,13 @@ class T5Bias(PositionEncoding):
 # ---------------------------------------------------------------------------------------------
 def fire_mlp(mlp, x):
   """f_theta applied elementwise to x (...,) -> (..., H)."""
+  def dense(h, w, b):  # b (out,) broadcast over the leading axes of h explicitly
+    return h @ w + b.reshape((1,) * (h.ndim - 1) + b.shape)
+
   h = x[..., None]
   for w, b in mlp[:-1]:
-    h = jax.nn.relu(h @ w + b)
-  w, b = mlp[-1]
-  return h @ w + b
+    h = jax.nn.relu(dense(h, w, b))
+  return dense(h, *mlp[-1])
 
 
 def fire_psi(x, c, log_transform: bool):
@@ -300,11 +302,14 @@ def build(name: str, *, num_heads: int, train_length: int, max_len: int | None =
 
   Args:
     name: one of ENCODINGS.
-    num_heads: the model's heads (the bias's H).
+    num_heads: the model's heads (the bias's H); TransformerLM refuses a bias for other heads.
     train_length: the training sequence length (RoPE's interpolation; FIRE's default threshold).
     max_len: learned absolute's table size (default: train_length).
     fire: FIRE fields overriding the defaults (mlp_width, mlp_depth, init_c, init_threshold...).
   """
+  if isinstance(num_heads, bool) or int(num_heads) != num_heads or num_heads < 1:
+    raise config_lib.ConfigError(f'num_heads must be a positive integer (the model\'s heads), got '
+                                 f'{num_heads!r}.')
   fire = dict(fire or {})
   fire.setdefault('init_threshold', float(train_length))
   partial = functools.partial

@@ -79,11 +79,21 @@ def run_sweep(widths=(256, 512, 1024), depths=(2, 4, 8, 16, 32, 64), num_seeds: 
               parameterisation: str = 'mean_field', exact: bool = True,
               lr_multipliers=one_step.HIDDEN_ONLY, layer: int = -1, seed: int = 0) -> SweepResult:
   """eta* for every (n, L) and seed. Seed s uses the same key at every (n, L)."""
+  widths, depths = tuple(widths), tuple(depths)
+  # An empty grid would return an empty result that every later fit fails on far from here.
+  if not widths or not depths:
+    raise ValueError(f'run_sweep needs at least one width and one depth, got widths={widths}, '
+                     f'depths={depths}.')
+  for name, value in (('num_seeds', num_seeds), ('batch_size', batch_size)):
+    if isinstance(value, bool) or int(value) != value or value < 1:
+      raise ValueError(f'{name} must be a positive integer, got {value!r}.')
+  if not threshold > 0:
+    raise ValueError(f'threshold (the change C that defines eta*) must be positive, got '
+                     f'{threshold!r}.')
   for n in widths:
     for depth in depths:
       mlp.check_shape(n, depth, input_dim)
-  if num_seeds < 1 or batch_size < 1:
-    raise ValueError(f'num_seeds and batch_size must be >= 1, got {num_seeds}, {batch_size}.')
+  num_seeds, batch_size = int(num_seeds), int(batch_size)
   warnings = [f'n={n} is not much larger than L={d} (n < {MIN_WIDTH_OVER_DEPTH} L): '
               'finite-width corrections may bias eta*.'
               for n in widths for d in depths if n < MIN_WIDTH_OVER_DEPTH * d]
@@ -97,9 +107,9 @@ def run_sweep(widths=(256, 512, 1024), depths=(2, 4, 8, 16, 32, 64), num_seeds: 
     for j, depth in enumerate(depths):
       chunk = seed_chunk(n, depth)
       for start in range(0, num_seeds, chunk):
-        a, eta, ok = _measure(keys[start:start + chunk], lrs, threshold, input_dim=input_dim, width=n, depth=depth,
-                              batch_size=batch_size, parameterisation=parameterisation,
-                              exact=exact, layer=layer)
+        a, eta, ok = _measure(keys[start:start + chunk], lrs, threshold, input_dim=input_dim,
+                              width=n, depth=depth, batch_size=batch_size,
+                              parameterisation=parameterisation, exact=exact, layer=layer)
         coefficient[i, j, start:start + chunk] = np.asarray(a)
         if exact:
           eta_exact[i, j, start:start + chunk] = np.where(np.asarray(ok), np.asarray(eta), np.nan)
@@ -149,6 +159,8 @@ def fit_exponents(result: SweepResult, *, min_depth: int = 8, estimator: str = '
       return result.eta_exact_median(seeds)
     raise ValueError(f'Unknown estimator {estimator!r}.')
 
+  if isinstance(num_bootstrap, bool) or int(num_bootstrap) != num_bootstrap or num_bootstrap < 1:
+    raise ValueError(f'num_bootstrap must be a positive integer, got {num_bootstrap!r}.')
   b, c, a = least_squares_exponents(table(), result.widths, result.depths, min_depth)
   rng = np.random.default_rng(seed)
   num_seeds = result.coefficient.shape[-1]

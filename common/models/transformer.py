@@ -9,6 +9,10 @@ no-op by default, so NoPE is the base class itself:
     bias_fn, params = enc.bias(length)           # additive attention bias (or None), see
                                                  # common.models.attention for bias_fn's contract
 
+Shapes: x (B, L, D), positions (L,), q and k (B, L, H, D / H); a bias is (H, q_len, k_len) with H
+the model's num_heads (checked at the first call, naming both counts). Broadcast explicitly (a
+per-position table is added as `table[None]`): tests run with jax_numpy_rank_promotion='raise'.
+
 `ABSOLUTE` encodings are built once at the input. The others are built per layer (each layer its
 own parameters) or, with `share_encoding=True`, once for the whole model: their `bias(length)` is
 then called once per forward pass and its result reused by every layer. `max_length` (None: any)
@@ -24,7 +28,9 @@ from __future__ import annotations
 from typing import Any, Callable, ClassVar
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from common.models import attention as attention_lib
 from common.models import layers
@@ -32,6 +38,48 @@ from common.models import layers
 
 class SequenceTooLongError(ValueError):
   """An input longer than the position encoding can represent."""
+
+
+def check_bias_heads(bias: tuple[attention_lib.BiasFn, Any] | None, num_heads: int,
+                     encoding: PositionEncoding | None) -> None:
+  """Raises ValueError unless the bias has one row of scores per head of the model.
+
+  An encoding built for other heads (e.g. FIRE(num_heads=4) in a 2-head model) would otherwise
+  fail inside attention with a broadcasting TypeError that names neither count. Evaluated on
+  shapes only (one query, one key), so it costs no computation.
+  """
+  if bias is None:
+    return
+  bias_fn, params = bias
+  shape = jax.eval_shape(lambda p: bias_fn(p, 0, 0, 1, 1), params).shape
+  if shape != (num_heads, 1, 1):
+    name = type(encoding).__name__ if encoding is not None else 'The position encoding'
+    raise ValueError(f'{name} gives an attention bias for {shape[0] if shape else "no"} heads '
+                     f'(shape {shape} for one query and key, expected ({num_heads}, 1, 1)), but '
+                     f'the model has num_heads={num_heads}: build the encoding with '
+                     f'num_heads={num_heads}.')
+
+
+def check_token_ids(tokens, vocab_size: int) -> None:
+  """Raises ValueError for token ids outside [0, vocab_size) when `tokens` is concrete.
+
+  nn.Embed reads such ids as NaN rows (jnp.take's fill mode), so the logits turn NaN without an
+  error. Under jit (or grad of a traced input) `tokens` is a tracer and there is no cheap check:
+  validate ids in the input pipeline; eager calls and `init` on real data are checked here.
+  """
+  if isinstance(tokens, jax.core.Tracer) or tokens.size == 0:
+    return
+  if isinstance(tokens, jax.Array) and not tokens.is_fully_addressable:
+    return  # spread over processes: this one cannot read every id
+  # numpy, not jnp: a concrete array closed over by a jitted function (a constant) is read here
+  # while jax traces, where a jnp.min would be a tracer.
+  ids = np.asarray(tokens)
+  lo, hi = int(ids.min()), int(ids.max())
+  if lo < 0 or hi >= vocab_size:
+    where = tuple(int(i) for i in np.argwhere((ids < 0) | (ids >= vocab_size))[0])
+    raise ValueError(f'Token id {int(ids[where])} at index {where} is outside [0, {vocab_size}) '
+                     f'(vocab_size={vocab_size}; ids seen range over [{lo}, {hi}]): the '
+                     'embedding would give NaN logits.')
 
 
 class PositionEncoding(nn.Module):
@@ -72,6 +120,7 @@ class CausalSelfAttention(nn.Module):
     v = dense('value', ('embed', 'heads', 'kv'))(x)
     if encoding is not None:
       q, k = encoding.rotate(q, k, positions)
+    check_bias_heads(bias, self.num_heads, encoding)
     bias_fn, bias_params = bias if bias is not None else (None, None)
     if self.implementation == 'naive':
       out = attention_lib.naive_attention(q, k, v, bias_fn, bias_params)
@@ -121,6 +170,10 @@ class DecoderBlock(nn.Module):
 class TransformerLM(nn.Module):
   """Token ids (B, L) -> next-token logits (B, L, vocab_size).
 
+  Ids must be in [0, vocab_size): outside it the embedding gives NaN. Concrete ids (eager calls,
+  `init`) are checked, with a ValueError naming the id; traced ids (under jit) cannot be checked
+  cheaply, so a jitted caller should validate its data (see `check_token_ids`).
+
   Attributes:
     vocab_size, num_layers, d_model, num_heads, mlp_dim (default 4 d_model): sizes.
     encoding: a PositionEncoding class or partial (None: NoPE); see the module docstring.
@@ -144,6 +197,10 @@ class TransformerLM(nn.Module):
     del train
     if self.d_model % self.num_heads:
       raise ValueError(f'd_model={self.d_model} is not divisible by num_heads={self.num_heads}.')
+    if tokens.ndim != 2:
+      raise ValueError(f'TransformerLM expects token ids of shape (batch, length), got shape '
+                       f'{tokens.shape}.')
+    check_token_ids(tokens, self.vocab_size)
     length = tokens.shape[1]
     positions = jnp.arange(length)
     embed = nn.Embed(self.vocab_size, self.d_model, name='embed', embedding_init=(

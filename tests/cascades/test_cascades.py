@@ -41,6 +41,96 @@ def test_bad_inputs_are_refused():
     posthoc.targets('diff_01', np.full((2, 4), 0.25), np.full((2, 3), 1 / 3), np.array([0, 1]))
 
 
+def _predictions_and_correctness(seed=0, n=50, c=5):
+  rng = np.random.default_rng(seed)
+  p1, p2 = _random_probs(rng, n, c), _random_probs(rng, n, c)
+  y = rng.integers(0, c, n)
+  return p1, p2, y, p1.argmax(1) == y, p2.argmax(1) == y
+
+
+def test_class_ids_given_as_correctness_are_refused():
+  """Predicted classes where 0/1 correctness is expected used to give 'accuracies' above one."""
+  p1, p2, y, c1, c2 = _predictions_and_correctness()
+  score = cascades.confidence_score(p1)
+  with pytest.raises(ValueError, match=r'correct1 must be 0/1 correctness.*pred == labels'):
+    deferral.deferral_curve(score, p1.argmax(1), p2.argmax(1))
+  with pytest.raises(ValueError, match=r'correct2 must be 0/1 correctness'):
+    deferral.deferral_curve(score, c1, np.where(c2, 1.0, 0.5))  # soft, not 0/1
+  with pytest.raises(ValueError, match=r'0/1 correctness.*pred == labels'):
+    deferral.oracle_score(p1.argmax(1), c2)
+  with pytest.raises(ValueError, match=r'correct1 must be 1-D 0/1 correctness.*\(50, 1\)'):
+    deferral.deferral_curve(score, c1[:, None], c2)
+  with pytest.raises(ValueError, match=r'correct2 has 49 entries, expected 50'):
+    deferral.deferral_curve(score, c1, c2[1:])
+  with pytest.raises(ValueError, match=r'correct2 has 49 entries, expected 50'):
+    deferral.oracle_score(c1, c2[1:])
+  # Booleans and exact 0.0 / 1.0 (or ints) are the same correctness.
+  as_bool = deferral.deferral_curve(score, c1, c2)
+  as_float = deferral.deferral_curve(score, c1.astype(np.float32), c2.astype(int))
+  np.testing.assert_array_equal(as_bool.accuracy, as_float.accuracy)
+  assert 0.0 <= as_bool.accuracy.min() and as_bool.accuracy.max() <= 1.0
+
+
+def test_a_score_that_is_not_one_per_example_is_refused():
+  """A 2-D array as the score was sorted row by row and gave an 'accuracy' of 1.03."""
+  p1, _, _, c1, c2 = _predictions_and_correctness()
+  with pytest.raises(ValueError, match=r'score must be 1-D.*\(50, 5\).*not the probabilities'):
+    deferral.deferral_curve(p1, c1, c2)
+  with pytest.raises(ValueError, match=r'correct1 has 50 entries, expected 49 \(the length of '
+                     r'score\)'):
+    deferral.deferral_curve(np.arange(49.0), c1, c2)
+  with pytest.raises(ValueError, match='must be finite; score has 1 non-finite'):
+    deferral.deferral_curve(np.where(np.arange(50) == 3, np.nan, 0.0), c1, c2)
+
+
+def test_models_that_disagree_on_classes_or_examples_are_refused():
+  rng = np.random.default_rng(3)
+  p3, p4 = _random_probs(rng, 6, 3), _random_probs(rng, 6, 4)
+  y = rng.integers(0, 3, 6)
+  shapes = r'probs_list\[0\] \(6, 3\), probs_list\[1\] \(6, 4\)'
+  with pytest.raises(ValueError, match=r'probs_list\[1\] has 4 classes, expected 3.*' + shapes):
+    cascades.cascade_predict([p3, p4], (0.5,))
+  with pytest.raises(ValueError, match=r'probs_list\[1\] has 4 classes, expected 3.*' + shapes):
+    cascades.choose_thresholds([p3, p4], y, (1.0, 2.0), target_cost=2.0)
+  with pytest.raises(ValueError, match=r'probs_list\[2\] has 5 examples, expected 6.*'
+                     r'probs_list\[2\] \(5, 3\)'):
+    cascades.cascade_predict([p3, p3, p3[:5] / 1.0], (0.5, 0.5))
+  with pytest.raises(ValueError, match=r'probs2 has 5 examples, expected 6 as in probs1.*'
+                     r'probs1 \(6, 3\), probs2 \(5, 3\)'):
+    posthoc.targets('diff_01', p3, p3[:5], y)
+  with pytest.raises(ValueError, match='one .* probability array per model, got a single array'):
+    cascades.cascade_predict(p3, ())
+  rule = posthoc.fit('diff_01', p4, p4[::-1], y, widths=(4,), steps=2)
+  with pytest.raises(ValueError, match='probs1 has 3 classes, expected 4'):
+    rule.score(p3)
+
+
+def test_cascade_arguments_are_checked():
+  rng = np.random.default_rng(4)
+  probs = [_random_probs(rng, 8, 3) for _ in range(3)]
+  y = rng.integers(0, 3, 8)
+  with pytest.raises(ValueError, match=r'3 models need 2 thresholds.*got shape \(1,\)'):
+    cascades.cascade_predict(probs, (0.5,))
+  with pytest.raises(ValueError, match='must not be NaN'):
+    cascades.cascade_predict(probs, (0.5, np.nan))
+  with pytest.raises(ValueError, match=r'one cost per model.*3 models, costs of shape \(2,\)'):
+    cascades.choose_thresholds(probs, y, (1.0, 2.0), target_cost=5.0)
+  with pytest.raises(ValueError, match='finite and non-negative'):
+    cascades.choose_thresholds(probs, y, (1.0, -2.0, 3.0), target_cost=5.0)
+  with pytest.raises(ValueError, match='grid must be a positive integer'):
+    cascades.choose_thresholds(probs, y, (1.0, 2.0, 3.0), target_cost=5.0, grid=0)
+  with pytest.raises(ValueError, match=r'stage must be in \[0, 3\).*\[0, 3\]'):
+    cascades.cascade_cost(np.array([0, 1, 3]), (1.0, 2.0, 3.0))
+  with pytest.raises(ValueError, match='stage must be a non-empty 1-D integer array'):
+    cascades.cascade_cost(np.array([0.5, 1.0]), (1.0, 2.0, 3.0))
+  with pytest.raises(ValueError, match=r'labels must be in \[0, 3\)'):
+    cascades.choose_thresholds(probs, y + 1, (1.0, 2.0, 3.0), target_cost=5.0)
+  with pytest.raises(ValueError, match='Unknown target'):
+    posthoc.fit('diff01', probs[0], probs[1], y)
+  with pytest.raises(ValueError, match='steps must be a positive integer'):
+    posthoc.fit('diff_01', probs[0], probs[1], y, steps=0)
+
+
 def test_curve_is_exact_at_every_rate():
   rng = np.random.default_rng(0)
   n = 200

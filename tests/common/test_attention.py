@@ -17,8 +17,8 @@ def _bias_fn(params, q_start, k_start, q_len, k_len):
   i = q_start + jnp.arange(q_len)[:, None]
   j = k_start + jnp.arange(k_len)[None, :]
   rel = (i - j).astype(jnp.float32)
-  return (-params['slope'][:, None, None] * jnp.abs(rel)
-          + params['w'][:, None, None] * jnp.sin(rel / 7.0 + i / 5.0))  # depends on i too
+  return (-params['slope'][:, None, None] * jnp.abs(rel)[None]
+          + params['w'][:, None, None] * jnp.sin(rel / 7.0 + i / 5.0)[None])  # depends on i too
 
 
 def _qkv(seed, b=2, length=37, h=3, d=8):
@@ -88,7 +88,7 @@ def test_transformer_is_causal_and_refuses_long_inputs():
     @nn.compact
     def embed(self, x, positions):
       return x + self.param('t', jax.nn.initializers.normal(1.0), (self.max_len, x.shape[-1]))[
-          positions]
+          None, positions]
 
   model = transformer.TransformerLM(vocab_size=11, num_layers=2, d_model=16, num_heads=2,
                                     encoding=Learned)

@@ -1,12 +1,15 @@
-"""Models: shapes, the width and depth knobs, logical axes on every parameter."""
+"""Models: shapes, the width and depth knobs, logical axes on every parameter, bad input."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 
 from common import models
+from common.models import transformer
 
 
 @pytest.mark.parametrize('kwargs,shape', [
@@ -37,3 +40,30 @@ def test_resnet_width_and_depth_knobs_change_the_size():
 def test_resnet_rejects_inputs_of_the_wrong_rank():
   with pytest.raises(ValueError, match='expects inputs of rank 3'):
     models.ResNet(ndim=1).init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
+
+
+def test_transformer_refuses_token_ids_outside_the_vocabulary():
+  """An id >= vocab_size (or negative) used to give NaN logits without an error."""
+  model = transformer.TransformerLM(vocab_size=11, num_layers=1, d_model=16, num_heads=2)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 11, (2, 6)))
+  variables = model.init(jax.random.key(0), tokens)
+  logits = model.apply(variables, tokens)
+  chex.assert_shape(logits, (2, 6, 11))
+  chex.assert_tree_all_finite(logits)
+  with pytest.raises(ValueError, match=r'Token id 11 at index \(1, 3\) is outside \[0, 11\) '
+                     r'\(vocab_size=11'):
+    model.apply(variables, tokens.at[1, 3].set(11))
+  with pytest.raises(ValueError, match=r'Token id -1 at index \(0, 0\) is outside \[0, 11\)'):
+    model.apply(variables, np.asarray(tokens.at[0, 0].set(-1)))
+  with pytest.raises(ValueError, match='Token id 12'):
+    model.init(jax.random.key(0), tokens.at[0, 5].set(12))
+  with pytest.raises(ValueError, match=r'token ids of shape \(batch, length\), got shape \(6,\)'):
+    model.apply(variables, tokens[0])
+  # Traced ids are not checked (no cheap check under jit), and the check does not get in the way;
+  # concrete ids closed over by a jitted function (the train loop's init) still are.
+  chex.assert_trees_all_close(jax.jit(model.apply)(variables, tokens), logits, rtol=1e-5,
+                              atol=1e-6)
+  jax.jit(lambda rng: model.init(rng, tokens))(jax.random.key(0))
+  bad = tokens.at[0, 0].set(11)
+  with pytest.raises(ValueError, match='Token id 11'):
+    jax.jit(lambda rng: model.init(rng, bad))(jax.random.key(0))

@@ -1,6 +1,8 @@
 """The encodings: FIRE's representation theorem (ALiBi, Kerple-log, T5), each baseline's
 definition, FIRE's two evaluation paths, names and bad input."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -151,3 +153,23 @@ def test_every_encoding_runs_in_the_model_and_fire_s_shares():
     sizes[name] = sum(x.size for x in jax.tree.leaves(variables))
   per_layer_fire = sizes['fire'] - sizes['nope']
   assert sizes['fire_s'] - sizes['nope'] == per_layer_fire // 2  # one module, not two
+
+
+@pytest.mark.parametrize('attention', ['naive', 'blockwise'])
+@pytest.mark.parametrize('name', ['alibi', 'kerple_log', 't5', 'fire', 'fire_s'])
+def test_an_encoding_built_for_other_heads_is_refused_by_name(name, attention):
+  """A 4-head encoding in a 2-head model used to fail with a broadcasting TypeError."""
+  model = TransformerLM(vocab_size=7, num_layers=2, d_model=16, num_heads=2, attention=attention,
+                        block_size=8, **fire_pe.build(name, num_heads=4, train_length=16))
+  with pytest.raises(ValueError, match=r'for 4 heads .*expected \(2, 1, 1\).*num_heads=2'):
+    model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))
+  with pytest.raises(config_lib.ConfigError, match='num_heads must be a positive integer'):
+    fire_pe.build(name, num_heads=0, train_length=16)
+
+
+def test_an_encoding_without_a_bias_works_with_any_heads():
+  tokens = jnp.zeros((1, 16), jnp.int32)
+  for encoding in (None, fire_pe.RoPE, fire_pe.Sinusoidal,
+                   functools.partial(fire_pe.LearnedAbsolute, max_len=16)):
+    model = TransformerLM(vocab_size=7, num_layers=1, d_model=16, num_heads=4, encoding=encoding)
+    assert model.apply(model.init(jax.random.key(0), tokens), tokens).shape == (1, 16, 7)

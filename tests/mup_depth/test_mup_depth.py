@@ -2,6 +2,7 @@
 
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,6 +111,72 @@ def test_bad_shapes_are_refused():
     sweep.run_sweep(widths=(0,), depths=(2,), num_seeds=1)
   with pytest.raises(ValueError, match='depth and base_depth must be >= 1'):
     rule.depth_multiplier(0, 4)
+
+
+def test_empty_or_seedless_sweeps_are_refused():
+  """An empty grid used to return an empty SweepResult without a word."""
+  with pytest.raises(ValueError, match=r'at least one width and one depth, got widths=\(\), '
+                     r'depths=\(2, 4\)'):
+    mup_depth.run_sweep(widths=(), depths=(2, 4), num_seeds=2)
+  with pytest.raises(ValueError, match=r'at least one width and one depth, got widths=\(16,\), '
+                     r'depths=\(\)'):
+    mup_depth.run_sweep(widths=(16,), depths=(), num_seeds=2)
+  for bad in (0, -1, 2.5):
+    with pytest.raises(ValueError, match=f'num_seeds must be a positive integer, got {bad}'):
+      mup_depth.run_sweep(widths=(16,), depths=(2,), num_seeds=bad)
+  with pytest.raises(ValueError, match='threshold .* must be positive, got 0.0'):
+    mup_depth.run_sweep(widths=(16,), depths=(2,), num_seeds=1, threshold=0.0)
+
+
+@jax.jit
+def _reference_sgd_step(params, x, y, lr, rates):
+  """Plain SGD as the training check once wrote it by hand: p <- p - lr * rate[layer] * grad."""
+  loss, grads = jax.value_and_grad(training_check._ce_loss)(params, x, y)
+  return {k: params[k] - lr * rates[k] * grads[k] for k in params}, loss
+
+
+def _reference_sgd(key, x, y, rows, lr, rates, width, depth):
+  params, losses = mlp.init(key, x.shape[-1], width, depth, 10), []
+  for r in rows:
+    params, loss = _reference_sgd_step(params, x[r], y[r], lr, rates)
+    losses.append(loss)
+  return jnp.stack(losses)
+
+
+def test_training_check_steps_with_the_depth_rule():
+  """train_grid uses the optax rule users get (rule.depth_scaled_sgd): at base_depth = depth it
+  is plain SGD at the given hidden rate; at base_depth < depth the hidden layers alone slow down
+  by (depth / base_depth)^(-3/2)."""
+  rng = np.random.default_rng(0)
+  arrays = {'inputs': rng.normal(size=(48, 12)).astype(np.float32),
+            'label': np.arange(48) % 10}
+  x, y = jnp.asarray(arrays['inputs']), jnp.asarray(arrays['label'], jnp.int32)
+  rows = jnp.asarray(rng.permutation(48).reshape(3, 16))  # the shapes train_grid makes below
+  lrs = jnp.array([0.3, 3.0])
+  train = lambda rates, base_depth: training_check._train_grid(
+      jax.random.key(1), x, y, rows, lrs, {k: jnp.float32(v) for k, v in rates.items()},
+      width=16, depth=8, base_depth=base_depth, num_classes=10)
+  own, scaled = train(one_step.ALL_LAYERS, 8), train(one_step.ALL_LAYERS, 2)
+  chex.assert_shape((own, scaled), (2, 3))
+  factor = (8 / 2) ** -1.5
+  for i, lr in enumerate(lrs):
+    chex.assert_trees_all_close(own[i], _reference_sgd(
+        jax.random.key(1), x, y, rows, lr, one_step.ALL_LAYERS, 16, 8), rtol=1e-5)
+    chex.assert_trees_all_close(scaled[i], _reference_sgd(
+        jax.random.key(1), x, y, rows, lr, {'first': 1.0, 'hidden': factor, 'readout': 1.0}, 16,
+        8), rtol=1e-5)
+  assert not np.allclose(own, scaled)
+  # The same through the public entry point: rates tuned at L = 2, or scaled by hand.
+  tuned = training_check.train_grid(arrays, 16, 8, [0.8, 8.0], batch_size=16, base_depth=2)
+  by_hand = training_check.train_grid(arrays, 16, 8, [0.8 * factor, 8.0 * factor], batch_size=16,
+                                      base_depth=8)
+  chex.assert_trees_all_close(tuned, by_hand, rtol=1e-5)
+  with pytest.raises(ValueError, match='depth and base_depth must be >= 1'):
+    training_check.train_grid(arrays, 16, 8, [0.1], batch_size=16, base_depth=0)
+  with pytest.raises(ValueError, match=r'batch_size <= examples \(48\)'):
+    training_check.train_grid(arrays, 16, 8, [0.1], batch_size=49)
+  with pytest.raises(ValueError, match='non-empty 1-D grid of learning rates'):
+    training_check.train_grid(arrays, 16, 8, [], batch_size=16)
 
 
 def test_rule_scales_only_hidden_layers_of_a_flax_mlp():
