@@ -312,7 +312,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
                    ', '.join(f'{k}={v:.4f}' for k, v in sorted(record.items())))
 
   try:
-    with jax.set_mesh(mesh):
+    # The rules also lay out activations that models constrain by logical axes.
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       for step in range(start + 1, total_steps + 1):
         state, metrics = jitted(state, next(batches))
         buffer.append(metrics)

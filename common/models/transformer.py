@@ -36,6 +36,12 @@ from common.models import attention as attention_lib
 from common.models import layers
 
 
+# Activations are laid out by logical axes too (nn.with_logical_constraint, mapped to mesh axes by
+# the rules common.train activates), so tensor-parallel layouts do not rest on XLA's guesses:
+# (batch, length, embed) between blocks; heads and mlp split where the parameters are.
+ACTIVATION_AXES = ('batch', 'length', 'embed')
+
+
 class SequenceTooLongError(ValueError):
   """An input longer than the position encoding can represent."""
 
@@ -103,6 +109,27 @@ class PositionEncoding(nn.Module):
     return None
 
 
+class Projection(nn.Module):
+  """A bias-free projection whose kernel keeps its logical shape, e.g. (embed, heads, kv).
+
+  (flax's DenseGeneral initialises a flattened kernel and reshapes it, which fails once logical
+  axis rules are active: the partitioning names fit the unflattened shape only.) The init is
+  LeCun normal over the contracted axes `in_axes`, as DenseGeneral's.
+  """
+  shape: tuple[int, ...]
+  axes: tuple[str, ...]
+  equation: str
+  in_axes: tuple[int, ...] = (0,)
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    out_axes = tuple(i for i in range(len(self.shape)) if i not in self.in_axes)
+    init = nn.initializers.lecun_normal(in_axis=self.in_axes, out_axis=out_axes)
+    kernel = self.param('kernel', nn.with_logical_partitioning(init, self.axes), self.shape)
+    return jnp.einsum(self.equation, x.astype(self.dtype), kernel.astype(self.dtype))
+
+
 class CausalSelfAttention(nn.Module):
   num_heads: int
   head_dim: int
@@ -112,12 +139,13 @@ class CausalSelfAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, encoding: PositionEncoding | None, bias):
-    dense = lambda name, axes: nn.DenseGeneral(
-        (self.num_heads, self.head_dim), use_bias=False, dtype=self.dtype, name=name,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes))
-    q = dense('query', ('embed', 'heads', 'kv'))(x)
-    k = dense('key', ('embed', 'heads', 'kv'))(x)
-    v = dense('value', ('embed', 'heads', 'kv'))(x)
+    shape = (x.shape[-1], self.num_heads, self.head_dim)
+    project = lambda name: Projection(shape, ('embed', 'heads', 'kv'), 'bld,dhk->blhk',
+                                      dtype=self.dtype, name=name)(x)
+    qkv_axes = ('batch', 'length', 'heads', 'kv')
+    q = nn.with_logical_constraint(project('query'), qkv_axes)
+    k = nn.with_logical_constraint(project('key'), qkv_axes)
+    v = nn.with_logical_constraint(project('value'), qkv_axes)
     if encoding is not None:
       q, k = encoding.rotate(q, k, positions)
     check_bias_heads(bias, self.num_heads, encoding)
@@ -130,10 +158,9 @@ class CausalSelfAttention(nn.Module):
     else:
       raise ValueError(f'Unknown attention implementation {self.implementation!r}; use naive '
                        'or blockwise.')
-    return nn.DenseGeneral(
-        x.shape[-1], axis=(-2, -1), use_bias=False, dtype=self.dtype, name='out',
-        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                 ('heads', 'kv', 'embed')))(out)
+    out = nn.with_logical_constraint(out, qkv_axes)
+    return Projection((self.num_heads, self.head_dim, x.shape[-1]), ('heads', 'kv', 'embed'),
+                      'blhk,hkd->bld', in_axes=(0, 1), dtype=self.dtype, name='out')(out)
 
 
 def _layer_norm(name):
@@ -163,8 +190,9 @@ class DecoderBlock(nn.Module):
                                     h, positions, encoding, bias)
     h = _layer_norm('mlp_norm')(x)
     h = layers.dense(self.mlp_dim, ('embed', 'mlp'), dtype=self.dtype, name='mlp_in')(h)
+    h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
     h = layers.dense(d_model, ('mlp', 'embed'), dtype=self.dtype, name='mlp_out')(nn.gelu(h))
-    return x + h
+    return nn.with_logical_constraint(x + h, ACTIVATION_AXES)
 
 
 class TransformerLM(nn.Module):
@@ -205,7 +233,7 @@ class TransformerLM(nn.Module):
     positions = jnp.arange(length)
     embed = nn.Embed(self.vocab_size, self.d_model, name='embed', embedding_init=(
         nn.with_logical_partitioning(nn.initializers.normal(1.0), ('vocab', 'embed'))))
-    x = embed(tokens).astype(self.dtype)
+    x = nn.with_logical_constraint(embed(tokens).astype(self.dtype), ACTIVATION_AXES)
     encoding_cls = self.encoding or PositionEncoding
     absolute = getattr(encoding_cls, 'ABSOLUTE', None)
     if absolute is None:  # a functools.partial
@@ -226,5 +254,6 @@ class TransformerLM(nn.Module):
                        self.attention, self.block_size, self.dtype, name=f'layer_{i}')(
                            x, positions, shared, shared_bias)
     x = _layer_norm('final_norm')(x)
-    return layers.dense(self.vocab_size, ('embed', 'vocab'), use_bias=False, dtype=self.dtype,
-                        name='readout')(x).astype(jnp.float32)
+    logits = layers.dense(self.vocab_size, ('embed', 'vocab'), use_bias=False, dtype=self.dtype,
+                          name='readout')(x).astype(jnp.float32)
+    return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))

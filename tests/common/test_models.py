@@ -67,3 +67,21 @@ def test_transformer_refuses_token_ids_outside_the_vocabulary():
   bad = tokens.at[0, 0].set(11)
   with pytest.raises(ValueError, match='Token id 11'):
     jax.jit(lambda rng: model.init(rng, bad))(jax.random.key(0))
+
+
+def test_transformer_lays_out_activations_by_logical_axes():
+  """Under the loop's rules the LM's activations carry sharding constraints (heads and mlp over
+  'model'), so a tensor-parallel layout does not rest on XLA's guesses."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from common import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from common.models import transformer  # pylint: disable=g-import-not-at-top
+  model = transformer.TransformerLM(vocab_size=16, num_layers=1, d_model=16, num_heads=4)
+  tokens = jnp.zeros((4, 8), jnp.int32)
+  params = nn.meta.unbox(model.init(jax.random.key(0), tokens))
+  mesh = mesh_lib.make_mesh((('data', 2), ('model', 4)))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(mesh_lib.STRATEGIES['fsdp_tensor']):
+    text = jax.jit(model.apply).lower(params, tokens).as_text()
+  constraints = [line for line in text.splitlines() if 'sharding_constraint' in line]
+  assert len(constraints) >= 6, text[:2000]
+  heads = [c for c in constraints if 'tensor<4x8x4x4xf32>' in c]  # q, k, v, attention out
+  assert len(heads) == 4 and all('{"data"}, {}, {"model"}, {}' in c for c in heads)
