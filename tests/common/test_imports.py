@@ -32,7 +32,8 @@ def _config_files():
   root = os.path.join(REPO, 'configs')
   for dirpath, _, files in os.walk(root):
     for f in sorted(files):
-      if f.endswith('.py') and f != '__init__.py':
+      # configs/common/loop.py is a part that experiment configs compose, not an experiment.
+      if f.endswith('.py') and f not in ('__init__.py', 'loop.py'):
         yield os.path.relpath(os.path.join(dirpath, f), REPO)
 
 
