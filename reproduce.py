@@ -26,6 +26,7 @@ EXPERIMENTS = (
     ('mup_depth', 'mup_depth.experiment', 'configs.mup_depth.sweep', 'cpu'),
     ('cascades', 'cascades.experiment', 'configs.cascades.mnist1d', 'cpu'),
     ('resmem', 'resmem.experiment', 'configs.resmem.mnist1d', 'cpu'),
+    ('abstain', 'abstain.experiment', 'configs.abstain.mnist1d', 'cpu'),
     ('fire_pe', 'fire_pe.experiment', 'configs.fire_pe.lm', 'cpu'),
 )
 
