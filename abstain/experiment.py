@@ -1,0 +1,462 @@
+"""The experiment: the closed-form Gaussian check, then mnist1d and digits split by class, each
+seed training an inlier classifier, an Outlier Exposure model and two binary classifiers (inliers
+vs auxiliary outliers, inliers vs a wild mixture) with the common loop; every method's SCOD risk
+at each budget and c_fn on the test mixture; the checks fixed in the config; figures.
+
+    python -m abstain.main --config=configs/abstain/mnist1d.py:cpu --workdir=/tmp/abstain
+
+Trained models are checkpointed under workdir/models/..., so a rerun reuses them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from scipy import special
+
+from abstain import estimators
+from abstain import gaussians as gaussians_lib
+from abstain import metrics
+from abstain import scod
+from abstain import scores
+from abstain import splits as splits_lib
+from common import classifier
+from common import models
+from common import report
+from common import train as train_lib
+from common.data import loader
+from common.data import pipeline
+
+CLAIM = ('The max softmax probability is optimal for learning to reject but not for selective '
+         'classification with OOD detection (SCOD); the Bayes-optimal SCOD rule combines '
+         'max P_in(y|x) with the density ratio p_out/p_in, a half-plane in the two, and plug-in '
+         'estimates of both, thresholded at the abstention budget, are competitive with or '
+         'better than the baselines of both literatures: never worse than the better of MSP and '
+         'the OOD score, clearly better when an unlabelled wild mixture holds the test outliers.')
+SETTINGS = ('auxiliary', 'wild')
+BASE_METHODS = ('msp', 'max_logit', 'energy', 'odin', 'mahalanobis', 'outlier_exposure')
+TUNED = {'auxiliary': ('linear_double', 'plugin', 'plugin_black_box'),
+         'wild': ('linear_double', 'plugin', 'plugin_corrected_sigmoid')}
+PLOTTED = ('msp', 'energy', 'mahalanobis', 'outlier_exposure', 'ood', 'sirc', 'linear_double',
+           'plugin', 'plugin_black_box', 'plugin_corrected_sigmoid')
+
+
+# ------------------------------------------------------------------------------------------------
+# The Gaussian check.
+# ------------------------------------------------------------------------------------------------
+def _gaussian_seed(cfg, c_fns, budgets, seed):
+  problem = gaussians_lib.GaussianSCOD()
+  rng = np.random.default_rng(1000 + seed)
+  x, y, out = problem.sample_mixture(cfg.test_size, cfg.pi, rng)
+  post = problem.posterior(x)
+  m_true, rho_true, correct_true = post.max(1), problem.rho(x), (post.argmax(1) == y) & ~out
+  rows = {}
+  for n in cfg.sizes:
+    plug = gaussians_lib.fit_plugin(problem, n, cfg.pi_mix, rng)
+    xv, yv, ov = problem.sample_mixture(3 * n, cfg.pi, rng)
+    m_hat, m_val = plug.max_prob(x), plug.max_prob(xv)
+    correct, correct_val = (plug.predict(x) == y) & ~out, (plug.predict(xv) == yv) & ~ov
+    rhos = {k: (plug.rho(x, k), plug.rho(xv, k))
+            for k in ('auxiliary', 'mixture', 'corrected_sigmoid')}
+    per_c = {}
+    for c in c_fns:
+      risk = {k: [] for k in ('bayes', 'msp', 'ood', 'plugin', 'plugin_mixture',
+                              'plugin_corrected_sigmoid')}
+      for b in budgets:
+        risk['bayes'].append(scod.scod_risk_at_budget(
+            scod.bayes_score(m_true, rho_true, c, cfg.pi), out, correct_true, c, b))
+        risk['msp'].append(scod.scod_risk_at_budget(1 - m_hat, out, correct, c, b))
+        risk['ood'].append(scod.scod_risk_at_budget(rhos['auxiliary'][0], out, correct, c, b))
+        for name, kind in (('plugin', 'auxiliary'), ('plugin_mixture', 'mixture'),
+                           ('plugin_corrected_sigmoid', 'corrected_sigmoid')):
+          slope = scod.tune_slope(m_val, rhos[kind][1], ov, correct_val, c, b)
+          risk[name].append(scod.scod_risk_at_budget(
+              scod.plugin_score(m_hat, rhos[kind][0], c, slope), out, correct, c, b))
+      per_c[c] = risk
+    rows[n] = {'risk': per_c, 'pi_mix_hat': plug.corrected.pi_mix}
+  return rows, (problem, x, y, out, m_true, rho_true, plug)
+
+
+def _plot_gaussians(cfg, budgets, rows, example, path):
+  problem, x, y, out, m_true, rho_true, plug = example
+  c, b = cfg.figure_c_fn, cfg.figure_budget
+  lam = scod.bayes_lambda(m_true, rho_true, c, cfg.pi, b)
+  plt = report.pyplot()
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+  ax = axes[0]
+  show = np.arange(min(3000, len(y)))
+  for label, colour, name in ((0, 'tab:blue', 'class 0'), (1, 'tab:green', 'class 1'),
+                              (-1, 'tab:red', 'outlier')):
+    sel = show[y[show] == label]
+    ax.scatter(x[sel, 0], x[sel, 1], s=2, c=colour, alpha=0.4, label=name)
+  g1, g2 = np.meshgrid(np.linspace(-45, 45, 220), np.linspace(-45, 45, 220))
+  grid = np.stack([g1.ravel(), g2.ravel()], 1)
+  t_grid = scod.bayes_score(problem.posterior(grid).max(1), problem.rho(grid), c, cfg.pi)
+  ax.contour(g1, g2, t_grid.reshape(g1.shape) - lam, levels=[0], colors='k')
+  xv, yv, ov = problem.sample_mixture(3 * cfg.sizes[-1], cfg.pi, np.random.default_rng(7))
+  slope = scod.tune_slope(plug.max_prob(xv), plug.rho(xv), ov, (plug.predict(xv) == yv) & ~ov,
+                          c, b)
+  s_test = scod.plugin_score(plug.max_prob(x), plug.rho(x), c, slope)
+  thr = np.sort(s_test)[::-1][int(b * len(s_test))]
+  s_grid = scod.plugin_score(plug.max_prob(grid), plug.rho(grid), c, slope)
+  ax.contour(g1, g2, s_grid.reshape(g1.shape) - thr, levels=[0], colors='m', linestyles='--')
+  ax.plot([], [], 'k-', label='Bayes boundary')
+  ax.plot([], [], 'm--', label=f'plug-in (n={cfg.sizes[-1]})')
+  ax.set_title(f'abstain region at c_fn={c}, budget={b}')
+  ax.legend(fontsize=7, markerscale=4)
+  ax = axes[1]
+  u, v = 1 - m_true[show], np.minimum(rho_true[show], 6)
+  ax.scatter(u[~out[show]], v[~out[show]], s=2, c='tab:blue', alpha=0.4, label='inliers')
+  ax.scatter(u[out[show]], v[out[show]], s=2, c='tab:red', alpha=0.4, label='outliers')
+  a_u, a_v, a_c = scod.half_plane(lam, c, cfg.pi)
+  uu = np.linspace(0, 0.5, 50)
+  ax.plot(uu, (a_c - a_u * uu) / a_v, 'k-', label='Bayes half-plane boundary')
+  ax.set_ylim(0, 6)
+  ax.set_xlabel('1 - max P_in(y|x)')
+  ax.set_ylabel('rho(x) (clipped at 6)')
+  ax.set_title('the Bayes rule is a half-plane in (1 - m, rho)')
+  ax.legend(fontsize=7, markerscale=4)
+  ax = axes[2]
+  n_max = cfg.sizes[-1]
+  for name, style in (('bayes', 'k-'), ('msp', 'C0-'), ('ood', 'C1-'), ('plugin', 'm--'),
+                      ('plugin_corrected_sigmoid', 'C2:')):
+    ax.plot(budgets, np.mean([r[n_max]['risk'][c][name] for r in rows], 0), style, label=name)
+  ax.set_xlabel('budget (abstention rate)')
+  ax.set_ylabel('SCOD risk')
+  ax.set_title(f'Gaussians, n={n_max}, c_fn={c}')
+  ax.legend(fontsize=7)
+  return report.save_figure(fig, path, dpi=80)
+
+
+def run_gaussians(config, workdir):
+  cfg = config.gaussians
+  rows, example = [], None
+  for seed in range(cfg.seeds):
+    r, example = _gaussian_seed(cfg, config.c_fns, config.budgets, seed)
+    rows.append(r)
+  numbers, checks = {}, {}
+  n_min, n_max = cfg.sizes[0], cfg.sizes[-1]
+  for c in config.c_fns:
+    table = {n: {k: round(float(np.mean([np.mean(r[n]['risk'][c][k]) for r in rows])), 4)
+                 for k in rows[0][n]['risk'][c]} for n in cfg.sizes}
+    numbers[f'c_fn={c}'] = table
+    gap = lambda n: table[n]['plugin'] - table[n]['bayes']
+    checks[f'gaussians/c_fn={c}/plugin_minus_bayes_at_n={n_max}'] = {
+        'value': round(gap(n_max), 4), 'threshold': config.checks.bayes_margin,
+        'holds': bool(gap(n_max) <= config.checks.bayes_margin)}
+    checks[f'gaussians/c_fn={c}/gap_shrinks_from_n={n_min}'] = {
+        'value': round(gap(n_max) - gap(n_min), 4), 'threshold': 0.0,
+        'holds': bool(gap(n_max) <= gap(n_min))}
+  numbers['pi_mix_hat_corrected_sigmoid'] = {
+      n: round(float(np.mean([r[n]['pi_mix_hat'] for r in rows])), 3) for n in cfg.sizes}
+  figure = None
+  if jax.process_index() == 0:
+    figure = _plot_gaussians(cfg, config.budgets, rows, example,
+                             os.path.join(workdir, 'gaussians.png'))
+  return numbers, checks, figure
+
+
+# ------------------------------------------------------------------------------------------------
+# Models.
+# ------------------------------------------------------------------------------------------------
+def _train(config, model_name, arrays, num_classes, workdir, seed) -> classifier.Classifier:
+  mcfg = classifier.study_config(config.classifier, config.models[model_name], seed)
+  data = {'inputs': arrays['inputs'], 'label': arrays['label']}
+  return classifier.train_classifier(mcfg, workdir, train_arrays=data, eval_arrays={},
+                                     num_classes=num_classes)
+
+
+def _binary(negatives, positives) -> dict[str, np.ndarray]:
+  return {'inputs': np.concatenate([negatives['inputs'], positives['inputs']]),
+          'label': np.concatenate([np.zeros(len(negatives['label']), np.int32),
+                                   np.ones(len(positives['label']), np.int32)])}
+
+
+def _train_outlier_exposure(config, model_name, train_in, aux, num_classes, workdir, seed):
+  """The inlier classifier trained with Outlier Exposure's loss through the common loop."""
+  mcfg = classifier.study_config(config.classifier, config.models[model_name], seed)
+  model = models.build(mcfg.model, num_classes)
+  arrays = {'inputs': np.concatenate([train_in['inputs'], aux['inputs']]),
+            'label': np.concatenate([train_in['label'], aux['label']]).astype(np.int32),
+            'is_outlier': np.concatenate([np.zeros(len(train_in['label'])),
+                                          np.ones(len(aux['label']))]).astype(np.float32)}
+  weight = float(config.oe_weight)
+
+  def loss_fn(params, model_state, batch, rng):
+    mutable = list(model_state.keys())
+    out = model.apply({'params': params, **model_state}, batch['inputs'], train=True,
+                      rngs={'dropout': rng}, mutable=mutable or False)
+    logits, new_state = out if mutable else (out, model_state)
+    loss = scores.outlier_exposure_loss(logits, batch['label'], batch['is_outlier'], weight)
+    inl = 1 - batch['is_outlier']
+    acc = jnp.sum(inl * (jnp.argmax(logits, -1) == batch['label'])) / jnp.maximum(inl.sum(), 1)
+    return loss, ({'inlier_accuracy': acc}, dict(new_state))
+
+  sample = jnp.zeros((1,) + arrays['inputs'].shape[1:], jnp.float32)
+  result = train_lib.train(
+      mcfg, workdir, init_fn=lambda rng: model.init(rng, sample, train=False), loss_fn=loss_fn,
+      train_iter=pipeline.BatchIterator(arrays, mcfg.batch_size, seed=mcfg.seed),
+      identity={'loss': 'outlier_exposure', 'oe_weight': weight})
+  return classifier.Classifier(model=model, result=result, num_classes=num_classes)
+
+
+def _load(config, name):
+  ds = config.datasets[name]
+  data = loader.load_splits(ds, ('train', 'test'), data_dir=config.get('data_dir'))
+  other = {}
+  if ds.outlier_dataset:
+    spec = ml_collections.ConfigDict({'dataset': ds.outlier_dataset, 'train_split': 'train',
+                                      'test_split': 'test'})
+    out = loader.load_splits(spec, ('train', 'test'), data_dir=config.get('data_dir'))
+    other = {'outlier_train': out['train'], 'outlier_test': out['test']}
+  return data, other
+
+
+# ------------------------------------------------------------------------------------------------
+# One dataset and seed: every method's scores, then the metrics.
+# ------------------------------------------------------------------------------------------------
+def _softmax(logits):
+  return special.softmax(np.asarray(logits, np.float64), axis=1)
+
+
+def _standardise(ref):
+  mean, std = float(np.mean(ref)), float(np.std(ref)) or 1.0
+  return lambda s: (s - mean) / std
+
+
+def outputs(config, name, seed, workdir) -> dict[str, Any]:
+  """Trains (or reuses) the seed's four models; returns every set's raw outputs."""
+  ds = config.datasets[name]
+  data, other = _load(config, name)
+  parts = splits_lib.build(data['train'], data['test'], ds, config.wild_pi, seed, **other)
+  clf_name, ood_name = config.dataset_models[name]
+  base = os.path.join(workdir, 'models', name, f'seed{seed}')
+  k = parts['num_classes']
+  clf = _train(config, clf_name, parts['train_in'], k, f'{base}/classifier', seed)
+  aux_net = _train(config, ood_name, _binary(parts['train_in'], parts['aux_train']), 2,
+                   f'{base}/inlier_vs_auxiliary', seed)
+  wild_net = _train(config, ood_name, _binary(parts['train_in'], parts['wild_train']), 2,
+                    f'{base}/inlier_vs_wild', seed)
+  oe = _train_outlier_exposure(config, clf_name, parts['train_in'], parts['aux_train'], k,
+                               f'{base}/outlier_exposure', seed)
+  res = {'parts': parts, 'sets': {},
+         'aux_share': len(parts['aux_train']['label']) / (len(parts['train_in']['label'])
+                                                          + len(parts['aux_train']['label'])),
+         'wild_share': len(parts['wild_train']['label']) / (len(parts['train_in']['label'])
+                                                            + len(parts['wild_train']['label']))}
+  _, train_features = clf.logits_and_features(parts['train_in']['inputs'])
+  res['mahalanobis'] = scores.Mahalanobis.fit(train_features, parts['train_in']['label'])
+  for part in ('val_in', 'aux_val', 'wild_val', 'test'):
+    inputs = parts[part]['inputs']
+    logits, features = clf.logits_and_features(inputs)
+    aux_logits, wild_logits = aux_net.logits(inputs), wild_net.logits(inputs)
+    res['sets'][part] = {
+        'logits': logits, 'features': features, 'oe_probs': _softmax(oe.logits(inputs)),
+        'aux_logit': aux_logits[:, 1] - aux_logits[:, 0],
+        'wild_logit': wild_logits[:, 1] - wild_logits[:, 0],
+        'label': parts[part]['label'], 'is_outlier': parts[part]['is_outlier']}
+  apply = lambda x: clf.model.apply(clf.variables, x, train=False)
+  res['sets']['test']['odin'] = scores.odin(apply, parts['test']['inputs'],
+                                            config.odin.temperature, config.odin.epsilon)
+  return res
+
+
+def evaluate(config, res) -> dict[str, Any]:
+  """Every method's metrics on the test mixture for one seed (both settings)."""
+  sets, parts = res['sets'], res['parts']
+  temperature = estimators.fit_temperature(sets['val_in']['logits'], sets['val_in']['label'])
+  d = {}
+  for part, s in sets.items():
+    probs = _softmax(s['logits'])
+    correct = (probs.argmax(1) == s['label']) & ~s['is_outlier']
+    d[part] = {
+        'm_raw': probs.max(1), 'm': estimators.max_prob(s['logits'], temperature),
+        'correct': correct, 'is_outlier': s['is_outlier'],
+        'rho_aux': estimators.rho_from_binary(special.expit(s['aux_logit']), res['aux_share']),
+        'rho_wild': estimators.rho_from_mixture(special.expit(s['wild_logit']), parts['wild_pi'],
+                                                res['wild_share']),
+        'energy': scores.energy(s['logits'])}
+  transform = estimators.fit_score_transform(d['val_in']['energy'], d['aux_val']['energy'])
+  csig = estimators.fit_corrected_sigmoid(sets['val_in']['wild_logit'],
+                                          sets['wild_val']['wild_logit'])
+  for part, s in sets.items():
+    d[part]['rho_energy'] = transform.rho(d[part]['energy'])
+    d[part]['rho_csig'] = csig.rho(s['wild_logit'])
+  t, st = d['test'], sets['test']
+  base = {'msp': 1 - t['m_raw'], 'max_logit': scores.max_logit(st['logits']),
+          'energy': t['energy'], 'odin': st['odin'],
+          'mahalanobis': res['mahalanobis'].score(st['features']),
+          'outlier_exposure': scores.msp(st['oe_probs'])}
+  # The labelled validation mixture of the auxiliary setting: held-out inliers + aux outliers.
+  val = {k: np.concatenate([d['val_in'][k], d['aux_val'][k]]) for k in d['val_in']}
+  val_logit = np.concatenate([sets['val_in']['aux_logit'], sets['aux_val']['aux_logit']])
+  out = {'accuracy': float(t['correct'][~t['is_outlier']].mean()), 'temperature': temperature,
+         'wild_pi': parts['wild_pi'], 'pi_mix_hat_corrected_sigmoid': csig.pi_mix,
+         'test_pi': float(t['is_outlier'].mean()), 'settings': {}}
+  for setting in SETTINGS:
+    logit_key, rho_key = ('aux_logit', 'rho_aux') if setting == 'auxiliary' else ('wild_logit',
+                                                                                  'rho_wild')
+    single = dict(base, ood=t[rho_key])
+    sirc = scores.Sirc.fit(-sets['val_in'][logit_key])
+    single['sirc'] = sirc.score(t['m_raw'], -st[logit_key])
+    if setting == 'wild':
+      single['ood_corrected_sigmoid'] = t['rho_csig']
+    s1 = _standardise(1 - d['val_in']['m_raw'])
+    s2 = _standardise(sets['val_in'][logit_key])
+    risks = {c: {m: metrics.risk_at_budgets(sc, t['is_outlier'], t['correct'], c,
+                                            config.budgets).tolist()
+                 for m, sc in single.items()} for c in config.c_fns}
+    for c in config.c_fns:
+      for m in TUNED[setting]:
+        risks[c][m] = []
+      for b in config.budgets:
+        if setting == 'auxiliary':
+          angle = scores.tune_linear_double(s1(1 - val['m_raw']), s2(val_logit),
+                                            val['is_outlier'], val['correct'], c, b)
+          slope = scod.tune_slope(val['m'], val['rho_aux'], val['is_outlier'], val['correct'],
+                                  c, b)
+          slope_bb = scod.tune_slope(val['m'], val['rho_energy'], val['is_outlier'],
+                                     val['correct'], c, b)
+          tuned = {'plugin': scod.plugin_score(t['m'], t['rho_aux'], c, slope),
+                   'plugin_black_box': scod.plugin_score(t['m'], t['rho_energy'], c, slope_bb)}
+        else:
+          vi, vm = d['val_in'], d['wild_val']
+          angles = np.linspace(0, np.pi / 2, 31)
+          ld = [scod.mixture_risk_at_budget(
+              scores.linear_double(s1(1 - vi['m_raw']), s2(sets['val_in'][logit_key]), a),
+              vi['correct'], scores.linear_double(s1(1 - vm['m_raw']),
+                                                  s2(sets['wild_val'][logit_key]), a),
+              c, b, parts['wild_pi']) for a in angles]
+          angle = float(angles[int(np.argmin(ld))])
+          slope = scod.tune_slope_unlabelled(vi['m'], vi['rho_wild'], vi['correct'], vm['m'],
+                                             vm['rho_wild'], c, b, parts['wild_pi'])
+          slope_cs = scod.tune_slope_unlabelled(vi['m'], vi['rho_csig'], vi['correct'], vm['m'],
+                                                vm['rho_csig'], c, b, csig.pi_mix)
+          tuned = {'plugin': scod.plugin_score(t['m'], t['rho_wild'], c, slope),
+                   'plugin_corrected_sigmoid': scod.plugin_score(t['m'], t['rho_csig'], c,
+                                                                 slope_cs)}
+        tuned['linear_double'] = scores.linear_double(s1(1 - t['m_raw']), s2(st[logit_key]),
+                                                      angle)
+        for m, sc in tuned.items():
+          risks[c][m].append(scod.scod_risk_at_budget(sc, t['is_outlier'], t['correct'], c, b))
+    ood_keys = [k for k in single if k != 'msp'] + ['msp']
+    joint = {m: metrics.joint_risk_at_tpr(single[m], t['is_outlier'], t['correct'])
+             for m in single}
+    out['settings'][setting] = {
+        'risk': risks,
+        'auroc': {m: metrics.auroc(single[m], t['is_outlier']) for m in ood_keys},
+        'fpr_at_95': {m: metrics.fpr_at_tpr(single[m], t['is_outlier']) for m in ood_keys},
+        'aurc': {m: metrics.aurc(single[m], t['is_outlier'], t['correct']) for m in single},
+        'selective_accuracy_at_0.2': {
+            m: metrics.selective_accuracy(single[m], t['is_outlier'], t['correct'], 0.2)
+            for m in single},
+        'joint_risk_at_tpr_0.95': {m: v['joint_risk'] for m, v in joint.items()},
+        'curves': {m: metrics.risk_coverage_curve(single[m], t['is_outlier'], t['correct'])
+                   for m in ('msp', 'ood', 'energy', 'mahalanobis', 'outlier_exposure')}}
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Aggregation, checks, figures.
+# ------------------------------------------------------------------------------------------------
+def _mean_dict(rows, key):
+  return {m: round(float(np.mean([r[key][m] for r in rows])), 4) for m in rows[0][key]}
+
+
+def _plot_risks(name, config, per_setting, path):
+  plt = report.pyplot()
+  fig, axes = plt.subplots(len(SETTINGS), len(config.c_fns),
+                           figsize=(4.2 * len(config.c_fns), 3.6 * len(SETTINGS)), squeeze=False)
+  for i, setting in enumerate(SETTINGS):
+    rows = per_setting[setting]
+    for j, c in enumerate(config.c_fns):
+      ax = axes[i][j]
+      for m in PLOTTED:
+        if m in rows[0]['risk'][c]:
+          style = '--' if m.startswith('plugin') else '-'
+          ax.plot(config.budgets, np.mean([r['risk'][c][m] for r in rows], 0), style, label=m,
+                  lw=2 if m == 'plugin' else 1)
+      ax.set_title(f'{name}: {setting} outliers, c_fn={c}')
+      ax.set_xlabel('budget (abstention rate)')
+      ax.set_ylabel('SCOD risk')
+  axes[0][0].legend(fontsize=6)
+  return report.save_figure(fig, path, dpi=80)
+
+
+def _plot_coverage(name, per_setting, path):
+  plt = report.pyplot()
+  fig, axes = plt.subplots(1, len(SETTINGS), figsize=(5 * len(SETTINGS), 3.6), squeeze=False)
+  for ax, setting in zip(axes[0], SETTINGS):
+    curves = per_setting[setting][0]['curves']  # seed 0
+    for m, curve in curves.items():
+      ax.plot(curve.coverage, curve.risk, label=f'{m} (AURC {curve.aurc:.3f})')
+    ax.set_title(f'{name}: {setting} (seed 0)')
+    ax.set_xlabel('coverage')
+    ax.set_ylabel('selective risk (errors + outliers accepted)')
+    ax.legend(fontsize=6)
+  return report.save_figure(fig, path, dpi=80)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  os.makedirs(workdir, exist_ok=True)
+  numbers, figures = {}, []
+  numbers['gaussians'], checks, fig = run_gaussians(config, workdir)
+  figures.append(fig)
+  margin, gain_min = config.checks.noise_margin, config.checks.clear_gain
+  for name in config.dataset_names:
+    rows = [evaluate(config, outputs(config, name, seed, workdir)) for seed in range(config.seeds)]
+    per_setting = {s: [r['settings'][s] for r in rows] for s in SETTINGS}
+    numbers[name] = {k: round(float(np.mean([r[k] for r in rows])), 4)
+                     for k in ('accuracy', 'temperature', 'wild_pi', 'test_pi',
+                               'pi_mix_hat_corrected_sigmoid')}
+    for setting, srows in per_setting.items():
+      block = {}
+      for c in config.c_fns:
+        mean_risk = {m: float(np.mean([np.mean(r['risk'][c][m]) for r in srows]))
+                     for m in srows[0]['risk'][c]}
+        block[f'c_fn={c}'] = {
+            'risk_mean_over_budgets': {m: round(v, 4) for m, v in mean_risk.items()},
+            'risk_per_budget': {m: np.round(np.mean([r['risk'][c][m] for r in srows], 0),
+                                            4).tolist() for m in mean_risk}}
+        better = min(mean_risk['msp'], mean_risk['ood'])
+        gap = mean_risk['plugin'] - better
+        checks[f'{name}/{setting}/c_fn={c}/plugin_minus_better_of_msp_and_ood'] = {
+            'value': round(gap, 4), 'threshold': margin, 'holds': bool(gap <= margin)}
+        if setting == 'wild':
+          gain = mean_risk['msp'] - mean_risk['plugin']
+          checks[f'{name}/wild/c_fn={c}/msp_minus_plugin'] = {
+              'value': round(gain, 4), 'threshold': gain_min, 'holds': bool(gain >= gain_min)}
+      for key in ('auroc', 'fpr_at_95', 'aurc', 'selective_accuracy_at_0.2',
+                  'joint_risk_at_tpr_0.95'):
+        block[key] = _mean_dict(srows, key)
+      numbers[name][setting] = block
+      logging.info('%s/%s: %s', name, setting,
+                   {k: v for k, v in checks.items() if k.startswith(f'{name}/{setting}')})
+    if jax.process_index() == 0:
+      figures.append(_plot_risks(name, config, per_setting,
+                                 os.path.join(workdir, f'risk_{name}.png')))
+      figures.append(_plot_coverage(name, per_setting,
+                                    os.path.join(workdir, f'risk_coverage_{name}.png')))
+  numbers['checks'] = checks
+  reproduced = all(c['holds'] for c in checks.values())
+  notes = (f'Means over {config.seeds} seeds (Gaussians: {config.gaussians.seeds}); risks are '
+           f'means over budgets {tuple(config.budgets)}. Inliers: classes 0-5; auxiliary '
+           'outliers 6-7 (labelled); test outliers 8-9; wild mixture: held-out inliers + other '
+           f'8-9 examples, outlier share {config.wild_pi}. "plugin" is (1 - c_fn)(1 - m_hat) + '
+           'slope rho_hat with the slope tuned per budget on validation (auxiliary: labelled '
+           'inliers + auxiliary outliers; wild: inliers + the unlabelled mixture via the '
+           'mixture risk); rho_hat from the inlier-vs-auxiliary classifier (auxiliary) or the '
+           'inlier-vs-wild classifier with the mixture correction (wild). "ood" ranks by that '
+           'rho_hat alone. Checks fixed in the config before the run: plug-in minus the better '
+           f'of MSP and ood <= {margin}; wild: MSP minus plug-in >= {gain_min}; Gaussians: '
+           f'plug-in minus Bayes <= {config.checks.bayes_margin} at the largest n, and the gap '
+           'no larger than at the smallest n.')
+  return report.make_summary(
+      name='abstain', title='abstain: plug-in estimators for SCOD', claim=CLAIM, numbers=numbers,
+      reproduced=reproduced, workdir=workdir, figures=figures, notes=notes, config=config)
