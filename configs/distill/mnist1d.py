@@ -1,0 +1,113 @@
+r"""Student-teacher deviations in self-distillation: the eigenspace demo, then mnist1d and digits.
+
+    python -m distill.main --config=configs/distill/mnist1d.py:cpu --workdir=/tmp/distill
+
+Variants:
+  cpu       linear-GD eigenspace demo (n=200, d=100, lambda_k ~ 1/k, noise 0.5, 3 seeds); then
+            self-distillation with shift augmentation, 3 seeds, teacher / one-hot / distilled /
+            late-switch (at 50%) students, alpha = 0, tau = 1, in five regimes: mnist1d (8,000
+            train, MLP(128, 128)), digits (1,497 train, MLP(32)), mnist1d with 1,000 training
+            examples, with 30% label noise, and with students trained 3x longer. The numbers it
+            prints are in distill/README.md (the run's time there too).
+  tiny      digits only, one regime, 2 seeds, short training (the end-to-end test).
+  study     the cpu regimes with 8 seeds.
+  cifar100  ResNet-18 teachers and students on TFDS cifar100 (crop + flip), for accelerators.
+"""
+
+import ml_collections
+
+from configs.common import loop as loop_config
+
+
+def _dataset(dataset, model, steps, learning_rate, augment, **splits):
+  return ml_collections.ConfigDict({
+      'dataset': dataset, 'dataset_kwargs': splits.pop('dataset_kwargs', {}),
+      'train_split': splits.pop('train_split', 'train'),
+      'test_split': splits.pop('test_split', 'test'),
+      'model': model, 'steps': steps, 'learning_rate': learning_rate, 'augment': augment})
+
+
+def _regime(data, train_size=0, label_noise=0.0, student_length=1.0):
+  """train_size 0: the whole training split; student_length: student steps / teacher steps."""
+  return ml_collections.ConfigDict({'data': data, 'train_size': train_size,
+                                    'label_noise': label_noise, 'student_length': student_length})
+
+
+VARIANTS = ('cpu', 'tiny', 'study', 'cifar100')  # get_config args (tests build each)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or 'cpu'
+  config = ml_collections.ConfigDict()
+  # The loop's fields; each model's length, seed and learning rate are set per run.
+  config.loop = loop_config.get_config(batch_size=64, total_steps=3000)
+  config.data_dir = ml_collections.config_dict.placeholder(str)
+  config.datasets = ml_collections.ConfigDict({
+      'mnist1d': _dataset('mnist1d', {'name': 'mlp', 'widths': (128, 128)}, 3000, 1e-3,
+                          {'max_shift': 2, 'flip': False, 'noise': 0.0},
+                          dataset_kwargs={'num_samples': 10_000}),
+      'digits': _dataset('digits', {'name': 'mlp', 'widths': (32,)}, 1500, 1e-3,
+                         {'max_shift': 1, 'flip': False, 'noise': 0.0}),
+  })
+  config.regimes = ml_collections.ConfigDict({
+      'mnist1d': _regime('mnist1d'),
+      'digits': _regime('digits'),
+      'mnist1d_small': _regime('mnist1d', train_size=1000),
+      'mnist1d_noise': _regime('mnist1d', label_noise=0.3),
+      'mnist1d_long': _regime('mnist1d', student_length=3.0),
+  })
+  config.regime_names = ('mnist1d', 'digits', 'mnist1d_small', 'mnist1d_noise', 'mnist1d_long')
+  config.deviation_regimes = ('mnist1d', 'digits')  # where the exaggeration check is made
+  config.noise_seed = 0
+  config.seeds = 3
+  # The distillation loss: alpha CE(y, p_S) + (1 - alpha) tau^2 CE(p_T(tau), p_S(tau)).
+  config.alpha = 0.0
+  config.tau = 1.0
+  config.switch_fraction = 0.5  # late distillation: one-hot for this fraction of the steps
+  config.bins = (0.0, 0.2, 0.4, 0.6, 0.8, 0.95, 1.0)
+  config.eigenspace = ml_collections.ConfigDict({
+      'n': 200, 'd': 100, 'decay': 1.0, 'noise': 0.5, 'test_size': 2000, 'seeds': 3,
+      'eta_times_lambda_max': 0.5, 'teacher_steps': 200, 'student_steps': 200})
+  # The checks, fixed before the run (see experiment.py and the README).
+  config.checks = ml_collections.ConfigDict({
+      'unsure_below': 0.4, 'sure_from': 0.95, 'sure_tolerance': 0.01, 'slope_above': 1.0,
+      'min_points': 20,
+      'min_gain': 0.005, 'recovery_fraction': 0.5,
+      'ratio_fraction': 0.1, 'ratio_top_min': 0.9, 'ratio_bottom_max': 0.5,
+      'closed_form_tolerance': 1e-8})
+
+  if variant == 'cpu':
+    pass
+  elif variant == 'tiny':
+    config.regimes = ml_collections.ConfigDict({'digits': _regime('digits')})
+    config.regime_names = ('digits',)
+    config.deviation_regimes = ('digits',)
+    config.datasets.digits.steps = 200
+    config.datasets.digits.learning_rate = 3e-3
+    config.seeds = 2
+    config.eigenspace.seeds = 1
+  elif variant == 'study':
+    config.seeds = 8
+  elif variant == 'cifar100':
+    config.loop = loop_config.get_config(
+        batch_size=256, total_steps=60_000, sharding='fsdp', log_every_steps=200,
+        optimizer=loop_config.optimizer(name='momentum', learning_rate=0.1, warmup_steps=1000,
+                                        weight_decay=5e-4))
+    resnet18 = {'name': 'resnet', 'ndim': 2, 'width': 64, 'stage_sizes': (2, 2, 2, 2),
+                'norm': 'batch'}
+    config.datasets = ml_collections.ConfigDict({
+        'cifar100': _dataset('cifar100', resnet18, 60_000, 0.1,
+                             {'max_shift': 4, 'flip': True, 'noise': 0.0},
+                             train_split='train', test_split='test'),
+    })
+    config.regimes = ml_collections.ConfigDict({
+        'cifar100': _regime('cifar100'),
+        'cifar100_long': _regime('cifar100', student_length=2.0),
+    })
+    config.regime_names = ('cifar100', 'cifar100_long')
+    config.deviation_regimes = ('cifar100',)
+    config.eigenspace.seeds = 0  # the linear demo runs with the cpu variant
+  else:
+    raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
+  config.lock()
+  return config
