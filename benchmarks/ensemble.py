@@ -13,10 +13,10 @@ batch 128 per model, Adam (constant learning rate). Per configuration (M models 
   loop       the obvious alternative: a Python loop of M calls of one jitted, donated single-model
              Adam step (same per-example loss; each model its own batch, gathered on the device
              from the same device-resident data); one ensemble step = M calls
-  vmap       the jitted, donated `ensemble.make_step`, chunk_size=0: all M models in one call
-  chunk_k    the same with chunk_size=k (lax.map over vmapped chunks of k models), k < M
-  pychunk_k  M / k calls of the vmap step built for k models, each on its own stacked state (a
-             Python loop over chunks: what chunking costs without lax.map's copies), k < M
+  vmap       the jitted, donated `ensemble.make_step` of all M models in one call
+  chunk_k    M / k calls of the same step for k models, each chunk its own stacked state, as
+             train_ensemble runs ensemble.chunk_size=k; k < M (k = 1: an un-batched step each)
+  auto       which of these train_ensemble picks with chunk_size=0 (ensemble.choose_chunk)
 
 Every arm is compiled and run once, then timed for one step, which sets its number of steps n
 (about --target_s CPU-seconds, within [--min_steps, --max_steps]); then --repeats rounds time n
@@ -31,8 +31,8 @@ shared machine only adds time); the median is printed beside it. Reported per ar
   temp_mb_per_model      XLA's compiled scratch (memory_analysis().temp_size_in_bytes) per model:
                          the arm's program's / the models it holds (loop: one model's program)
 
-`--loop_check` (default on) also times `ensemble.train_ensemble` (M=64, W=64; vmap and the best
-chunked arm that train_ensemble can run) for --n1 and --n2 steps; the difference of the minimum
+`--loop_check` (default on) also times `ensemble.train_ensemble` (M=64, W=64, chunk_size=0) for
+--n1 and --n2 steps; the difference of the minimum
 CPU-seconds cancels start-up, compilation and the final checkpoint, leaving the real loop's
 per-step cost (index upload every 64 steps, per-model orders, metrics every 50 steps, NaN checks),
 set against the bare step timed in the same rounds. One JSON line per configuration, then a
@@ -193,42 +193,36 @@ def _models(state, first, count):
   return jax.tree.map(lambda x: jnp.copy(take(x)), state)
 
 
-def ensemble_arm(setup, chunk):
-  """The jitted, donated ensemble step of all M models with chunk_size=chunk."""
+def chunks_arm(setup, chunk):
+  """M / chunk calls of the jitted, donated `ensemble.make_step` of `chunk` models, each chunk
+  its own stacked state, as train_ensemble runs them (chunk = M: one call of all M models)."""
   model, data, indices, weights, state0, tx = setup
   num_models = indices.shape[1]
-  jitted = jax.jit(ensemble.make_step(per_example_loss(model), tx, seed=1,
-                                      num_models=num_models, chunk_size=chunk),
-                   donate_argnums=(0,))
-  box = [_models(state0, 0, num_models)]
-  temp = compile_with_temp_bytes(jitted, box[0], data, weights, indices, 0)
-
-  def step(k):
-    box[0], metrics = jitted(box[0], data, weights, indices, k % INDEX_STEPS)
-    return metrics
-  return step, None if temp is None else temp / num_models
-
-
-def python_chunks_arm(setup, chunk):
-  """M / chunk calls of the vmap step of `chunk` models, each chunk its own stacked state.
-
-  (make_step numbers its models 0..chunk-1 for their RNG; the loss here draws none.)
-  """
-  model, data, indices, weights, state0, tx = setup
-  num_models = indices.shape[1]
-  jitted = jax.jit(ensemble.make_step(per_example_loss(model), tx, seed=1, num_models=chunk),
-                   donate_argnums=(0,))
+  jitted = jax.jit(ensemble.make_step(per_example_loss(model), tx, seed=1), donate_argnums=(0,))
   starts = range(0, num_models, chunk)
   states = [_models(state0, s, chunk) for s in starts]
-  parts = [(weights[s:s + chunk], indices[:, s:s + chunk]) for s in starts]
-  temp = compile_with_temp_bytes(jitted, states[0], data, *parts[0], 0)
+  parts = [(weights[s:s + chunk], indices[:, s:s + chunk], s) for s in starts]
+  w, idx, s0 = parts[0]
+  temp = compile_with_temp_bytes(jitted, states[0], data, w, idx, 0, s0)
 
   def step(k):
     metrics = None
-    for c, (w, idx) in enumerate(parts):
-      states[c], metrics = jitted(states[c], data, w, idx, k % INDEX_STEPS)
+    for c, (w, idx, s) in enumerate(parts):
+      states[c], metrics = jitted(states[c], data, w, idx, k % INDEX_STEPS, s)
     return metrics  # the device runs calls in order: the last one done means all are
   return step, None if temp is None else temp / chunk
+
+
+def auto_chunk(arch, num_models):
+  """The chunk train_ensemble chooses (chunk_size=0) for this model on this backend."""
+  model_config, example_shape = architecture(arch)
+  model = models.build(model_config, NUM_CLASSES)
+  flops, conv = ensemble.step_cost(
+      per_example_loss(model), optimizer(),
+      lambda rng: model.init(rng, jnp.zeros((1,) + example_shape)),
+      {'inputs': jax.ShapeDtypeStruct((BATCH,) + example_shape, jnp.float32),
+       'label': jax.ShapeDtypeStruct((BATCH,), jnp.int32)})
+  return ensemble.choose_chunk(num_models, flops, conv)
 
 
 def loop_arm(setup):
@@ -282,15 +276,16 @@ def configuration(arch, num_models, chunks, args):
   setup, macs = make_setup(arch, num_models)
   arms, temps = {}, {}
   arms['loop'], temps['loop'] = loop_arm(setup)
-  arms['vmap'], temps['vmap'] = ensemble_arm(setup, 0)
-  for chunk in (c for c in chunks if c < num_models):
-    arms[f'chunk_{chunk}'], temps[f'chunk_{chunk}'] = ensemble_arm(setup, chunk)
-  for chunk in (c for c in chunks if c < num_models and num_models % c == 0):
-    arms[f'pychunk_{chunk}'], temps[f'pychunk_{chunk}'] = python_chunks_arm(setup, chunk)
+  arms['vmap'], temps['vmap'] = chunks_arm(setup, num_models)
+  auto = auto_chunk(arch, num_models)
+  for chunk in sorted({c for c in chunks if c < num_models and num_models % c == 0} | {auto}):
+    if chunk < num_models:
+      arms[f'chunk_{chunk}'], temps[f'chunk_{chunk}'] = chunks_arm(setup, chunk)
   times = time_arms(arms, args)
   del arms, setup
   loop_s = times['loop'][0]
   row = {'model': arch, 'M': num_models, 'batch': BATCH, 'forward_macs': macs,
+         'auto': 'vmap' if auto >= num_models else f'chunk_{auto}',
          'flops_per_step': 6 * macs * num_models * BATCH, 'arms': {}}
   for name, (best, med, n) in times.items():
     row['arms'][name] = {
@@ -337,9 +332,9 @@ def train_ensemble_cpu_seconds(arch, num_models, chunk, steps):
 
 def loop_check(arch, num_models, chunk, args):
   """train_ensemble's per-step CPU-s, (min of N2 runs - min of N1 runs) / (N2 - N1), against
-  the bare jitted step of the same chunk_size timed in the same rounds."""
+  the bare jitted step of the same chunks timed in the same rounds (chunk 0: the chosen one)."""
   setup, _ = make_setup(arch, num_models)
-  bare, _ = ensemble_arm(setup, chunk)
+  bare, _ = chunks_arm(setup, chunk or auto_chunk(arch, num_models))
   _run(bare, 2)
   train_ensemble_cpu_seconds(arch, num_models, chunk, 10)  # imports and one-time set-up
   t1, t2, tb = [], [], []
@@ -364,21 +359,21 @@ def loop_check(arch, num_models, chunk, args):
 def table(rows, checks, sgemm):
   lines = [f'sgemm (numpy, 1024^3 float32, one thread): {sgemm / 1e9:.1f} GFLOP/s. FLOPs per '
            'example-model = 6 x forward multiply-adds; speedup = loop step / arm step; '
-           'memory = XLA temp MB per model.', '',
-           '| model | M | loop ex-models/s | vmap ex-models/s | vmap speedup | best arm | '
-           'best ex-models/s | best speedup | best % sgemm | loop % sgemm | '
-           'temp MB/model vmap / best / loop |',
-           '|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|']
+           'memory = XLA temp MB per model; auto = what train_ensemble runs (chunk_size=0).', '',
+           '| model | M | loop ex-models/s | vmap speedup | auto arm | auto ex-models/s | '
+           'auto speedup | auto % sgemm | loop % sgemm | best arm (speedup) | '
+           'temp MB/model vmap / auto / loop |',
+           '|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|']
   for row in rows:
-    a, best = row['arms'], row['arms'][row['best']]
+    a, auto = row['arms'], row['arms'][row['auto']]
     mem = ' / '.join('-' if a[k]['temp_mb_per_model'] is None else
-                     f"{a[k]['temp_mb_per_model']:.3g}" for k in ('vmap', row['best'], 'loop'))
+                     f"{a[k]['temp_mb_per_model']:.3g}" for k in ('vmap', row['auto'], 'loop'))
     lines.append(
         f"| {row['model']} | {row['M']} | {a['loop']['example_models_per_s']:,} | "
-        f"{a['vmap']['example_models_per_s']:,} | {a['vmap']['speedup']:.2f}x | {row['best']} | "
-        f"{best['example_models_per_s']:,} | {best['speedup']:.2f}x | "
-        f"{100 * best['sgemm_fraction']:.1f}% | {100 * a['loop']['sgemm_fraction']:.1f}% | "
-        f'{mem} |')
+        f"{a['vmap']['speedup']:.2f}x | {row['auto']} | {auto['example_models_per_s']:,} | "
+        f"{auto['speedup']:.2f}x | {100 * auto['sgemm_fraction']:.1f}% | "
+        f"{100 * a['loop']['sgemm_fraction']:.1f}% | {row['best']} "
+        f"({a[row['best']]['speedup']:.2f}x) | {mem} |")
   lines += ['', 'Every arm, speedup over the loop (per-step ms):', '']
   for row in rows:
     arms = ', '.join(f"{k} {v['speedup']:.2f}x ({v['step_ms']:.3g})"
@@ -401,7 +396,7 @@ def main():
   parser.add_argument('--chunks', default='8,32', help='chunk sizes for the MLPs (those < M)')
   parser.add_argument('--resnet_models', default='8,64',
                       help='values of M for the ResNet (its vmapped step takes seconds at 64)')
-  parser.add_argument('--resnet_chunks', default='8')
+  parser.add_argument('--resnet_chunks', default='8', help='(and the chosen one, 1)')
   parser.add_argument('--repeats', type=int, default=3, help='timed rounds per arm')
   parser.add_argument('--target_s', type=float, default=0.3,
                       help='CPU-seconds per timed run (sets its number of steps)')
@@ -431,14 +426,8 @@ def main():
                                                        args.chunks), args))
       print(json.dumps(finish_row(dict(rows[-1]), sgemm)), flush=True)
   if args.loop_check:
-    for row in rows:
-      if row['model'] == 'mlp64' and row['M'] == 64:
-        # train_ensemble runs make_step's chunks (lax.map), not Python chunks.
-        chunked = {k: v for k, v in row['arms'].items() if k.startswith('chunk_')}
-        best = min(chunked, key=lambda k: chunked[k]['step_ms'], default=None)
-        for chunk in dict.fromkeys([0] + ([int(best.split('_')[1])] if best else [])):
-          checks.append(loop_check('mlp64', 64, chunk, args))
-          print(json.dumps(checks[-1]), flush=True)
+    checks.append(loop_check('mlp64', 64, 0, args))
+    print(json.dumps(checks[-1]), flush=True)
   sgemm_end = sgemm_flops_per_s()
   sgemm = max(sgemm, sgemm_end)  # noise only slows it
   rows = [finish_row(row, sgemm) for row in rows]

@@ -5,8 +5,10 @@
     logits = ensemble.predict(result.state, apply_fn, test['inputs'])     # (M, N, C)
 
 Parameters and optimizer states are stacked on a leading model axis and one jitted step updates
-all M models (`jax.vmap` over the per-model update; `jax.lax.map` over chunks of
-`ensemble.chunk_size` models when set, which keeps a large model's GEMMs whole). Model m starts
+the models it holds (`jax.vmap` over the per-model update). The M models go through it in chunks
+of `ensemble.chunk_size` per device, one dispatch each (0: chosen for the backend and the model by
+`choose_chunk`: on CPU a large model's GEMMs run faster unbatched and vmapped convolutions slower,
+benchmarks/ensemble.py). Model m starts
 from fold_in(key(seed), m), draws its batches in its own order from the examples it may see
 (weights[m, i] > 0) and minimises
 
@@ -25,6 +27,7 @@ written for one model; the ensemble does the weighting, the vmap and the shardin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Callable
 
@@ -32,6 +35,7 @@ from absl import logging
 import flax
 import flax.linen as nn
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -104,7 +108,7 @@ def _ensemble_config(config) -> tuple[int, str, int]:
     raise config_lib.ConfigError(f'ensemble.num_models={num_models!r}: expected a whole number '
                                  '>= 1.')
   if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
-    raise config_lib.ConfigError(f'ensemble.chunk_size={chunk!r}: expected 0 (all at once) or a '
+    raise config_lib.ConfigError(f'ensemble.chunk_size={chunk!r}: expected 0 (chosen) or a '
                                  'whole number >= 1.')
   return num_models, axis, chunk
 
@@ -154,15 +158,11 @@ def _init_one(init_fn, tx, rng):
   return params, tx.init(params), variables
 
 
-def make_step(loss_fn, tx, seed: int, num_models: int, chunk_size: int = 0, ways: int = 1):
-  """(state, data, weights, indices (S, M, B), j) -> (state, metrics) for step j of a chunk.
+def _update_one(loss_fn, tx):
+  """One model's weighted update: (params, opt_state, model_state, batch, weights, rng) ->
+  (params, opt_state, model_state, metrics with 'loss')."""
 
-  chunk_size: 0 vmaps all M models; else each device's M / ways models go through `lax.map` in
-  vmapped chunks of chunk_size (lax.map needs an unsharded axis: the model axis is reshaped to
-  (ways, M / ways) and the sharded first part vmapped).
-  """
-
-  def one(params, opt_state, model_state, nonfinite, batch, weights, rng, step):
+  def update(params, opt_state, model_state, batch, weights, rng):
     def weighted(p):
       losses, (metrics, new_model_state) = loss_fn(p, model_state, batch, rng)
       loss = jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1e-12)
@@ -170,40 +170,113 @@ def make_step(loss_fn, tx, seed: int, num_models: int, chunk_size: int = 0, ways
 
     (loss, (metrics, new_model_state)), grads = jax.value_and_grad(weighted, has_aux=True)(params)
     updates, new_opt_state = tx.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    ok = jnp.isfinite(loss) & (nonfinite < 0)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-    nonfinite = jnp.where((nonfinite < 0) & ~jnp.isfinite(loss), step + 1, nonfinite)
-    return (keep(new_params, params), keep(new_opt_state, opt_state),
-            keep(new_model_state, model_state), nonfinite, dict(metrics, loss=loss))
+    return (optax.apply_updates(params, updates), new_opt_state, new_model_state,
+            dict(metrics, loss=loss))
 
-  def step_fn(state: EnsembleState, data, weights, indices, j):
-    idx = indices[j]                                            # (M, B)
-    batch = jax.tree.map(lambda a: a[idx], data)                # (M, B, ...)
-    batch_weights = jnp.take_along_axis(weights, idx, axis=1)   # (M, B)
+  return update
+
+
+def make_step(loss_fn, tx, seed: int):
+  """(state, data, weights, indices (S, K, B), j, first) -> (state, metrics (K,) each).
+
+  One step of the K models a state holds (models first .. first + K - 1 of the ensemble: their
+  RNG is fold_in(fold_in(key(seed), step), m)), at row j of the indices sent with this dispatch.
+  A model whose loss turns NaN/inf is recorded in `nonfinite_step` (the loop stops on it at its
+  next check; no checkpoint is written after it).
+  """
+  update = _update_one(loss_fn, tx)
+
+  def step_fn(state: EnsembleState, data, weights, indices, j, first):
+    idx = indices[j]                                            # (K, B)
+    num = idx.shape[0]
+    batch = jax.tree.map(lambda a: a[idx], data)                # (K, B, ...)
+    batch_weights = jnp.take_along_axis(weights, idx, axis=1)   # (K, B)
     base = jax.random.fold_in(jax.random.key(seed), state.step)
-    rngs = jax.vmap(lambda m: jax.random.fold_in(base, m))(jnp.arange(num_models))
-    args = (state.params, state.opt_state, state.model_state, state.nonfinite_step, batch,
-            batch_weights, rngs)
-    per_model = lambda a: one(*a, state.step)
-    if chunk_size and chunk_size < num_models // ways:
-      split = lambda x: x.reshape((ways, num_models // ways) + x.shape[1:])
-      out = jax.vmap(lambda a: jax.lax.map(per_model, a, batch_size=chunk_size))(
-          jax.tree.map(split, args))
-      out = jax.tree.map(lambda x: x.reshape((num_models,) + x.shape[2:]), out)
+    rngs = jax.vmap(lambda m: jax.random.fold_in(base, m))(first + jnp.arange(num))
+    args = (state.params, state.opt_state, state.model_state, batch, batch_weights, rngs)
+    if num == 1:  # one model: its plain step (a vmap of one still batches convolutions)
+      out = update(*jax.tree.map(lambda x: x[0], args))
+      params, opt_state, model_state, metrics = jax.tree.map(lambda x: x[None], out)
     else:
-      out = jax.vmap(per_model)(args)
-    params, opt_state, model_state, nonfinite, metrics = out
-    new_state = EnsembleState(step=state.step + 1, params=params, opt_state=opt_state,
-                              model_state=model_state, nonfinite_step=nonfinite)
-    return new_state, metrics                                   # metrics: (M,) each
+      params, opt_state, model_state, metrics = jax.vmap(update)(*args)
+    bad = (state.nonfinite_step < 0) & ~jnp.isfinite(metrics['loss'])
+    nonfinite = jnp.where(bad, state.step + 1, state.nonfinite_step)
+    return EnsembleState(step=state.step + 1, params=params, opt_state=opt_state,
+                         model_state=model_state, nonfinite_step=nonfinite), metrics
 
   return step_fn
 
 
 # ---------------------------------------------------------------------------------------------
+# How many models per dispatch.
+# ---------------------------------------------------------------------------------------------
+# On CPU a vmapped step is a batched GEMM that XLA runs well below a plain GEMM's rate once one
+# model's GEMMs are large, and vmapped convolutions become grouped convolutions that run at a
+# fraction of the plain ones (benchmarks/ensemble.py). So on CPU a dispatch holds about
+# CPU_FLOPS_PER_DISPATCH of work (at most MAX_CHUNK models per device), and models with
+# convolutions go one at a time; on accelerators every model of a device goes in one dispatch.
+CPU_FLOPS_PER_DISPATCH = 2.5e8
+MAX_CHUNK = 64
+
+
+def step_cost(loss_fn, tx, init_fn, example_batch) -> tuple[float, bool]:
+  """(FLOPs of one model's step from its jaxpr's dot products and convolutions, has a conv).
+
+  example_batch: one model's batch, arrays or jax.ShapeDtypeStruct (nothing is computed; the
+  initialisation is traced too, and its few products count for little).
+  """
+  update = _update_one(loss_fn, tx)
+
+  def one(rng, batch):
+    params, opt_state, model_state = _init_one(init_fn, tx, rng)
+    weights = jnp.ones(jax.tree.leaves(batch)[0].shape[:1], jnp.float32)
+    return update(params, opt_state, model_state, batch, weights, rng)
+
+  jaxpr = jax.make_jaxpr(one)(jax.random.key(0), example_batch)
+  flops, conv = 0.0, False
+
+  def walk(jaxpr):
+    nonlocal flops, conv
+    for eqn in jaxpr.eqns:
+      name = eqn.primitive.name
+      if name == 'dot_general':
+        (contract, _), _ = eqn.params['dimension_numbers']
+        lhs = eqn.invars[0].aval.shape
+        flops += 2 * np.prod(eqn.outvars[0].aval.shape) * np.prod([lhs[d] for d in contract])
+      elif name == 'conv_general_dilated':
+        conv = True
+        rhs = eqn.invars[1].aval.shape  # (out, in / groups, *window) in the canonical layout
+        flops += 2 * np.prod(eqn.outvars[0].aval.shape) * np.prod(rhs) / max(rhs[0], 1)
+      for sub in jax_core.jaxprs_in_params(eqn.params):
+        walk(sub)
+
+  walk(jaxpr.jaxpr)
+  return float(flops), conv
+
+
+def choose_chunk(per_device_models: int, flops: float, has_conv: bool,
+                 backend: str | None = None) -> int:
+  """Models per device in one dispatch (see CPU_FLOPS_PER_DISPATCH)."""
+  backend = backend or jax.default_backend()
+  if backend != 'cpu':
+    return per_device_models
+  if has_conv:
+    return 1
+  chunk = int(np.clip(2 ** np.floor(np.log2(max(CPU_FLOPS_PER_DISPATCH / max(flops, 1.0), 1.0))),
+                      1, MAX_CHUNK))
+  return min(chunk, per_device_models)
+
+
+# ---------------------------------------------------------------------------------------------
 # Training.
 # ---------------------------------------------------------------------------------------------
+def _concat(parts: list[EnsembleState]) -> EnsembleState:
+  if len(parts) == 1:
+    return parts[0]
+  cat = lambda *xs: jnp.concatenate(xs) if xs[0].ndim else xs[0]
+  return jax.tree.map(cat, *parts)
+
+
 def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
                    init_fn: Callable[[jax.Array], Any], loss_fn, arrays: dict[str, np.ndarray],
                    weights=None, mesh: jax.sharding.Mesh | None = None,
@@ -215,7 +288,8 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
   Reads the loop's fields (seed, batch_size, total_steps | total_epochs, optimizer, cadence, mesh,
   resume_despite_changes) and `ensemble.{num_models, model_axis, chunk_size}`. `weights` (M, N):
   per-model example weights or 0/1 masks (None: every model sees every example). Epochs count
-  the examples a model sees.
+  the examples a model sees. The models go through the step in chunks of chunk_size per device
+  (0: chosen by `choose_chunk`); the result does not depend on it, and a resumed run may change it.
   """
   # Checks that fail before any compute.
   config_lib.check_loop(config)
@@ -245,6 +319,18 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
                                  f'axes {data_axes}.')
 
   tx = tx or train_lib.make_optimizer(config.optimizer, total_steps)
+  per_device = num_models // ways
+  if not chunk:
+    example = jax.tree.map(lambda a: jax.ShapeDtypeStruct((config.batch_size,) + a.shape[1:],
+                                                          a.dtype), arrays)
+    flops, has_conv = step_cost(loss_fn, tx, init_fn, example)
+    chunk = choose_chunk(per_device, flops, has_conv)
+    logging.info('Ensemble chunk: %d model(s) per device per dispatch (%.3g FLOPs per model '
+                 'step%s, backend %s).', chunk, flops, ', convolutions' if has_conv else '',
+                 jax.default_backend())
+  chunk = min(chunk, per_device)
+  bounds = [(lo, min(lo + chunk * ways, num_models)) for lo in range(0, num_models, chunk * ways)]
+
   rng = jax.random.key(config.seed)
   model_rngs = jax.vmap(lambda m: jax.random.fold_in(rng, m))(jnp.arange(num_models))
   init_all = jax.vmap(lambda r: _init_one(init_fn, tx, r))
@@ -264,51 +350,62 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
   meta = {'fingerprint': ckpt_lib.fingerprint(abstract), 'total_steps': total_steps,
           'run': train_lib.run_identity(config, data_fingerprint, identity)}
   checkpointer, restored = train_lib.open_checkpoints(config, workdir, abstract, shardings, meta)
+  join = jax.jit(lambda *parts: _concat(list(parts)), out_shardings=shardings)
   resumed_from, saved_history = None, None
-  if restored is not None:
-    resumed_from, state, _, saved_meta = restored
-    saved_history = saved_meta.get('history')
-    logging.info('Resumed the ensemble from step %d.', resumed_from)
-  else:
-    def init(rngs):
-      params, opt_state, model_state = init_all(rngs)
-      return EnsembleState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
-                           model_state=model_state,
-                           nonfinite_step=jnp.full((num_models,), -1, jnp.int32))
-    with jax.set_mesh(mesh):
-      state = jax.jit(init, out_shardings=shardings)(model_rngs)
+  with jax.set_mesh(mesh):
+    if restored is not None:
+      resumed_from, whole, _, saved_meta = restored
+      saved_history = saved_meta.get('history')
+      logging.info('Resumed the ensemble from step %d.', resumed_from)
+      take = lambda lo, hi: jax.tree.map(lambda x: x[lo:hi] if x.ndim else x, whole)
+      parts = [jax.jit(functools.partial(take, lo, hi), out_shardings=shardings)()
+               for lo, hi in bounds]
+      del whole
+    else:
+      @functools.partial(jax.jit, out_shardings=shardings)
+      def init(rngs):
+        params, opt_state, model_state = init_all(rngs)
+        return EnsembleState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                             model_state=model_state,
+                             nonfinite_step=jnp.full((len(rngs),), -1, jnp.int32))
+      parts = []
+      for lo, hi in bounds:
+        rngs = jax.device_put(model_rngs[lo:hi], stacked)
+        parts.append(init(rngs))
   per_model_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree.leaves(abstract.params))
   logging.info('Ensemble: %d models x %s parameters, %d steps of %d examples each; model axis %r '
-               '(%d-way), chunk %s.', num_models, f'{per_model_params:,}', total_steps,
-               config.batch_size, model_axis, ways, chunk or 'all')
+               '(%d-way), %d dispatch(es) of up to %d model(s) per device.', num_models,
+               f'{per_model_params:,}', total_steps, config.batch_size, model_axis, ways,
+               len(bounds), chunk)
 
   # Data on the devices; indices of `steps_per_dispatch` steps sent at a time.
   data = pipeline.replicate(arrays, mesh)
-  weights_dev = jax.make_array_from_callback(
-      weights.shape, jax.sharding.NamedSharding(mesh, P(model_axis)), lambda idx: weights[idx])
+  to_models = lambda a: jax.make_array_from_callback(a.shape, stacked, lambda idx: a[idx])
+  weights_dev = [to_models(weights[lo:hi]) for lo, hi in bounds]
   batch_axes = data_axes if len(data_axes) != 1 else data_axes[0]
   index_sharding = jax.sharding.NamedSharding(mesh, P(None, model_axis, batch_axes or None))
-  step_fn = make_step(loss_fn, tx, config.seed + 1, num_models, chunk, ways)
-  jitted = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(shardings, stacked))
+  jitted = jax.jit(make_step(loss_fn, tx, config.seed + 1), donate_argnums=(0,))
 
   def load_indices(first):
     last = min(first + steps_per_dispatch, total_steps)
     rows = np.stack([order.indices(k) for k in range(first, last)])
     if len(rows) < steps_per_dispatch:
       rows = np.concatenate([rows, np.repeat(rows[-1:], steps_per_dispatch - len(rows), 0)])
-    return jax.make_array_from_callback(rows.shape, index_sharding, lambda idx: rows[idx])
+    return [jax.make_array_from_callback((len(rows), hi - lo) + rows.shape[2:], index_sharding,
+                                         lambda idx, lo=lo, hi=hi: rows[:, lo:hi][idx])
+            for lo, hi in bounds]
 
   writer = metrics_lib.MetricWriter(workdir, resume_step=resumed_from or 0,
                                     saved_records=saved_history)
   history = list(writer.records)
   log_every = max(1, int(config.get('log_every_steps', 100)))
-  start = int(jax.device_get(state.step))
+  start = int(jax.device_get(parts[0].step))
   sync_every_step = mesh.size > 1 and jax.default_backend() == 'cpu'  # as in common.train
   buffer, indices, first = [], None, None
   t_last, step_last = time.perf_counter(), start
 
-  def check_finite(state):
-    bad = np.asarray(jax.device_get(state.nonfinite_step))
+  def check_finite():
+    bad = np.concatenate([np.asarray(jax.device_get(p.nonfinite_step)) for p in parts])
     if np.any(bad >= 0):
       models = np.flatnonzero(bad >= 0)
       last = checkpointer.latest_step()
@@ -323,16 +420,21 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
         k = step - 1
         if first is None or not first <= k < first + steps_per_dispatch:
           first, indices = k, load_indices(k)
-        state, metrics = jitted(state, data, weights_dev, indices, k - first)
-        buffer.append(metrics)
+        row = []
+        for c, (lo, _) in enumerate(bounds):
+          parts[c], metrics = jitted(parts[c], data, weights_dev[c], indices[c], k - first, lo)
+          row.append(metrics)
+        buffer.append(row)
         if sync_every_step:
-          jax.block_until_ready(metrics)
+          jax.block_until_ready(row)
         if step % log_every == 0 or step == total_steps:
-          check_finite(state)
-          stacked_metrics = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *buffer))
+          check_finite()
+          steps_metrics = jax.device_get(buffer)  # [step][chunk] -> {name: (K,)}
           buffer = []
-          record = {name: float(np.mean(v)) for name, v in stacked_metrics.items()}
-          record['loss_max_model'] = float(np.max(np.mean(stacked_metrics['loss'], 0)))
+          per_model = {name: np.stack([np.concatenate([c[name] for c in s]) for s in steps_metrics])
+                       for name in steps_metrics[0][0]}           # (steps, M)
+          record = {name: float(np.mean(v)) for name, v in per_model.items()}
+          record['loss_max_model'] = float(np.max(np.mean(per_model['loss'], 0)))
           now = time.perf_counter()
           steps_per_s = (step - step_last) / max(now - t_last, 1e-9)
           record['model_examples_per_s'] = steps_per_s * num_models * config.batch_size
@@ -343,10 +445,11 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
                        total_steps, record['loss'], record['model_examples_per_s'],
                        train_lib._hms((total_steps - step) / max(steps_per_s, 1e-9)))  # pylint: disable=protected-access
         if checkpointer.should_save(step) and step != total_steps:
-          check_finite(state)
-          checkpointer.save(step, state, data_state={'position': step},
+          check_finite()
+          checkpointer.save(step, join(*parts), data_state={'position': step},
                             meta=dict(meta, history=history))
-      check_finite(state)
+      check_finite()
+      state = join(*parts)
       if start < total_steps:
         checkpointer.save(total_steps, state, data_state={'position': total_steps},
                           meta=dict(meta, history=history), force=True)

@@ -185,13 +185,15 @@ def _check_finite(state: TrainState, checkpointer: ckpt_lib.Checkpointer | None)
                              ' Lower the learning rate or enable optimizer.grad_clip_norm.')
 
 
-# Loop fields that do not change the trained state: a resumed run may change them freely. Every
-# other field of the loop config (and the caller's `identity`, and the training data) determines
-# the result, so a checkpoint records them and a resume under other values is refused.
+# Loop fields (or dotted sub-fields) that do not change the trained state: a resumed run may
+# change them freely. Every other field of the loop config (and the caller's `identity`, and the
+# training data) determines the result, so a checkpoint records them and a resume under other
+# values is refused.
 RESUMABLE_FIELDS = (
     'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
     'eval_batch_size', 'eval_splits', 'mesh', 'num_devices', 'sharding', 'sharding_rules',
     'device_data_max_mb', 'data_dir', 'expected_accuracy', 'resume_despite_changes',
+    'ensemble.chunk_size',
     # The length of the run is checked on its own: longer continues it, shorter is refused.
     'total_steps', 'total_epochs')
 
@@ -201,7 +203,8 @@ def run_identity(config: ml_collections.ConfigDict, data: dict[str, Any],
   """What determines a run's result, as flat JSON values: config fields, the caller's extra
   fields (e.g. a model defined outside the loop config), and the training data's fingerprint."""
   fields = config_lib.flatten(config.to_dict())
-  out = {k: v for k, v in fields.items() if k.split('.')[0] not in RESUMABLE_FIELDS}
+  parts = lambda k: {'.'.join(k.split('.')[:i]) for i in range(1, k.count('.') + 2)}
+  out = {k: v for k, v in fields.items() if not parts(k) & set(RESUMABLE_FIELDS)}
   out.update(config_lib.flatten(identity or {}, 'identity.'))
   out.update(config_lib.flatten(data, 'data.'))
   return json.loads(json.dumps(out, default=str))  # tuples -> lists, as they come back from JSON

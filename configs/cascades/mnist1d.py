@@ -11,7 +11,9 @@ Variants:
          -0.002 / +0.079 / +0.006 / -0.030 (standard / specialist / noise / shift); see
          cascades/README.md.
   tiny   digits only, 2 settings, 2 seeds, short training (the test).
-  cifar100 / imagenet  model pairs on TFDS datasets, for accelerators (ResNet widths as h1/h2).
+  cifar100  model pairs on TFDS cifar100, for accelerators (ResNet widths as h1/h2). (No ImageNet
+            variant: the settings are built from host arrays, which ImageNet's decoded images
+            exceed; common's streaming path trains the classifier, not yet this study.)
 """
 
 import ml_collections
@@ -24,7 +26,7 @@ def _model(model, steps, lr, pool=1):
                                     'pool': pool})
 
 
-VARIANTS = ('cpu', 'tiny', 'cifar100', 'imagenet')  # get_config args (tests build each)
+VARIANTS = ('cpu', 'tiny', 'cifar100')  # get_config args (tests build each)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -71,8 +73,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.datasets.digits.h1.total_steps = 60
     config.datasets.digits.h2.total_steps = 100
     config.posthoc.steps = 100
-  elif variant in ('cifar100', 'imagenet'):
-    name = 'cifar100' if variant == 'cifar100' else 'imagenet2012'
+  elif variant == 'cifar100':
+    name = 'cifar100'
     config.dataset_names = (name,)
     config.datasets = ml_collections.ConfigDict({name: {
         'dataset_kwargs': {}, 'train_split': 'train[:90%]', 'heldout_split': 'train[90%:]',

@@ -65,8 +65,10 @@ def ensemble(num_models: int = 8, **overrides) -> ml_collections.ConfigDict:
   """common.ensemble's section (`config.ensemble`): M models trained at once.
 
   model_axis: the mesh axis the models spread over (each device trains M / its size of them);
-  chunk_size: 0 vmaps all of a device's models in one step; k > 0 goes through them k at a time
-  (lax.map), which keeps a large model's GEMMs whole (benchmarks/ensemble.py picks it).
+  chunk_size: models per device in one dispatch of the vmapped step; 0 chooses it for the backend
+  and the model (common.ensemble.choose_chunk: all of them on accelerators; on CPU about 2.5e8
+  FLOPs per dispatch, one at a time for convolutional models). It does not change the result, so
+  a resumed run may change it.
   """
   config = ml_collections.ConfigDict({'num_models': num_models, 'model_axis': 'model',
                                       'chunk_size': 0})

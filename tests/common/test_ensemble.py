@@ -14,6 +14,7 @@ from common import config_lib
 from common import ensemble
 from common import mesh as mesh_lib
 from common import models
+from common import train as train_lib
 from common.data import loader
 from configs.common import loop as loop_config
 
@@ -61,7 +62,7 @@ def _train(config, workdir, train, weights=None, mesh=None):
 def test_weighted_loss_is_normalised_over_the_examples_a_model_sees():
   """One SGD step of l_i = w . x_i: the update is -lr * sum_i v_i x_i / sum_i v_i per model."""
   loss_fn = lambda params, ms, batch, rng: (batch['x'] @ params['w'], ({}, ms))
-  step = ensemble.make_step(loss_fn, optax.sgd(1.0), seed=0, num_models=2)
+  step = ensemble.make_step(loss_fn, optax.sgd(1.0), seed=0)
   x = np.arange(12, dtype=np.float32).reshape(6, 2)
   weights = np.array([[1, 0, 1, 0, 1, 0], [0.5, 2, 0, 0, 0, 1]], np.float32)
   state = ensemble.EnsembleState(
@@ -70,7 +71,7 @@ def test_weighted_loss_is_normalised_over_the_examples_a_model_sees():
   state = jax.tree.map(jnp.asarray, state)
   state = state.replace(opt_state=jax.vmap(optax.sgd(1.0).init)(state.params))
   indices = np.tile(np.arange(6, dtype=np.int32), (1, 2, 1))  # (S=1, M=2, B=6)
-  new, metrics = step(state, {'x': jnp.asarray(x)}, jnp.asarray(weights), indices, 0)
+  new, metrics = step(state, {'x': jnp.asarray(x)}, jnp.asarray(weights), indices, 0, 0)
   expected = -(weights @ x) / weights.sum(1, keepdims=True)
   np.testing.assert_allclose(new.params['w'], expected, rtol=1e-6)
   assert metrics['loss'].shape == (2,)
@@ -97,7 +98,8 @@ def test_one_device_and_eight_devices_and_chunks_agree(digits, tmp_path):
   runs = {
       'one': _train(_config(), tmp_path / 'one', train, masks, mesh=one),
       'eight': _train(_config(), tmp_path / 'eight', train, masks),
-      'chunked': _train(_config(**{'ensemble.chunk_size': 2}, mesh=(('data', 2), ('model', 4))),
+      # Two dispatches of one model per device each (models 0-3, then 4-7).
+      'chunked': _train(_config(**{'ensemble.chunk_size': 1}, mesh=(('data', 2), ('model', 4))),
                         tmp_path / 'chunked', train, masks),
   }
   assert runs['eight'].state.params['hidden_0']['kernel'].sharding.spec == mesh_lib.P('model')
@@ -116,17 +118,65 @@ def test_one_device_and_eight_devices_and_chunks_agree(digits, tmp_path):
   assert len({round(float(c), 4) for c in correct.mean(1)}) > 1
 
 
+def test_a_model_that_diverges_stops_the_run_before_a_checkpoint(digits, tmp_path):
+  """Model 2 of 4 alone sees an example whose input is NaN: the run stops naming it."""
+  train, _ = digits
+  train = dict(train, inputs=train['inputs'].copy())
+  train['inputs'][0] = np.nan
+  masks = np.ones((4, len(train['label'])), bool)
+  masks[:, 0] = False
+  masks[2, 0] = True
+  config = _config(4, mesh=(('data', 2), ('model', 4)), checkpoint_every_steps=200,
+                   **{'ensemble.chunk_size': 1})
+  with pytest.raises(train_lib.NonFiniteLossError, match=r'1 model\(s\) \(\[2\]\) first at step'):
+    _train(config, tmp_path, train, masks)
+  assert not list((tmp_path / 'checkpoints').glob('[0-9]*'))
+
+
+def test_chunk_choice_follows_backend_cost_and_convolutions(digits):
+  train, _ = digits
+  mlp = _model()  # 64 -> 16 -> 10 at batch 32: forward 2 * 32 * (64*16 + 16*10) FLOPs
+  flops, conv = ensemble.step_cost(
+      _per_example_loss(mlp), optax.adam(1e-3), lambda r: mlp.init(r, train['inputs'][:1]),
+      {'inputs': jax.ShapeDtypeStruct((32, 64), jnp.float32),
+       'label': jax.ShapeDtypeStruct((32,), jnp.int32)})
+  forward = 2 * 32 * (64 * 16 + 16 * 10)
+  # Forward, kernel gradients, the hidden layer's input gradient, and init's one-example forward.
+  assert not conv and flops == 2 * forward + 2 * 32 * 16 * 10 + forward / 32
+  resnet = models.build({'name': 'resnet', 'ndim': 1, 'width': 8, 'stage_sizes': (1,)}, 10)
+  _, conv = ensemble.step_cost(
+      _per_example_loss(resnet), optax.adam(1e-3),
+      lambda r: resnet.init(r, jnp.zeros((1, 40, 1))),
+      {'inputs': jax.ShapeDtypeStruct((32, 40, 1), jnp.float32),
+       'label': jax.ShapeDtypeStruct((32,), jnp.int32)})
+  assert conv
+  assert ensemble.choose_chunk(256, 1e6, False, 'cpu') == ensemble.MAX_CHUNK
+  assert ensemble.choose_chunk(256, 6.5e7, False, 'cpu') == 2
+  assert ensemble.choose_chunk(256, 1e6, True, 'cpu') == 1
+  assert ensemble.choose_chunk(16, 1e6, False, 'cpu') == 16
+  assert ensemble.choose_chunk(256, 6.5e7, True, 'gpu') == 256
+
+
 def test_resume_continues_the_ensemble_and_refuses_another(digits, tmp_path):
   train, _ = digits
   masks = _masks(4, len(train['label']))
-  four = dict(mesh=(('data', 2), ('model', 4)))
+  four = dict(mesh=(('data', 4), ('model', 2)))  # two models per device
   straight = _train(_config(4, **four), tmp_path / 'a', train, masks)
-  shutil.copytree(tmp_path / 'a', tmp_path / 'b')
-  shutil.rmtree(tmp_path / 'b' / 'checkpoints' / '40')  # as if killed after step 20
+  for name in ('b', 'c'):
+    shutil.copytree(tmp_path / 'a', tmp_path / name)
+    shutil.rmtree(tmp_path / name / 'checkpoints' / '40')  # as if killed after step 20
   resumed = _train(_config(4, **four), tmp_path / 'b', train, masks)
   assert resumed.resumed_from == 20
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, straight.state.params),
                jax.tree.map(np.asarray, resumed.state.params))
+  # The chunking may change on resume (two dispatches of one model per device instead of one of
+  # two): the same models, up to float rounding.
+  rechunked = _train(_config(4, **four, **{'ensemble.chunk_size': 1}), tmp_path / 'c', train,
+                     masks)
+  assert rechunked.resumed_from == 20
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               jax.tree.map(np.asarray, straight.state.params),
+               jax.tree.map(np.asarray, rechunked.state.params))
   with pytest.raises(ckpt_lib.CheckpointMismatchError, match='data.weights'):
     _train(_config(4, **four), tmp_path / 'a', train, _masks(4, len(train['label']), seed=1))
 
