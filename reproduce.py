@@ -2,6 +2,7 @@ r"""The main job: every paper's CPU reproduction, then one report.
 
     python -m reproduce --workdir=runs/cpu             # all experiments
     python -m reproduce --workdir=runs/cpu --only=classifier
+    python -m reproduce --workdir=runs/study --variant=study   # the longer studies (hours)
 
 Each experiment runs in this process with its config's `cpu` variant and writes
 <workdir>/<name>/summary.json; the report is <workdir>/report.md (+ summary.json of them all).
@@ -35,6 +36,9 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', default='runs/cpu')
   parser.add_argument('--only', default='', help='comma-separated experiment names')
+  parser.add_argument('--variant', default='',
+                      help="run this config variant where a paper offers it (e.g. 'study': more "
+                           'seeds, sizes, encodings), the listed one elsewhere')
   args = parser.parse_args(argv)
   names = [n for n, *_ in EXPERIMENTS]
   only = [n for n in args.only.split(',') if n]
@@ -54,9 +58,12 @@ def main(argv=None) -> int:
     if only and name not in only:
       continue
     workdir = os.path.abspath(os.path.join(args.workdir, name))
-    logging.info('=== %s: %s with %s:%s -> %s', name, module, config_module, variant, workdir)
     start = time.time()
     try:
+      offered = getattr(importlib.import_module(config_module), 'VARIANTS', ())
+      if args.variant and args.variant in offered:
+        variant = args.variant
+      logging.info('=== %s: %s with %s:%s -> %s', name, module, config_module, variant, workdir)
       config = importlib.import_module(config_module).get_config(variant)
       app.run_recorded(importlib.import_module(module).run, config, workdir,
                        [f'--config={config_module}:{variant}'])

@@ -198,7 +198,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       name='classifier', title='Reference classifier (common/)',
       claim=(f'The common training loop trains a {config.model.name} on {config.dataset} to at '
              f'least {target} {key}.'),
-      numbers=numbers, reproduced=reproduced, figures=figures, workdir=workdir,
-      config=config)
+      numbers=numbers, figures=figures, workdir=workdir, config=config,
+      **({'reproduced': None} if reproduced is None else {'checks': [report.check(
+          key, round(final[key], 4), f'>= {target}', reproduced)]}),
+      tables=[report.table('Final evaluation', ['quantity', 'value'],
+                           [[k, v] for k, v in numbers.items() if v is not None])])
   logging.info('Summary: %s', summary)
   return summary

@@ -32,12 +32,64 @@ def _jsonable(value):
   return value
 
 
+class SummaryError(ValueError):
+  """A summary that the report could not render as asked (a malformed check or table)."""
+
+
+def check(name: str, value: Any, threshold: Any, holds: bool, *, informational: bool = False,
+          note: str = '') -> dict[str, Any]:
+  """One claim check, stated before the run: `value` measured, `threshold` it is held against
+  (a number, or a short text such as '<= 0.01' or '[-1.65, -1.35]'), whether it holds.
+  Informational checks are shown but do not decide the verdict."""
+  if not isinstance(name, str) or not name:
+    raise SummaryError(f'A check needs a name; got {name!r}.')
+  return {'name': name, 'value': _jsonable(value), 'threshold': _jsonable(threshold),
+          'holds': bool(holds), 'informational': bool(informational), 'note': note}
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+          note: str = '') -> dict[str, Any]:
+  """A paper's result table as the report renders it (rows x columns chosen by the paper)."""
+  columns = [str(c) for c in columns]
+  rows = [list(r) for r in rows]
+  bad = [i for i, r in enumerate(rows) if len(r) != len(columns)]
+  if bad:
+    raise SummaryError(f'Table {title!r}: row {bad[0]} has {len(rows[bad[0]])} cells for '
+                       f'{len(columns)} columns {columns}.')
+  return {'title': title, 'columns': columns, 'rows': _jsonable(rows), 'note': note}
+
+
+def verdict_from(checks: Sequence[dict[str, Any]]) -> bool | None:
+  """True when every deciding check holds; None when there is none."""
+  deciding = [c for c in checks if not c.get('informational')]
+  return all(c['holds'] for c in deciding) if deciding else None
+
+
 def make_summary(*, name: str, title: str, claim: str, numbers: dict[str, Any],
-                 reproduced: bool | None, workdir: str, figures: Sequence[str] = (),
-                 notes: str = '', config=None) -> dict[str, Any]:
-  """Writes workdir/summary.json (process 0) and returns it."""
+                 reproduced: bool | None | str = 'checks', workdir: str,
+                 figures: Sequence[str] = (), notes: str = '', config=None,
+                 checks: Sequence[dict[str, Any]] | None = None,
+                 tables: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+  """Writes workdir/summary.json (process 0) and returns it.
+
+  checks: `check(...)` entries (the report shows "k of n" and names the failed ones);
+  reproduced defaults to all deciding checks holding. tables: `table(...)` entries, the paper's
+  main results; the full nested `numbers` stay in summary.json.
+  """
+  checks = list(checks or [])
+  for c in checks:
+    if not isinstance(c, dict) or not {'name', 'value', 'threshold', 'holds'} <= set(c):
+      raise SummaryError(f'{name}: a check must come from report.check(...); got {c!r}.')
+  for t in tables:
+    if not isinstance(t, dict) or not {'title', 'columns', 'rows'} <= set(t):
+      raise SummaryError(f'{name}: a table must come from report.table(...); got {t!r}.')
+  if reproduced == 'checks':
+    if not checks:
+      raise SummaryError(f'{name}: pass checks=[...] or reproduced=True/False/None.')
+    reproduced = verdict_from(checks)
   summary = {
       'name': name, 'title': title, 'claim': claim, 'reproduced': reproduced,
+      'checks': checks, 'tables': list(tables),
       'numbers': _jsonable(numbers),
       'figures': [os.path.relpath(f, workdir) for f in figures if f],
       'notes': notes,
@@ -92,8 +144,12 @@ def plot_training_curves(history: list[dict[str, Any]], path: str, title: str = 
 
 
 def _fmt(value) -> str:
+  if isinstance(value, bool) or value is None:
+    return {True: 'yes', False: 'no', None: '-'}[value]
   if isinstance(value, float):
     return f'{value:.4g}'
+  if isinstance(value, (list, tuple)):
+    return '[' + ', '.join(_fmt(v) for v in value) + ']'
   if isinstance(value, dict):
     return ', '.join(f'{k}: {_fmt(v)}' for k, v in value.items())
   return str(value)
@@ -103,9 +159,50 @@ def _verdict(reproduced) -> str:
   return {True: 'reproduced', False: 'NOT reproduced', None: 'inconclusive'}[reproduced]
 
 
+def summary_checks(summary: dict[str, Any]) -> list[dict[str, Any]]:
+  """The summary's checks as a list; older summaries kept them as numbers['checks'], a dict of
+  {name: {'holds': ..., other fields}} (nested for groups), which is read the same way."""
+  if summary.get('checks'):
+    return list(summary['checks'])
+  out = []
+
+  def walk(prefix, entry):
+    if isinstance(entry, dict) and 'holds' in entry and not any(
+        isinstance(v, dict) and 'holds' in v for v in entry.values()):
+      rest = {k: v for k, v in entry.items()
+              if k not in ('holds', 'threshold', 'informational', 'note')}
+      value = entry.get('value', rest)
+      out.append(check(prefix, value, entry.get('threshold'), entry['holds'],
+                       informational=bool(entry.get('informational'))))
+    elif isinstance(entry, dict):
+      for k, v in entry.items():
+        if k != 'holds':
+          walk(f'{prefix}/{k}' if prefix else k, v)
+
+  walk('', (summary.get('numbers') or {}).get('checks') or {})
+  return out
+
+
+def _check_line(c) -> str:
+  threshold = '' if c.get('threshold') is None else f' (threshold {_fmt(c["threshold"])})'
+  return f'{c["name"]} = {_fmt(c["value"])}{threshold}'
+
+
+def _markdown_table(columns, rows) -> list[str]:
+  cell = lambda v: _fmt(v).replace('|', '\\|').replace('\n', ' ')
+  return (['| ' + ' | '.join(cell(c) for c in columns) + ' |',
+           '|' + '---|' * len(columns)] +
+          ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows])
+
+
 def build_report(root: str, failures: dict[str, str] | None = None,
                  timings: dict[str, float] | None = None) -> str:
-  """Collects every `*/summary.json` under `root` into root/report.md and root/summary.json."""
+  """Collects every `*/summary.json` under `root` into root/report.md and root/summary.json.
+
+  The top table gives each experiment's verdict, "k of n checks" and the failed checks with their
+  values; each section its claim, its checks, its result tables and figures. The full numbers
+  stay in each summary.json.
+  """
   summaries = []
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames[:] = sorted(d for d in dirnames if d not in ('checkpoints', 'tensorboard'))
@@ -113,18 +210,47 @@ def build_report(root: str, failures: dict[str, str] | None = None,
       with open(os.path.join(dirpath, SUMMARY), encoding='utf-8') as f:
         summaries.append((os.path.relpath(dirpath, root), json.load(f)))
   lines = ['# Reproduction report', '',
-           '| experiment | claim | result |', '|---|---|---|']
+           '| experiment | result | checks | failed checks (value, threshold) | wall time |',
+           '|---|---|---|---|---|']
   for rel, s in summaries:
-    lines.append(f'| [{s["title"]}](#{s["name"]}) | {s["claim"]} | {_verdict(s["reproduced"])} |')
+    checks = summary_checks(s)
+    deciding = [c for c in checks if not c.get('informational')]
+    failed = [c for c in deciding if not c['holds']]
+    count = f'{len(deciding) - len(failed)} of {len(deciding)}' if deciding else '-'
+    shown = '; '.join(_check_line(c) for c in failed[:4])
+    if len(failed) > 4:
+      shown += f'; and {len(failed) - 4} more'
+    wall = f'{timings[s["name"]]:.0f} s' if timings and s['name'] in timings else '-'
+    lines.append(f'| [{s["title"]}](#{s["name"]}) | {_verdict(s["reproduced"])} | {count} | '
+                 f'{shown or "-"} | {wall} |')
   for name, error in (failures or {}).items():
-    lines.append(f'| {name} | (the run failed) | FAILED: {error.splitlines()[-1][:200]} |')
+    wall = f'{timings[name]:.0f} s' if timings and name in timings else '-'
+    lines.append(f'| {name} | FAILED: {error.strip().splitlines()[-1][:200]} | - | - | {wall} |')
+  if timings:
+    lines += ['', f'Total wall time: {sum(timings.values()) / 60:.1f} min.']
   for rel, s in summaries:
+    checks = summary_checks(s)
     lines += ['', f'<a id="{s["name"]}"></a>', f'## {s["title"]}', '',
               f'**Claim.** {s["claim"]}', '', f'**Result: {_verdict(s["reproduced"])}.**', '']
     if timings and s['name'] in timings:
       lines += [f'Wall time: {timings[s["name"]]:.0f} s.', '']
-    lines += ['| quantity | value |', '|---|---|']
-    lines += [f'| {k} | {_fmt(v)} |' for k, v in s['numbers'].items()]
+    if checks:
+      lines += _markdown_table(
+          ['check', 'value', 'threshold', 'holds'],
+          [[c['name'], c['value'], c.get('threshold'),
+            ('yes' if c['holds'] else '**no**') + (' (informational)'
+                                                    if c.get('informational') else '')]
+           for c in checks])
+    for t in s.get('tables') or []:
+      lines += ['', f'**{t["title"]}**', ''] + _markdown_table(t['columns'], t['rows'])
+      if t.get('note'):
+        lines += ['', t['note']]
+    if not s.get('tables'):
+      scalars = {k: v for k, v in s['numbers'].items()
+                 if k != 'checks' and not isinstance(v, (dict, list))}
+      if scalars:
+        lines += [''] + _markdown_table(['quantity', 'value'], list(scalars.items()))
+    lines += ['', f'All numbers: [`{rel}/summary.json`]({rel}/{SUMMARY}).']
     if s.get('notes'):
       lines += ['', s['notes']]
     for fig in s.get('figures', []):
@@ -136,7 +262,7 @@ def build_report(root: str, failures: dict[str, str] | None = None,
     f.write('\n'.join(lines) + '\n')
   with open(os.path.join(root, SUMMARY), 'w', encoding='utf-8') as f:
     json.dump({'experiments': {s['name']: s for _, s in summaries},
-               'failures': failures or {}}, f, indent=2)
+               'failures': failures or {}, 'timings': timings or {}}, f, indent=2)
   return path
 
 

@@ -222,7 +222,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   figures = []
   if jax.process_index() == 0:
     figures.append(_plot(config, table, os.path.join(workdir, 'loss_vs_length.png')))
-  reproduced = all(c['holds'] for c in checks.values())
   notes = (f'Byte-level LM ({config.model.num_layers} layers, d {config.model.d_model}, '
            f'{config.model.num_heads} heads) on {config.dataset}, trained at length '
            f'{config.train_length} for {config.loop.total_steps} steps, {config.seeds} seed(s). '
@@ -233,7 +232,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
            'train length (the paper: 512 at 2048).')
   numbers = {'losses': {name: {str(k): v for k, v in row.items()} for name, row in table.items()},
              'checks': checks}
+  check_list = [report.check(
+      f'{factor}: {config.claim_encoding} minus the best of the contenders ({c["best"]})',
+      c['fire_minus_best'], f'<= {config.claim_margin}, and below NoPE and RoPE', c['holds'])
+      for factor, c in checks.items()]
+  factors = list(config.eval_factors)
+  tables = [report.table(
+      f'Held-out loss ({config.metric.replace("_", " ")} of each window) by evaluation length',
+      ['encoding'] + [f'{f * config.train_length} ({f}x)' for f in factors] + ['final train loss'],
+      [[name] + [_metric(row, f, config.metric) for f in factors] + [row['final_train_loss']]
+       for name, row in table.items()])]
   return report.make_summary(
       name='fire_pe', title='FIRE: length generalisation of position encodings', claim=CLAIM,
-      numbers=numbers, reproduced=reproduced, workdir=workdir, figures=figures, notes=notes,
-      config=config)
+      numbers=numbers, checks=check_list, tables=tables, workdir=workdir, figures=figures,
+      notes=notes, config=config)

@@ -167,7 +167,29 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
            f'{primary["exponent_n"]:.3f} [{primary["exponent_n_lo"]:.3f}, '
            f'{primary["exponent_n_hi"]:.3f}]. The median and the exact (applied step) estimators '
            'are reported beside it: they weigh the heavy tail of the per-seed change differently.')
+  lo, hi = config.claim_L_range
+  checks = [
+      report.check('exponent_in_L', round(primary['exponent_L'], 3), f'in [{lo}, {hi}]',
+                   in_range),
+      report.check('exponent_in_n', round(primary['exponent_n'], 3),
+                   f'|x| <= {config.claim_n_tolerance}', flat_in_n)]
+  if check is not None:  # trained learning rates: shown, not deciding (the claim is eta*'s)
+    t = check['transfer']
+    checks.append(report.check(
+        'training_check/scaled_rate_transfers_better', f"{t['scaled_wins']} of {t['depths']}",
+        'more than half the depths', t['scaled_transfers_better'], informational=True))
+    checks.append(report.check('training_check/slope_of_best_lr_in_L',
+                               round(check['slope_best_lr'], 3), '-1.5 (informational)', True,
+                               informational=True))
+  eta = result.eta_linear()
+  tables = [report.table(
+      'eta* (linearised one-step estimator, mean over seeds) by width n and depth L',
+      ['n'] + [f'L={d}' for d in result.depths],
+      [[n] + [float(f'{v:.4g}') for v in row] for n, row in zip(result.widths, eta)],
+      note=f'Fit over L >= {config.fit_min_depth}: exponent in L {primary["exponent_L"]:.3f} '
+           f'[{primary["exponent_L_lo"]:.3f}, {primary["exponent_L_hi"]:.3f}], in n '
+           f'{primary["exponent_n"]:.3f}.')]
   return report.make_summary(
       name='mup_depth', title='mup_depth: L^(-3/2) depth law of maximal-update learning rates',
-      claim=CLAIM, numbers=numbers, reproduced=bool(in_range and flat_in_n), workdir=workdir,
+      claim=CLAIM, numbers=numbers, checks=checks, tables=tables, workdir=workdir,
       figures=figures, notes=notes, config=config)

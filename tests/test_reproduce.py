@@ -14,6 +14,7 @@ def test_main_job_writes_the_report(tmp_path):
   combined = json.loads((tmp_path / 'summary.json').read_text())
   assert combined['experiments']['classifier']['reproduced'] is True
   assert combined['failures'] == {}
+  assert '| 1 of 1 |' in report and '**Final evaluation**' in report
 
 
 def test_every_paper_package_in_the_repo_is_in_the_main_job():

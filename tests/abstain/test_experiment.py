@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from abstain import experiment
+from common import report
 from configs.abstain import mnist1d as abstain_config
 
 
@@ -17,6 +18,8 @@ def test_tiny_config_runs_end_to_end(tmp_path):
   assert checks and all(set(c) == {'value', 'threshold', 'holds'} for c in checks.values())
   assert summary['reproduced'] == all(c['holds'] for c in checks.values())
   assert any(k.startswith('gaussians/') for k in checks)
+  assert summary['checks'] and summary['tables'] and all(t['rows'] for t in summary['tables'])
+  assert summary['reproduced'] == report.verdict_from(summary['checks'])
   assert any(k.startswith('digits/wild/') for k in checks)
   # On the Gaussians the exact Bayes rule is the best of all at every c_fn.
   for c in config.c_fns:

@@ -10,6 +10,7 @@ from cascades import deferral
 from cascades import experiment
 from cascades import posthoc
 from cascades import settings
+from common import report
 from configs.cascades import mnist1d as cascades_config
 
 
@@ -232,6 +233,8 @@ def test_settings_transform_the_data_as_described():
 
 def test_tiny_config_runs_end_to_end(tmp_path):
   summary = experiment.run(cascades_config.get_config('tiny'), str(tmp_path))
+  assert summary['checks'] and summary['tables'] and all(t['rows'] for t in summary['tables'])
+  assert summary['reproduced'] == report.verdict_from(summary['checks'])
   numbers = summary['numbers']
   for key in ('digits/standard', 'digits/specialist'):
     area = numbers[key]['area']

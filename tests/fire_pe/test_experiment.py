@@ -6,6 +6,7 @@ import os
 import pytest
 
 from common import config_lib
+from common import report
 from common.data import loader
 from configs.fire_pe import lm as lm_config
 from fire_pe import experiment
@@ -15,6 +16,8 @@ def test_tiny_config_runs_end_to_end(tmp_path):
   summary = experiment.run(lm_config.get_config('tiny'), str(tmp_path))
   on_disk = json.loads((tmp_path / 'summary.json').read_text())
   assert on_disk['reproduced'] == summary['reproduced'] and on_disk['name'] == 'fire_pe'
+  assert summary['checks'] and summary['tables'] and all(t['rows'] for t in summary['tables'])
+  assert summary['reproduced'] == report.verdict_from(summary['checks'])
   losses = summary['numbers']['losses']
   assert set(losses) == {'nope', 'learned_absolute', 'rope', 'fire'}
   # Learned absolute positions stop at the train length: reported, not clipped or crashed.

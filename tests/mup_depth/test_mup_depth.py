@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import mup_depth
+from common import report
 from common.models import MLP
 from configs.mup_depth import sweep as sweep_config
 from mup_depth import experiment
@@ -206,6 +207,8 @@ def test_training_check_summary_finds_divergence():
 def test_tiny_config_runs_end_to_end(tmp_path):
   summary = experiment.run(sweep_config.get_config('tiny'), str(tmp_path))
   assert summary['reproduced'] in (True, False)
+  assert summary['checks'] and summary['tables'] and all(t['rows'] for t in summary['tables'])
+  assert summary['reproduced'] == report.verdict_from(summary['checks'])
   fit = summary['numbers']['fits']['linear_mean']
   assert -3.0 < fit['exponent_L'] < -0.5  # a steep fall with depth, even at this tiny scale
   assert (tmp_path / 'eta_vs_depth.png').exists() and (tmp_path / 'training_check.png').exists()

@@ -8,6 +8,7 @@ import pytest
 
 import resmem
 from common import config_lib
+from common import report
 from configs.resmem import mnist1d as resmem_config
 from resmem import experiment
 from resmem import regression
@@ -39,6 +40,8 @@ def test_tiny_config_runs_end_to_end(tmp_path):
   summary = experiment.run(config, str(tmp_path))
   on_disk = json.loads((tmp_path / 'summary.json').read_text())
   assert on_disk['reproduced'] == summary['reproduced'] and on_disk['name'] == 'resmem'
+  assert summary['checks'] and summary['tables'] and all(t['rows'] for t in summary['tables'])
+  assert summary['reproduced'] == report.verdict_from(summary['checks'])
   table = summary['numbers']['classification']['digits']
   assert set(table) == {'mlp4', 'mlp256x2'}
   for row in table.values():
