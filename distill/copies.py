@@ -37,20 +37,39 @@ from distill.teacher import STEP_COLLECTION
 from distill.teacher import Teacher
 
 
+class _Positional(nn.Module):
+  """`model(x, train=train)` with `train` positional: flax's vmap drops keyword arguments (it
+  would silently run a batch-norm model in inference mode while training)."""
+  model: nn.Module
+
+  def __call__(self, x, train):
+    return self.model(x, train=train)
+
+
+class _Copies(nn.Module):
+  """Inputs (M, B, ...) -> logits (M, B, C) of M copies of `model` (see `make`)."""
+  model: nn.Module
+  num_copies: int
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    vmapped = nn.vmap(_Positional, variable_axes={'params': 0, 'batch_stats': 0},
+                      split_rngs={'params': True, 'dropout': True}, in_axes=(0, None),
+                      out_axes=0, axis_size=self.num_copies,
+                      metadata_params={nn.PARTITION_NAME: None})
+    return vmapped(self.model, name='copies')(x, train)
+
+
 def make(model: nn.Module, num_copies: int) -> nn.Module:
   """`num_copies` independent copies of `model`: inputs (M, B, ...) -> logits (M, B, C).
 
   The copy axis leads every parameter and batch statistic; its logical axis is None (replicated,
-  or sharded by nothing), the model's own axes follow.
+  or sharded by nothing), the model's own axes follow. `num_outputs` is the model's.
   """
   if isinstance(num_copies, bool) or not isinstance(num_copies, (int, np.integer)) \
       or num_copies < 1:
     raise loss_lib.DistillError(f'num_copies must be a whole number >= 1, got {num_copies!r}.')
-  fields = {f: getattr(model, f) for f in model.__dataclass_fields__ if f not in ('parent', 'name')}
-  vmapped = nn.vmap(type(model), variable_axes={'params': 0, 'batch_stats': 0},
-                    split_rngs={'params': True, 'dropout': True}, in_axes=0, out_axes=0,
-                    axis_size=int(num_copies), metadata_params={nn.PARTITION_NAME: None})
-  return vmapped(**fields)
+  return _Copies(model=model, num_copies=int(num_copies))
 
 
 def build(model_config, num_classes: int, num_copies: int) -> nn.Module:

@@ -49,7 +49,8 @@ class Teacher:
                  num_classes: int | None = None) -> 'Teacher':
     """A flax module applied in inference mode (train=False) with fixed variables."""
     variables = {k: v for k, v in variables.items() if k != STEP_COLLECTION}
-    num_classes = num_classes or getattr(model, 'num_outputs', None)
+    num_classes = num_classes or getattr(model, 'num_outputs', None) or getattr(
+        getattr(model, 'model', None), 'num_outputs', None)
     if num_classes is None:
       raise loss_lib.DistillError('Give num_classes: the model has no num_outputs attribute.')
     fn = lambda x: model.apply(variables, x, train=False)
