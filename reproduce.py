@@ -29,6 +29,7 @@ EXPERIMENTS = (
     ('resmem', 'resmem.experiment', 'configs.resmem.mnist1d', 'cpu'),
     ('abstain', 'abstain.experiment', 'configs.abstain.mnist1d', 'cpu'),
     ('fire_pe', 'fire_pe.experiment', 'configs.fire_pe.lm', 'cpu'),
+    ('iwes', 'iwes.experiment', 'configs.iwes.mnist1d', 'cpu'),
 )
 
 

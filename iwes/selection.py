@@ -1,0 +1,324 @@
+"""The batch selection loop: a uniform seed set, then rounds; each round trains every run's two
+models (f, g) at once with common.ensemble on the weighted selected sets, evaluates them, and
+each run picks its next batch; the final models train on the whole weighted set.
+
+    result = selection.run_selection(loop_config, workdir, model_config=..., pool=..., test=...,
+                                     runs=[selection.Run(method, seed=0), ...],
+                                     seed_size=300, batch_size=300, budget=2100)
+    result.runs[0].logs        # per round: labels, accuracy, acceptance rate, weights, ...
+
+Several runs (methods x seeds) go through one train_ensemble call per round, models 2j and 2j+1
+being run j's f and g (they differ in initialisation and data order); each model minimises
+sum_i w_i CE_i / sum_i w_i over its own selected set (weights 0 elsewhere). The selection state
+(every run's indices, weights and logs) is written to workdir/selection_state.json after each
+round, so a stopped run resumes at its round with the same selections; the round's ensemble
+checkpoints resume a round stopped mid-training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import zlib
+from typing import Any, Sequence
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from common import ensemble
+from common import models
+from common.data import pipeline
+from iwes import checks
+from iwes import methods as methods_lib
+
+STATE_FILE = 'selection_state.json'
+
+
+class SelectionStateError(ValueError):
+  """A saved selection state that belongs to another run (the fields that differ are named)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  method: methods_lib.Method
+  seed: int
+
+  @property
+  def name(self) -> str:
+    return f'{self.method.name}/seed{self.seed}'
+
+
+@dataclasses.dataclass
+class RunState:
+  """One run's selection so far: pool indices in the order picked, their weights, logs."""
+  indices: list[int]
+  weights: list[float]
+  logs: list[dict[str, Any]]
+  extra: dict[str, Any]
+
+
+@dataclasses.dataclass
+class SelectionResult:
+  runs: list[Run]
+  states: list[RunState]
+  rounds: int
+  finished: bool
+
+  def accuracy_curve(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, test accuracy) of run j at each round and at the end."""
+    logs = self.states[j].logs
+    return (np.array([r['labels'] for r in logs]), np.array([r['accuracy'] for r in logs]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs.
+# ---------------------------------------------------------------------------------------------
+def _check_arrays(arrays, name: str) -> int:
+  if not isinstance(arrays, dict) or set(arrays) < {'inputs', 'label'}:
+    raise checks.IwesInputError(f'{name} must be a dict with "inputs" and "label".')
+  n = len(arrays['label'])
+  if len(arrays['inputs']) != n:
+    raise checks.IwesInputError(f'{name}: {len(arrays["inputs"])} inputs but {n} labels.')
+  if not np.issubdtype(np.asarray(arrays['label']).dtype, np.integer):
+    raise checks.IwesInputError(f'{name}["label"] must be integer class ids.')
+  return n
+
+
+def seed_set(pool_size: int, seed_size: int, seed: int) -> np.ndarray:
+  """The uniform seed set of a seed (shared by every method run with that seed)."""
+  return np.random.default_rng([seed, 0]).choice(pool_size, seed_size, replace=False)
+
+
+def round_rng(run: Run, round_index: int) -> np.random.Generator:
+  """The selection randomness of a run's round: a pure function of (seed, round, method name),
+  so a resumed run draws what an uninterrupted one would."""
+  return np.random.default_rng([run.seed, 1 + round_index, zlib.crc32(run.method.name.encode())])
+
+
+# ---------------------------------------------------------------------------------------------
+# Training and evaluation of every run's pair.
+# ---------------------------------------------------------------------------------------------
+def _loss_fn(model):
+  def loss_fn(params, model_state, batch, rng):
+    mutable = list(model_state.keys())
+    out = model.apply({'params': params, **model_state}, batch['inputs'], train=True,
+                      rngs={'dropout': rng}, mutable=mutable or False)
+    logits, new_state = out if mutable else (out, model_state)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+    return losses, ({}, dict(new_state))
+  return loss_fn
+
+
+def train_pairs(loop_config, workdir: str, model, pool: dict[str, np.ndarray],
+                weights: np.ndarray, chunk_size: int = 0) -> ensemble.EnsembleResult:
+  """Trains M = len(weights) models at once, model m on the pool weighted by weights[m]."""
+  config = loop_config.copy_and_resolve_references()
+  with config.unlocked():
+    config.ensemble = ml_collections.ConfigDict({'num_models': len(weights),
+                                                 'model_axis': 'model',
+                                                 'chunk_size': chunk_size})
+  x0 = np.asarray(pool['inputs'][:1])
+  arrays = {'inputs': np.asarray(pool['inputs']), 'label': np.asarray(pool['label'], np.int32)}
+  return ensemble.train_ensemble(
+      config, workdir, init_fn=lambda rng: model.init(rng, x0, train=False),
+      loss_fn=_loss_fn(model), arrays=arrays, weights=weights.astype(np.float32))
+
+
+def even_chunk(num_models: int, target: int) -> int:
+  """The largest divisor of num_models not above target (0: let common.ensemble choose): every
+  dispatch then has the same number of models, so the step compiles once."""
+  if target <= 0:
+    return 0
+  return max(d for d in range(1, min(target, num_models) + 1) if num_models % d == 0)
+
+
+def _softmax(logits):
+  z = np.asarray(logits, np.float64)
+  z = np.exp(z - z.max(-1, keepdims=True))
+  return z / z.sum(-1, keepdims=True)
+
+
+def _models(state: ensemble.EnsembleState, ids: Sequence[int]) -> ensemble.EnsembleState:
+  ids = np.asarray(ids)
+  take = lambda a: a[ids]
+  return state.replace(params=jax.tree.map(take, state.params),
+                       model_state=jax.tree.map(take, state.model_state))
+
+
+# ---------------------------------------------------------------------------------------------
+# The state file.
+# ---------------------------------------------------------------------------------------------
+def _identity(runs, loop_config, model_config, pool, seed_size, batch_size, budget):
+  return json.loads(json.dumps({
+      'runs': [[r.name, dataclasses.asdict(r.method)] for r in runs],
+      'loop': loop_config.to_dict(), 'model': dict(model_config),
+      'pool': pipeline.digest(np.asarray(pool['inputs'])),
+      'labels': pipeline.digest(np.asarray(pool['label'])),
+      'sizes': [seed_size, batch_size, budget]}, default=str))
+
+
+def _save(path: str, record: dict[str, Any]) -> None:
+  if jax.process_index() != 0:
+    return
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(record, f)
+  os.replace(tmp, path)
+
+
+def _jsonable_extra(extra):
+  return {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v)
+          for k, v in extra.items()}
+
+
+def _load(path: str, identity) -> dict[str, Any] | None:
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    record = json.load(f)
+  if record['identity'] != identity:
+    old, new = record['identity'], identity
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    raise SelectionStateError(
+        f'{path} holds a selection made under other settings (they differ in {differ}); use a '
+        'fresh workdir, or delete the file to start over.')
+  return record
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+# ---------------------------------------------------------------------------------------------
+def run_selection(loop_config: ml_collections.ConfigDict, workdir: str, *,
+                  model_config, pool: dict[str, np.ndarray], test: dict[str, np.ndarray],
+                  runs: Sequence[Run], seed_size: int, batch_size: int, budget: int,
+                  num_classes: int | None = None, chunk_target: int = 0,
+                  keep_round_checkpoints: bool = False,
+                  stop_after_round: int | None = None) -> SelectionResult:
+  """Runs every run's selection to `budget` labels (see the module docstring).
+
+  loop_config: common.ensemble's loop fields (seed, batch_size, total_steps | total_epochs,
+  optimizer, ...) for every round's models. chunk_target: models per dispatch of the ensemble
+  step (see even_chunk; it does not change the result). stop_after_round: return once that
+  many rounds are saved (a stopped run; calling again resumes it).
+  """
+  # Checks before any compute.
+  n_pool = _check_arrays(pool, 'pool')
+  _check_arrays(test, 'test')
+  rounds = checks.check_sizes(n_pool, seed_size, batch_size, budget)
+  runs = list(runs)
+  if not runs:
+    raise checks.IwesInputError('runs is empty: nothing to select for.')
+  names = [r.name for r in runs]
+  if len(set(names)) != len(names):
+    raise checks.IwesInputError(f'Runs repeat: {sorted({n for n in names if names.count(n) > 1})}.')
+  if seed_size < loop_config.batch_size:
+    raise checks.IwesInputError(f'The seed set ({seed_size}) is smaller than the training batch '
+                                f'({loop_config.batch_size}): lower loop.batch_size.')
+  labels = np.asarray(pool['label']).astype(np.int64)
+  num_classes = num_classes or int(max(labels.max(), np.max(test['label'])) + 1)
+  model = models.build(model_config, num_classes)
+
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, STATE_FILE)
+  identity = _identity(runs, loop_config, model_config, pool, seed_size, batch_size, budget)
+  record = _load(path, identity)
+  if record is None:
+    states = []
+    for run in runs:
+      idx = seed_set(n_pool, seed_size, run.seed)
+      states.append(RunState(indices=idx.tolist(), weights=[1.0] * seed_size, logs=[], extra={}))
+    start, finished = 0, False
+  else:
+    states = [RunState(**s) for s in record['states']]
+    for s in states:
+      s.extra = {k: np.asarray(v) for k, v in s.extra.items()}
+    start, finished = record['round'], record['finished']
+    logging.info('Resumed the selection at round %d of %d from %s.', start, rounds, path)
+
+  def save(round_done, done):
+    _save(path, {'identity': identity, 'round': round_done, 'finished': done,
+                 'states': [dict(dataclasses.asdict(s), extra=_jsonable_extra(s.extra))
+                            for s in states]})
+
+  def weights_matrix():
+    w = np.zeros((2 * len(runs), n_pool), np.float32)
+    for j, s in enumerate(states):
+      w[2 * j, s.indices] = s.weights
+      w[2 * j + 1, s.indices] = s.weights
+    return w
+
+  apply_logits = lambda v, x: model.apply(v, x, train=False)
+  apply_features = lambda v, x: model.apply(v, x, train=False, return_features=True)[1]
+
+  def train_and_score(round_dir):
+    result = train_pairs(loop_config, round_dir, model, pool, weights_matrix(),
+                         even_chunk(2 * len(runs), chunk_target))
+    test_logits = ensemble.predict(result.state, apply_logits, test['inputs'])
+    correct = ensemble.correctness(test_logits, np.asarray(test['label']))   # (M, N_test)
+    return result, correct.mean(1)
+
+  def accuracy_log(j, acc, round_index):
+    return {'round': round_index, 'labels': len(states[j].indices),
+            'accuracy': float((acc[2 * j] + acc[2 * j + 1]) / 2),
+            'accuracy_f': float(acc[2 * j]), 'accuracy_g': float(acc[2 * j + 1]),
+            'weight_sum': float(np.sum(states[j].weights))}
+
+  if record is None:
+    save(0, False)
+  for r in range(start, rounds):
+    if stop_after_round is not None and r >= stop_after_round:
+      return SelectionResult(runs=runs, states=states, rounds=rounds, finished=False)
+    round_dir = os.path.join(workdir, 'rounds', f'round_{r}')
+    t0 = time.perf_counter()
+    result, acc = train_and_score(round_dir)
+    t1 = time.perf_counter()
+    # Pool outputs of the models a method reads: f for all but uniform, g for the disagreements.
+    need = sorted({2 * j + m for j, run in enumerate(runs)
+                   for m in methods_lib.models_read(run.method)})
+    probs = {}
+    if need:
+      out = _softmax(ensemble.predict(_models(result.state, need), apply_logits, pool['inputs']))
+      probs = dict(zip(need, out))
+    want = [j for j, run in enumerate(runs) if run.method.kind in methods_lib.NEEDS_FEATURES]
+    features = {}
+    if want:
+      feats = ensemble.predict(_models(result.state, [2 * j for j in want]), apply_features,
+                               pool['inputs'])
+      features = dict(zip(want, feats))
+    t2 = time.perf_counter()
+    for j, run in enumerate(runs):
+      s = states[j]
+      selected = np.zeros(n_pool, bool)
+      selected[s.indices] = True
+      view = methods_lib.RoundView(labels=labels, probs_f=probs.get(2 * j),
+                                   probs_g=probs.get(2 * j + 1), selected=selected,
+                                   features_f=lambda j=j: features[j], extra=s.extra)
+      picked = methods_lib.select(run.method, view, batch_size, round_rng(run, r))
+      log = accuracy_log(j, acc, r)
+      log.update(picked.log)
+      s.logs.append(log)
+      s.indices.extend(int(i) for i in picked.indices)
+      s.weights.extend(float(w) for w in picked.weights)
+    t3 = time.perf_counter()
+    logging.info('Round %d/%d: %d labels (train %.1f s, pool outputs %.1f s, selection %.1f s); '
+                 'accuracy %s', r + 1, rounds, len(states[0].indices), t1 - t0, t2 - t1,
+                 t3 - t2, {run.name: round(states[j].logs[-1]['accuracy'], 3)
+                           for j, run in enumerate(runs)})
+    save(r + 1, False)
+    if not keep_round_checkpoints and jax.process_index() == 0:
+      shutil.rmtree(os.path.join(round_dir, 'checkpoints'), ignore_errors=True)
+  if not finished:  # the final models, on the whole weighted set
+    final_dir = os.path.join(workdir, 'rounds', 'final')
+    _, acc = train_and_score(final_dir)
+    for j in range(len(runs)):
+      states[j].logs.append(accuracy_log(j, acc, rounds))
+    save(rounds, True)
+    if not keep_round_checkpoints and jax.process_index() == 0:
+      shutil.rmtree(os.path.join(final_dir, 'checkpoints'), ignore_errors=True)
+  return SelectionResult(runs=runs, states=states, rounds=rounds, finished=True)
