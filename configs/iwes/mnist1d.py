@@ -11,9 +11,13 @@ Variants:
          200 to 1,200 labels) and digits (1,497 pool, 300 test; MLP(64); 50 + 5 x 50 = 300
          labels); 14 methods (7 baselines; IWeS-dis at caps 2 / 5 / 10 / 20, without weights,
          label-free, IWeS-ent) x 3 seeds. See iwes/README.md for the time and the numbers it
-         prints (accuracy at each budget per method, the checks).
+         prints (accuracy at each budget per method, the checks). Measured: 5 min 0 s wall
+         (1 min 36 s CPU) on one pinned core of a loaded 2-core machine; IWeS-dis (cap 5) at
+         the final budget 0.448 on mnist1d (uniform 0.445) and 0.959 on digits (uniform 0.947,
+         margin 0.979); reproduced: false (4 of 8 deciding checks hold).
   tiny   digits only, 1 seed, 4 methods, 2 short rounds (the end-to-end test).
-  study  the cpu study with 5 seeds, mnist1d at 20,000 signals and 2,400 labels, normalised
+  study  the cpu study with 5 seeds, mnist1d at 20,000 signals, MLP(128, 128) and 2,400 labels,
+         normalised
          weights as extra methods.
   cifar10  ResNet-18 on TFDS cifar10 (`tfds build cifar10` first), seed set 5,000, batches of
          5,000 to 25,000 labels: for accelerators (builds in the tests, not run).
