@@ -17,8 +17,7 @@ Variants:
          margin 0.979); reproduced: false (4 of 8 deciding checks hold).
   tiny   digits only, 1 seed, 4 methods, 2 short rounds (the end-to-end test).
   study  the cpu study with 5 seeds, mnist1d at 20,000 signals, MLP(128, 128) and 2,400 labels,
-         normalised
-         weights as extra methods.
+         normalised weights as extra methods.
   cifar10  ResNet-18 on TFDS cifar10 (`tfds build cifar10` first), seed set 5,000, batches of
          5,000 to 25,000 labels: for accelerators (builds in the tests, not run).
 """
