@@ -30,6 +30,7 @@ EXPERIMENTS = (
     ('abstain', 'abstain.experiment', 'configs.abstain.mnist1d', 'cpu'),
     ('fire_pe', 'fire_pe.experiment', 'configs.fire_pe.lm', 'cpu'),
     ('iwes', 'iwes.experiment', 'configs.iwes.mnist1d', 'cpu'),
+    ('distill', 'distill.experiment', 'configs.distill.mnist1d', 'cpu'),
 )
 
 

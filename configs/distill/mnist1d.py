@@ -7,8 +7,11 @@ Variants:
             self-distillation with shift augmentation, 3 seeds, teacher / one-hot / distilled /
             late-switch (at 50%) students, alpha = 0, tau = 1, in five regimes: mnist1d (8,000
             train, MLP(128, 128)), digits (1,497 train, MLP(32)), mnist1d with 1,000 training
-            examples, with 30% label noise, and with students trained 2x longer. The numbers it
-            prints are in distill/README.md (the run's time there too).
+            examples, with 30% label noise, and with students trained 2x longer. 297 CPU-seconds
+            (about 5 min on a free core). Prints test accuracy one-hot -> distilled -> late:
+            mnist1d 0.820 -> 0.811 -> 0.818, digits 0.933 -> 0.910 -> 0.911, 1,000 examples
+            0.617 -> 0.623 -> 0.626; log-odds slope 0.84 (mnist1d), 0.85 (digits); eigenspace
+            ratio 1.00 (top 10%) / 0.24 (bottom 10%); see distill/README.md.
   tiny      digits only, one regime, 2 seeds, short training (the end-to-end test).
   study     the cpu regimes with 8 seeds.
   cifar100  ResNet-18 teachers and students on TFDS cifar100 (crop + flip), for accelerators.
