@@ -69,6 +69,29 @@ def test_stopped_run_resumes_with_the_same_selections(tmp_path, data, cache):
     assert a.indices == b.indices
     np.testing.assert_allclose(a.weights, b.weights)
     assert [r['accuracy'] for r in a.logs] == [r['accuracy'] for r in b.logs]
+  # a crash after round 1's models are trained and saved but before its selection is: the rerun
+  # restores those models (common.ensemble's checkpoint) and selects what the whole run did
+  real_select = methods.select
+  calls = []
+
+  def crash_in_round_1(method, view, k, rng):
+    calls.append(1)
+    if len(calls) > len(RUNS):       # the second round's first selection
+      raise KeyboardInterrupt('killed')
+    return real_select(method, view, k, rng)
+
+  methods.select = crash_in_round_1
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      _run(tmp_path / 'crashed', data, keep_round_checkpoints=True)
+  finally:
+    methods.select = real_select
+  assert json.load(open(tmp_path / 'crashed' / selection.STATE_FILE))['round'] == 1
+  assert (tmp_path / 'crashed' / 'rounds' / 'round_1' / 'checkpoints').exists()
+  crashed = _run(tmp_path / 'crashed', data)
+  assert [s.indices for s in crashed.states] == [s.indices for s in whole.states]
+  assert [s.weights for s in crashed.states] == [s.weights for s in whole.states]
+
   # a finished run reruns without training anything
   again = _run(tmp_path / 'whole', data)
   assert [s.indices for s in again.states] == [s.indices for s in whole.states]
