@@ -31,6 +31,7 @@ EXPERIMENTS = (
     ('fire_pe', 'fire_pe.experiment', 'configs.fire_pe.lm', 'cpu'),
     ('iwes', 'iwes.experiment', 'configs.iwes.mnist1d', 'cpu'),
     ('distill', 'distill.experiment', 'configs.distill.mnist1d', 'cpu'),
+    ('pause', 'pause.experiment', 'configs.pause.lm', 'cpu'),
 )
 
 
@@ -56,23 +57,27 @@ def main(argv=None) -> int:
   app.quiet_library_logs()
 
   failures, timings = {}, {}
-  for name, module, config_module, variant in EXPERIMENTS:
-    if only and name not in only:
-      continue
-    workdir = os.path.abspath(os.path.join(args.workdir, name))
-    start = time.time()
-    try:
-      offered = getattr(importlib.import_module(config_module), 'VARIANTS', ())
-      if args.variant and args.variant in offered:
-        variant = args.variant
-      logging.info('=== %s: %s with %s:%s -> %s', name, module, config_module, variant, workdir)
-      config = importlib.import_module(config_module).get_config(variant)
-      app.run_recorded(importlib.import_module(module).run, config, workdir,
-                       [f'--config={config_module}:{variant}'])
-    except Exception:  # pylint: disable=broad-except
-      failures[name] = traceback.format_exc()
-      logging.error('%s failed:\n%s', name, failures[name])
-    timings[name] = time.time() - start
+  # One XLA compilation cache for the whole job: papers compile many of the same small programs,
+  # and a rerun compiles nothing it compiled before.
+  with app.compilation_cache(os.path.join(os.path.abspath(args.workdir), 'jax_cache')):
+    for name, module, config_module, variant in EXPERIMENTS:
+      if only and name not in only:
+        continue
+      workdir = os.path.abspath(os.path.join(args.workdir, name))
+      start = time.time()
+      try:
+        offered = getattr(importlib.import_module(config_module), 'VARIANTS', ())
+        if args.variant and args.variant in offered:
+          variant = args.variant
+        logging.info('=== %s: %s with %s:%s -> %s', name, module, config_module, variant,
+                     workdir)
+        config = importlib.import_module(config_module).get_config(variant)
+        app.run_recorded(importlib.import_module(module).run, config, workdir,
+                         [f'--config={config_module}:{variant}'])
+      except Exception:  # pylint: disable=broad-except
+        failures[name] = traceback.format_exc()
+        logging.error('%s failed:\n%s', name, failures[name])
+      timings[name] = time.time() - start
   path = report.build_report(args.workdir, failures=failures, timings=timings)
   print(f'Report: {path}')
   return 1 if failures else 0

@@ -21,7 +21,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    'test': ['pytest~=9.0'],
+    'test': ['pytest~=9.0', 'pytest-xdist~=3.8'],
     # seqio pulls in tensorflow-text; only the text pipelines through seqio need it.
     'text': ['seqio~=0.0.20'],
     # benchmarks/knn.py compares the k-NN kernel with faiss; nothing else imports it.

@@ -17,6 +17,9 @@ batch 128 per model, Adam (constant learning rate). Per configuration (M models 
   chunk_k    M / k calls of the same step for k models, each chunk its own stacked state, as
              train_ensemble runs ensemble.chunk_size=k; k < M (k = 1: an un-batched step each)
   auto       which of these train_ensemble picks with chunk_size=0 (ensemble.choose_chunk)
+  bare_vmap  `jax.vmap` of the loop's own single-model step over all M models (mean loss, no
+             weights, RNG or NaN record): what vmap alone gives, against which the ensemble's
+             bookkeeping is judged
 
 Every arm is compiled and run once, then timed for one step, which sets its number of steps n
 (about --target_s CPU-seconds, within [--min_steps, --max_steps]); then --repeats rounds time n
@@ -256,6 +259,30 @@ def loop_arm(setup):
   return step, temp
 
 
+def bare_vmap_arm(setup):
+  """jax.vmap of the loop's single-model step (mean loss, no weights, RNG or NaN record)."""
+  model, data, indices, _, state0, tx = setup
+  num_models = indices.shape[1]
+  loss_fn = per_example_loss(model)
+
+  def single(params, opt_state, idx):
+    batch = jax.tree.map(lambda a: a[idx], data)
+    mean_loss = lambda p: jnp.mean(loss_fn(p, {}, batch, None)[0])
+    loss, grads = jax.value_and_grad(mean_loss)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  jitted = jax.jit(jax.vmap(single), donate_argnums=(0, 1))
+  box = [jax.tree.map(jnp.copy, (state0.params, state0.opt_state))]
+  temp = compile_with_temp_bytes(jitted, *box[0], indices[0])
+
+  def step(k):
+    params, opt_state, loss = jitted(*box[0], indices[k % INDEX_STEPS])
+    box[0] = (params, opt_state)
+    return loss
+  return step, None if temp is None else temp / num_models
+
+
 def make_setup(arch, num_models):
   model_config, example_shape = architecture(arch)
   model = models.build(model_config, NUM_CLASSES)
@@ -277,6 +304,7 @@ def configuration(arch, num_models, chunks, args):
   arms, temps = {}, {}
   arms['loop'], temps['loop'] = loop_arm(setup)
   arms['vmap'], temps['vmap'] = chunks_arm(setup, num_models)
+  arms['bare_vmap'], temps['bare_vmap'] = bare_vmap_arm(setup)
   auto = auto_chunk(arch, num_models)
   for chunk in sorted({c for c in chunks if c < num_models and num_models % c == 0} | {auto}):
     if chunk < num_models:
@@ -294,7 +322,7 @@ def configuration(arch, num_models, chunks, args):
         'speedup': round(loop_s / best, 3),
         'gflops': round(row['flops_per_step'] / best / 1e9, 2),
         'temp_mb_per_model': None if temps[name] is None else round(temps[name] / 2**20, 4)}
-  ensemble_arms = {k: v for k, v in row['arms'].items() if k != 'loop'}
+  ensemble_arms = {k: v for k, v in row['arms'].items() if k not in ('loop', 'bare_vmap')}
   row['best'] = min(ensemble_arms, key=lambda k: ensemble_arms[k]['step_ms'])
   if arch.startswith('mlp'):  # numpy's sgemm at one model's hidden GEMM: the loop's ceiling
     width = architecture(arch)[0]['widths'][0]
@@ -360,17 +388,19 @@ def table(rows, checks, sgemm):
   lines = [f'sgemm (numpy, 1024^3 float32, one thread): {sgemm / 1e9:.1f} GFLOP/s. FLOPs per '
            'example-model = 6 x forward multiply-adds; speedup = loop step / arm step; '
            'memory = XLA temp MB per model; auto = what train_ensemble runs (chunk_size=0).', '',
-           '| model | M | loop ex-models/s | vmap speedup | auto arm | auto ex-models/s | '
+           '| model | M | loop ex-models/s | bare vmap speedup | vmap speedup | auto arm | '
+           'auto ex-models/s | '
            'auto speedup | auto % sgemm | loop % sgemm | best arm (speedup) | '
            'temp MB/model vmap / auto / loop |',
-           '|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|']
+           '|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|']
   for row in rows:
     a, auto = row['arms'], row['arms'][row['auto']]
     mem = ' / '.join('-' if a[k]['temp_mb_per_model'] is None else
                      f"{a[k]['temp_mb_per_model']:.3g}" for k in ('vmap', row['auto'], 'loop'))
     lines.append(
         f"| {row['model']} | {row['M']} | {a['loop']['example_models_per_s']:,} | "
-        f"{a['vmap']['speedup']:.2f}x | {row['auto']} | {auto['example_models_per_s']:,} | "
+        f"{a['bare_vmap']['speedup']:.2f}x | {a['vmap']['speedup']:.2f}x | {row['auto']} | "
+        f"{auto['example_models_per_s']:,} | "
         f"{auto['speedup']:.2f}x | {100 * auto['sgemm_fraction']:.1f}% | "
         f"{100 * a['loop']['sgemm_fraction']:.1f}% | {row['best']} "
         f"({a[row['best']]['speedup']:.2f}x) | {mem} |")

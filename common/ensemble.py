@@ -264,7 +264,12 @@ def choose_chunk(per_device_models: int, flops: float, has_conv: bool,
     return 1
   chunk = int(np.clip(2 ** np.floor(np.log2(max(CPU_FLOPS_PER_DISPATCH / max(flops, 1.0), 1.0))),
                       1, MAX_CHUNK))
-  return min(chunk, per_device_models)
+  chunk = min(chunk, per_device_models)
+  # A divisor of the device's models: equal chunks share one compiled step (a ragged last chunk
+  # would compile another).
+  while per_device_models % chunk:
+    chunk -= 1
+  return chunk
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ Each dataset's selection state is saved under workdir/<dataset>/ after every rou
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from typing import Any
@@ -21,6 +20,7 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
+from common import app
 from common import report
 from common.data import loader
 from iwes import methods as methods_lib
@@ -36,24 +36,9 @@ ACTIVE_BASELINES = ('margin', 'entropy', 'least_confidence', 'kcenter', 'badge',
                     'cluster_margin')
 
 
-@contextlib.contextmanager
 def compile_cache(enabled: bool, directory: str):
-  """XLA's persistent compilation cache in `directory` for the block, the old settings after."""
-  if not enabled:
-    yield
-    return
-  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-           'jax_persistent_cache_min_entry_size_bytes')
-  old = {n: getattr(jax.config, n) for n in names}
-  os.makedirs(directory, exist_ok=True)
-  jax.config.update('jax_compilation_cache_dir', directory)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  try:
-    yield
-  finally:
-    for n, v in old.items():
-      jax.config.update(n, v)
+  """XLA's persistent compilation cache in `directory` for the block (common.app's)."""
+  return app.compilation_cache(directory if enabled else None)
 
 
 def make_runs(config) -> list[selection.Run]:

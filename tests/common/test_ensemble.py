@@ -154,6 +154,7 @@ def test_chunk_choice_follows_backend_cost_and_convolutions(digits):
   assert ensemble.choose_chunk(256, 6.5e7, False, 'cpu') == 2
   assert ensemble.choose_chunk(256, 1e6, True, 'cpu') == 1
   assert ensemble.choose_chunk(16, 1e6, False, 'cpu') == 16
+  assert ensemble.choose_chunk(84, 1e6, False, 'cpu') == 42  # a divisor: one compiled step
   assert ensemble.choose_chunk(256, 6.5e7, True, 'gpu') == 256
 
 
