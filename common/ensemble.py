@@ -177,7 +177,7 @@ def _update_one(loss_fn, tx):
 
 
 def make_step(loss_fn, tx, seed: int):
-  """(state, data, weights, indices (S, K, B), j, first) -> (state, metrics (K,) each).
+  """(state, data, weights, indices (S, K, B), j, first[, model_data]) -> (state, metrics (K,)).
 
   One step of the K models a state holds (models first .. first + K - 1 of the ensemble: their
   RNG is fold_in(fold_in(key(seed), step), m)), at row j of the indices sent with this dispatch.
@@ -186,10 +186,12 @@ def make_step(loss_fn, tx, seed: int):
   """
   update = _update_one(loss_fn, tx)
 
-  def step_fn(state: EnsembleState, data, weights, indices, j, first):
+  def step_fn(state: EnsembleState, data, weights, indices, j, first, model_data=None):
     idx = indices[j]                                            # (K, B)
     num = idx.shape[0]
     batch = jax.tree.map(lambda a: a[idx], data)                # (K, B, ...)
+    for name, a in (model_data or {}).items():                  # (K, N, ...): model m's rows
+      batch[name] = jax.vmap(lambda rows, i: rows[i])(a, idx)
     batch_weights = jnp.take_along_axis(weights, idx, axis=1)   # (K, B)
     base = jax.random.fold_in(jax.random.key(seed), state.step)
     rngs = jax.vmap(lambda m: jax.random.fold_in(base, m))(first + jnp.arange(num))
@@ -284,7 +286,8 @@ def _concat(parts: list[EnsembleState]) -> EnsembleState:
 
 def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
                    init_fn: Callable[[jax.Array], Any], loss_fn, arrays: dict[str, np.ndarray],
-                   weights=None, mesh: jax.sharding.Mesh | None = None,
+                   weights=None, model_arrays: dict[str, np.ndarray] | None = None,
+                   mesh: jax.sharding.Mesh | None = None,
                    tx: optax.GradientTransformation | None = None,
                    identity: dict[str, Any] | None = None,
                    steps_per_dispatch: int = 64) -> EnsembleResult:
@@ -292,7 +295,9 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
 
   Reads the loop's fields (seed, batch_size, total_steps | total_epochs, optimizer, cadence, mesh,
   resume_despite_changes) and `ensemble.{num_models, model_axis, chunk_size}`. `weights` (M, N):
-  per-model example weights or 0/1 masks (None: every model sees every example). Epochs count
+  per-model example weights or 0/1 masks (None: every model sees every example). `model_arrays`
+  {name: (M, N, ...)}: per-model values of each example (e.g. model m's own teacher's
+  probabilities), which model m's batch carries under `name` beside `arrays`' fields. Epochs count
   the examples a model sees. The models go through the step in chunks of chunk_size per device
   (0: chosen by `choose_chunk`); the result does not depend on it, and a resumed run may change it.
   """
@@ -306,6 +311,13 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
     raise EnsembleError(f'Arrays differ in length: {lengths}.')
   num_examples = next(iter(lengths.values()))
   weights = check_weights(weights, num_models, num_examples)
+  model_arrays = {k: np.asarray(v) for k, v in (model_arrays or {}).items()}
+  for name, a in model_arrays.items():
+    if name in arrays:
+      raise EnsembleError(f'model_arrays[{name!r}] would shadow arrays[{name!r}]; rename one.')
+    if a.shape[:2] != (num_models, num_examples):
+      raise EnsembleError(f'model_arrays[{name!r}] has shape {a.shape}; expected (num_models, '
+                          f'num_examples, ...) = ({num_models}, {num_examples}, ...).')
   order = EnsembleOrder(weights, config.batch_size, config.seed)
   mean_seen = float(np.mean([len(a) for a in order.allowed]))
   total_steps = config_lib.num_steps(config, 'total', int(mean_seen), config.batch_size)
@@ -326,8 +338,10 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
   tx = tx or train_lib.make_optimizer(config.optimizer, total_steps)
   per_device = num_models // ways
   if not chunk:
-    example = jax.tree.map(lambda a: jax.ShapeDtypeStruct((config.batch_size,) + a.shape[1:],
-                                                          a.dtype), arrays)
+    example = {k: jax.ShapeDtypeStruct((config.batch_size,) + a.shape[1:], a.dtype)
+               for k, a in arrays.items()}
+    example.update({k: jax.ShapeDtypeStruct((config.batch_size,) + a.shape[2:], a.dtype)
+                    for k, a in model_arrays.items()})
     flops, has_conv = step_cost(loss_fn, tx, init_fn, example)
     chunk = choose_chunk(per_device, flops, has_conv)
     logging.info('Ensemble chunk: %d model(s) per device per dispatch (%.3g FLOPs per model '
@@ -352,6 +366,8 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
   # What determines the result, as common.train records it; the weights are part of the data.
   data_fingerprint = {'arrays': {k: pipeline.digest(v) for k, v in arrays.items()},
                       'weights': pipeline.digest(weights)}
+  if model_arrays:
+    data_fingerprint['model_arrays'] = {k: pipeline.digest(v) for k, v in model_arrays.items()}
   meta = {'fingerprint': ckpt_lib.fingerprint(abstract), 'total_steps': total_steps,
           'run': train_lib.run_identity(config, data_fingerprint, identity)}
   checkpointer, restored = train_lib.open_checkpoints(config, workdir, abstract, shardings, meta)
@@ -387,6 +403,7 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
   data = pipeline.replicate(arrays, mesh)
   to_models = lambda a: jax.make_array_from_callback(a.shape, stacked, lambda idx: a[idx])
   weights_dev = [to_models(weights[lo:hi]) for lo, hi in bounds]
+  model_data = [{k: to_models(v[lo:hi]) for k, v in model_arrays.items()} for lo, hi in bounds]
   batch_axes = data_axes if len(data_axes) != 1 else data_axes[0]
   index_sharding = jax.sharding.NamedSharding(mesh, P(None, model_axis, batch_axes or None))
   jitted = jax.jit(make_step(loss_fn, tx, config.seed + 1), donate_argnums=(0,))
@@ -427,7 +444,8 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
           first, indices = k, load_indices(k)
         row = []
         for c, (lo, _) in enumerate(bounds):
-          parts[c], metrics = jitted(parts[c], data, weights_dev[c], indices[c], k - first, lo)
+          parts[c], metrics = jitted(parts[c], data, weights_dev[c], indices[c], k - first, lo,
+                                     model_data[c])
           row.append(metrics)
         buffer.append(row)
         if sync_every_step:

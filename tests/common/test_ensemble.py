@@ -133,6 +133,32 @@ def test_a_model_that_diverges_stops_the_run_before_a_checkpoint(digits, tmp_pat
   assert not list((tmp_path / 'checkpoints').glob('[0-9]*'))
 
 
+def test_model_arrays_give_each_model_its_own_targets(digits, tmp_path):
+  """Model m learns the labels shifted by m, carried per model in model_arrays (M, N)."""
+  train, test = digits
+  targets = np.stack([(train['label'] + m) % 10 for m in range(4)]).astype(np.int32)
+  model = _model()
+
+  def loss_fn(params, model_state, batch, rng):
+    logits = model.apply({'params': params, **model_state}, batch['inputs'])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch['target']), ({}, {})
+
+  config = _config(4, total_steps=150, mesh=(('data', 2), ('model', 4)))
+  result = ensemble.train_ensemble(
+      config, str(tmp_path), init_fn=lambda rng: model.init(rng, train['inputs'][:1]),
+      loss_fn=loss_fn, arrays=train, model_arrays={'target': targets})
+  predicted = ensemble.predict(result.state, model.apply, test['inputs']).argmax(-1)  # (4, N)
+  agree = np.array([[np.mean(predicted[m] == (test['label'] + s) % 10) for s in range(4)]
+                    for m in range(4)])
+  assert np.all(np.argmax(agree, 1) == np.arange(4)) and np.all(np.diag(agree) > 0.5), agree
+  with pytest.raises(ensemble.EnsembleError, match=r"model_arrays\['target'\] has shape \(4, 10\)"):
+    ensemble.train_ensemble(config, str(tmp_path / 'bad'), init_fn=None, loss_fn=loss_fn,
+                            arrays=train, model_arrays={'target': targets[:, :10]})
+  with pytest.raises(ensemble.EnsembleError, match='would shadow'):
+    ensemble.train_ensemble(config, str(tmp_path / 'bad'), init_fn=None, loss_fn=loss_fn,
+                            arrays=train, model_arrays={'label': targets})
+
+
 def test_chunk_choice_follows_backend_cost_and_convolutions(digits):
   train, _ = digits
   mlp = _model()  # 64 -> 16 -> 10 at batch 32: forward 2 * 32 * (64*16 + 16*10) FLOPs
