@@ -31,6 +31,7 @@ EXPERIMENTS = (
     ('fire_pe', 'fire_pe.experiment', 'configs.fire_pe.lm', 'cpu'),
     ('iwes', 'iwes.experiment', 'configs.iwes.mnist1d', 'cpu'),
     ('distill', 'distill.experiment', 'configs.distill.mnist1d', 'cpu'),
+    ('memorisation', 'memorisation.experiment', 'configs.memorisation.sweep', 'cpu'),
     ('pause', 'pause.experiment', 'configs.pause.lm', 'cpu'),
 )
 
