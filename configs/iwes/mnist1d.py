@@ -18,8 +18,8 @@ Variants:
   tiny   digits only, 1 seed, 4 methods, 2 short rounds (the end-to-end test).
   study  the cpu study with 5 seeds, mnist1d at 20,000 signals, MLP(128, 128) and 2,400 labels,
          normalised weights as extra methods.
-  cifar10  ResNet-18 on TFDS cifar10 (`tfds build cifar10` first), seed set 5,000, batches of
-         5,000 to 25,000 labels: for accelerators (builds in the tests, not run).
+  cifar10 / cifar100  ResNet-18 on TFDS cifar10 / cifar100 (`tfds build` first), seed set 5,000,
+         batches of 5,000 to 25,000 labels: for accelerators (build in the tests, not run).
 """
 
 import math
@@ -28,7 +28,7 @@ import ml_collections
 
 from configs.common import loop
 
-VARIANTS = ('cpu', 'tiny', 'study', 'cifar10')  # get_config args (tests build each)
+VARIANTS = ('cpu', 'tiny', 'study', 'cifar10', 'cifar100')  # get_config args (tests build each)
 
 
 def _loop(batch_size, epochs, lr):
@@ -139,14 +139,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.datasets.mnist1d.model.widths = (128, 128)
     config.method_names = BASELINES + IWES + ('iwes_dis_w5_norm', 'iwes_dis_w20_norm')
     config.seeds = 5
-  elif variant == 'cifar10':
-    config.datasets = ml_collections.ConfigDict({'cifar10': _dataset(
-        'cifar10', None, {'name': 'resnet', 'ndim': 2, 'width': 64, 'stage_sizes': (2, 2, 2, 2),
-                          'norm': 'batch'}, 5000, 5000, 25_000, _loop(256, 100.0, 0.1))})
-    with config.datasets.cifar10.loop.unlocked():
-      config.datasets.cifar10.loop.optimizer = loop.optimizer(
+  elif variant in ('cifar10', 'cifar100'):
+    name = variant
+    config.datasets = ml_collections.ConfigDict({name: _dataset(
+        name, None, {'name': 'resnet', 'ndim': 2, 'width': 64, 'stage_sizes': (2, 2, 2, 2),
+                     'norm': 'batch'}, 5000, 5000, 25_000, _loop(256, 100.0, 0.1))})
+    with config.datasets[name].loop.unlocked():
+      config.datasets[name].loop.optimizer = loop.optimizer(
           name='momentum', learning_rate=0.1, warmup_steps=200, weight_decay=5e-4)
-    config.dataset_names = ('cifar10',)
+    config.dataset_names = (name,)
     config.chunk_target = 0
     config.compile_cache = False
   else:
