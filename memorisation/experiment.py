@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from common import app
 from common import report
 from memorisation import figures
 from memorisation import study
@@ -27,24 +28,9 @@ CLAIM = ('Per-example memorisation trajectories across model sizes are diverse (
          'increasing examples, without hurting generalisation.')
 
 
-@contextlib.contextmanager
 def compile_cache(enabled: bool, directory: str):
-  """XLA's persistent compilation cache in `directory` for the block, the old settings after."""
-  if not enabled:
-    yield
-    return
-  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-           'jax_persistent_cache_min_entry_size_bytes')
-  old = {n: getattr(jax.config, n) for n in names}
-  os.makedirs(directory, exist_ok=True)
-  jax.config.update('jax_compilation_cache_dir', directory)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  try:
-    yield
-  finally:
-    for n, v in old.items():
-      jax.config.update(n, v)
+  """XLA's persistent compilation cache in `directory` for the block (common.app's)."""
+  return app.compilation_cache(directory if enabled else None)
 
 
 @contextlib.contextmanager
