@@ -12,6 +12,9 @@ in the backward pass (one pass over key blocks, dq accumulated whole), so no H x
 probability or bias tensor is ever held: the memory is O(B H L D + B H q_block k_block). Key blocks
 entirely in a query block's future are skipped. Gradients reach the bias parameters through
 `jax.vjp` of bias_fn on each block.
+
+`cached_attention` is a decoding step's: one query per row, at its own position, against a KV cache
+(common.models.decoding); the bias is evaluated for that position's row only.
 """
 
 from __future__ import annotations
@@ -194,3 +197,19 @@ def blockwise_attention(q, k, v, bias_fn: BiasFn | None = None, bias_params: Any
   params = () if bias_params is None else bias_params
   out = _flash(q, k, v, params, bias_fn, causal, q_block, k_block, length)
   return out[:, :length]
+
+
+def cached_attention(q, k, v, positions, bias_fn: BiasFn | None = None, bias_params: Any = None):
+  """One query per row against a KV cache: q (B, 1, H, D) at positions (B,), each row its own;
+  k, v (B, K, H, D), the cache. Row b sees the slots 0 .. positions[b] (later slots hold nothing
+  of its sequence yet). The bias is bias_fn's row for query position positions[b] and keys
+  0 .. K-1, evaluated per row (positions traced), so a decoding step gets what the full forward
+  pass gets at that position.
+  """
+  num_slots = k.shape[1]
+  bias = None
+  if bias_fn is not None:
+    bias = jax.vmap(lambda p: bias_fn(bias_params, p, 0, q.shape[1], num_slots))(positions)
+    bias = bias.astype(q.dtype)                                           # (B, H, 1, K)
+  visible = jnp.arange(num_slots)[None, :] <= positions[:, None]           # (B, K)
+  return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=visible[:, None, None, :])

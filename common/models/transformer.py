@@ -21,6 +21,20 @@ is the longest sequence the encoding can represent; longer inputs are refused wi
     model = TransformerLM(vocab_size=259, num_layers=2, d_model=64, num_heads=4,
                           encoding=functools.partial(MyEncoding, num_heads=4))
     logits = model.apply(variables, tokens)      # (B, L) int -> (B, L, vocab) float32
+
+Special tokens: `num_special_tokens=n` adds ids vocab_size .. vocab_size + n - 1 (e.g. a <pause>
+token beside the byte vocabulary) with their own embedding table ('special_embed'); the readout
+stays over the vocab_size ordinary tokens, so a special token is never predicted.
+
+Decoding with a KV cache (common.models.decoding drives it): with `cache=` the model returns
+`(logits, new_cache)`. Without `cache_index` the tokens (B, L) are a prefill at positions 0 .. L-1
+(the same computation as the plain call, keys and values also written to cache slots 0 .. L-1);
+with `cache_index` (B,) the tokens are one new token per row, (B, 1), at position cache_index[b]
+(its own per row), attending to the cache slots <= that position. In a step the hooks see the
+batch as the length axis (`embed` and `rotate` get positions (B,) for inputs (1, B, ...)) and
+`bias(K)` is asked for the cache length K: every encoding that is a function of positions (all
+of fire_pe's) then gives what the full forward pass gives. RoPE with position interpolation
+rescales by the whole length, which a cache cannot follow: it is exact within its train_length.
 """
 
 from __future__ import annotations
@@ -130,6 +144,12 @@ class Projection(nn.Module):
     return jnp.einsum(self.equation, x.astype(self.dtype), kernel.astype(self.dtype))
 
 
+def _step_rotate(encoding: PositionEncoding, q, k, positions):
+  """rotate() for one new token per row at positions (B,): the batch taken as the length axis."""
+  q, k = encoding.rotate(q.swapaxes(0, 1), k.swapaxes(0, 1), positions)
+  return q.swapaxes(0, 1), k.swapaxes(0, 1)
+
+
 class CausalSelfAttention(nn.Module):
   num_heads: int
   head_dim: int
@@ -138,7 +158,8 @@ class CausalSelfAttention(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, positions, encoding: PositionEncoding | None, bias):
+  def __call__(self, x, positions, encoding: PositionEncoding | None, bias, cache=None,
+               cache_index=None):
     shape = (x.shape[-1], self.num_heads, self.head_dim)
     project = lambda name: Projection(shape, ('embed', 'heads', 'kv'), 'bld,dhk->blhk',
                                       dtype=self.dtype, name=name)(x)
@@ -146,10 +167,20 @@ class CausalSelfAttention(nn.Module):
     q = nn.with_logical_constraint(project('query'), qkv_axes)
     k = nn.with_logical_constraint(project('key'), qkv_axes)
     v = nn.with_logical_constraint(project('value'), qkv_axes)
-    if encoding is not None:
-      q, k = encoding.rotate(q, k, positions)
+    out_proj = Projection((self.num_heads, self.head_dim, x.shape[-1]), ('heads', 'kv', 'embed'),
+                          'blhk,hkd->bld', in_axes=(0, 1), dtype=self.dtype, name='out')
     check_bias_heads(bias, self.num_heads, encoding)
     bias_fn, bias_params = bias if bias is not None else (None, None)
+    if cache is not None and cache_index is not None:  # one new token per row
+      if encoding is not None:
+        q, k = _step_rotate(encoding, q, k, positions)
+      write = jax.vmap(lambda c, new, i: jax.lax.dynamic_update_slice_in_dim(c, new, i, axis=0))
+      keys = write(cache['key'], k.astype(cache['key'].dtype), cache_index)
+      values = write(cache['value'], v.astype(cache['value'].dtype), cache_index)
+      out = attention_lib.cached_attention(q, keys, values, cache_index, bias_fn, bias_params)
+      return out_proj(out), {'key': keys, 'value': values}
+    if encoding is not None:
+      q, k = encoding.rotate(q, k, positions)
     if self.implementation == 'naive':
       out = attention_lib.naive_attention(q, k, v, bias_fn, bias_params)
     elif self.implementation == 'blockwise':
@@ -158,9 +189,12 @@ class CausalSelfAttention(nn.Module):
     else:
       raise ValueError(f'Unknown attention implementation {self.implementation!r}; use naive '
                        'or blockwise.')
-    out = nn.with_logical_constraint(out, qkv_axes)
-    return Projection((self.num_heads, self.head_dim, x.shape[-1]), ('heads', 'kv', 'embed'),
-                      'blhk,hkd->bld', in_axes=(0, 1), dtype=self.dtype, name='out')(out)
+    out = out_proj(nn.with_logical_constraint(out, qkv_axes))
+    if cache is None:
+      return out
+    # Prefill: the prompt's keys and values go to slots 0 .. L-1.
+    put = lambda c, new: jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), 0, axis=1)
+    return out, {'key': put(cache['key'], k), 'value': put(cache['value'], v)}
 
 
 def _layer_norm(name):
@@ -178,21 +212,29 @@ class DecoderBlock(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, positions, shared: PositionEncoding | None, shared_bias):
+  def __call__(self, x, positions, shared: PositionEncoding | None, shared_bias, cache=None,
+               cache_index=None):
     encoding, bias = shared, shared_bias
     if self.encoding is not None:
       encoding = self.encoding(name='position')
-      bias = encoding.bias(x.shape[1])
+      # A decoding step's query sees every cache slot: the bias is asked for the cache length.
+      step = cache is not None and cache_index is not None
+      bias = encoding.bias(cache['key'].shape[1] if step else x.shape[1])
     d_model = x.shape[-1]
     h = _layer_norm('attention_norm')(x)
-    x = x + CausalSelfAttention(self.num_heads, d_model // self.num_heads, self.implementation,
-                                self.block_size, self.dtype, name='attention')(
-                                    h, positions, encoding, bias)
+    attended = CausalSelfAttention(self.num_heads, d_model // self.num_heads, self.implementation,
+                                   self.block_size, self.dtype, name='attention')(
+                                       h, positions, encoding, bias, cache, cache_index)
+    new_cache = None
+    if cache is not None:
+      attended, new_cache = attended
+    x = x + attended
     h = _layer_norm('mlp_norm')(x)
     h = layers.dense(self.mlp_dim, ('embed', 'mlp'), dtype=self.dtype, name='mlp_in')(h)
     h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
     h = layers.dense(d_model, ('mlp', 'embed'), dtype=self.dtype, name='mlp_out')(nn.gelu(h))
-    return nn.with_logical_constraint(x + h, ACTIVATION_AXES)
+    x = nn.with_logical_constraint(x + h, ACTIVATION_AXES)
+    return x if cache is None else (x, new_cache)
 
 
 class TransformerLM(nn.Module):
@@ -208,6 +250,11 @@ class TransformerLM(nn.Module):
     share_encoding: one relative encoding for all layers, its bias computed once per forward pass.
     attention: 'naive' (whole L x L scores) or 'blockwise' (common.models.attention).
     block_size: query and key block of the block-wise attention.
+    num_special_tokens: extra ids vocab_size .. vocab_size + n - 1 with their own embeddings,
+      never predicted (the logits stay (B, L, vocab_size)).
+
+  `__call__(tokens, cache=..., cache_index=...)` decodes with a KV cache (module docstring;
+  common.models.decoding.init_cache makes one).
   """
   vocab_size: int
   num_layers: int = 2
@@ -219,21 +266,44 @@ class TransformerLM(nn.Module):
   attention: str = 'naive'
   block_size: int = 512
   dtype: jnp.dtype = jnp.float32
+  num_special_tokens: int = 0
+
+  def _embed_tokens(self, tokens):
+    embed = nn.Embed(self.vocab_size, self.d_model, name='embed', embedding_init=(
+        nn.with_logical_partitioning(nn.initializers.normal(1.0), ('vocab', 'embed'))))
+    if not self.num_special_tokens:
+      return embed(tokens)
+    special = self.param('special_embed', nn.with_logical_partitioning(
+        nn.initializers.normal(1.0), (None, 'embed')), (self.num_special_tokens, self.d_model))
+    is_special = tokens >= self.vocab_size
+    regular = embed(jnp.where(is_special, 0, tokens))
+    extra = jnp.take(special, jnp.clip(tokens - self.vocab_size, 0, self.num_special_tokens - 1),
+                     axis=0).astype(regular.dtype)
+    return jnp.where(is_special[..., None], extra, regular)
 
   @nn.compact
-  def __call__(self, tokens, *, train: bool = False):
+  def __call__(self, tokens, *, train: bool = False, cache=None, cache_index=None):
     del train
     if self.d_model % self.num_heads:
       raise ValueError(f'd_model={self.d_model} is not divisible by num_heads={self.num_heads}.')
     if tokens.ndim != 2:
       raise ValueError(f'TransformerLM expects token ids of shape (batch, length), got shape '
                        f'{tokens.shape}.')
-    check_token_ids(tokens, self.vocab_size)
-    length = tokens.shape[1]
-    positions = jnp.arange(length)
-    embed = nn.Embed(self.vocab_size, self.d_model, name='embed', embedding_init=(
-        nn.with_logical_partitioning(nn.initializers.normal(1.0), ('vocab', 'embed'))))
-    x = nn.with_logical_constraint(embed(tokens).astype(self.dtype), ACTIVATION_AXES)
+    if isinstance(self.num_special_tokens, bool) or self.num_special_tokens < 0:
+      raise ValueError(f'num_special_tokens={self.num_special_tokens!r}: expected a whole number '
+                       '>= 0.')
+    check_token_ids(tokens, self.vocab_size + self.num_special_tokens)
+    step = cache is not None and cache_index is not None
+    if step and tokens.shape[1] != 1:
+      raise ValueError(f'A decoding step takes one token per row, shape (batch, 1); got '
+                       f'{tokens.shape} (prefill the prompt without cache_index).')
+    if cache is not None and tokens.shape[1] > cache['layer_0']['key'].shape[1]:
+      raise ValueError(f'{tokens.shape[1]} tokens do not fit the cache of '
+                       f'{cache["layer_0"]["key"].shape[1]} slots.')
+    # In a step the batch stands in for the length axis of the hooks (one position per row).
+    length = cache['layer_0']['key'].shape[1] if step else tokens.shape[1]
+    positions = cache_index if step else jnp.arange(length)
+    x = nn.with_logical_constraint(self._embed_tokens(tokens).astype(self.dtype), ACTIVATION_AXES)
     encoding_cls = self.encoding or PositionEncoding
     absolute = getattr(encoding_cls, 'ABSOLUTE', None)
     if absolute is None:  # a functools.partial
@@ -245,15 +315,24 @@ class TransformerLM(nn.Module):
         raise SequenceTooLongError(
             f'Sequence length {length} exceeds the {shared.max_length} positions that '
             f'{type(shared).__name__} can represent.')
-      x = shared.embed(x, positions)
+      if step:
+        x = shared.embed(x.swapaxes(0, 1), positions).swapaxes(0, 1)
+      else:
+        x = shared.embed(x, positions)
       shared_bias = shared.bias(length)
     else:
       per_layer = encoding_cls
+    new_cache = {}
     for i in range(self.num_layers):
+      name = f'layer_{i}'
       x = DecoderBlock(self.num_heads, self.mlp_dim or 4 * self.d_model, per_layer,
-                       self.attention, self.block_size, self.dtype, name=f'layer_{i}')(
-                           x, positions, shared, shared_bias)
+                       self.attention, self.block_size, self.dtype, name=name)(
+                           x, positions, shared, shared_bias,
+                           *((cache[name], cache_index) if cache is not None else ()))
+      if cache is not None:
+        x, new_cache[name] = x
     x = _layer_norm('final_norm')(x)
     logits = layers.dense(self.vocab_size, ('embed', 'vocab'), use_bias=False, dtype=self.dtype,
                           name='readout')(x).astype(jnp.float32)
-    return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+    logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+    return logits if cache is None else (logits, new_cache)

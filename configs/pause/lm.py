@@ -1,0 +1,124 @@
+r"""Pause tokens: two small LMs pretrained with and without pauses, fine-tuned with and without.
+
+    python -m pause.main --config=configs/pause/lm.py:cpu --workdir=/tmp/pause
+
+Variants:
+  cpu    2 layers, d 64, 4 heads; pretraining rows of 64 tokens (the docstring corpus with 30%
+         algorithmic text), 600 Adam steps of 32 rows per model, M_pt = 6 (10%); fine-tuning on
+         the mixture of digit_sum / add / count, 150 steps of 32, 3 seeds at once
+         (common.ensemble), M_ft = 8; exact match on 256 test prompts per task, greedy KV-cache
+         decoding. Its time and numbers are not measured yet (pause/README.md).
+  tiny   the same pipeline in seconds (the end-to-end test): d 32, a few steps, 2 seeds.
+  study  longer pretraining and fine-tuning, 5 seeds, the M_ft grid (0, 2, 4, 8, 16).
+  c4     the real-scale configuration (not run here): C4 through seqio/TFDS, length 2048, a
+         12-layer d 768 model sharded FSDP, M_pt = 205, M_ft = 10: for accelerators.
+"""
+
+import ml_collections
+
+from configs.common import loop
+
+VARIANTS = ('cpu', 'tiny', 'study', 'c4')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or 'cpu'
+  config = ml_collections.ConfigDict()
+  # Pretraining data: the docstring corpus mixed with algorithmic text (pause/tasks.py).
+  config.corpus = 'stdlib_text'
+  config.max_corpus_bytes = 400_000
+  config.algorithmic_fraction = 0.3     # share of pretraining rows cut from algorithmic text
+  config.algorithmic_lines = 20_000
+  config.pretrain_length = 64
+  config.pretrain_pause_fraction = 0.1  # M_pt = round(0.1 * length)
+  config.pause_positions = 'with_replacement'   # or 'distinct'
+  config.model = ml_collections.ConfigDict({
+      'num_layers': 2, 'd_model': 64, 'num_heads': 4, 'mlp_dim': 256, 'encoding': 'rope'})
+  config.pretrain = loop.get_config(
+      batch_size=32, total_steps=600, log_every_steps=100, checkpoint_every_steps=600,
+      optimizer=loop.optimizer(learning_rate=3e-3, warmup_steps=50, grad_clip_norm=1.0))
+  # Fine-tuning: a mixture of the downstream tasks, one model per setting and seed.
+  config.tasks = ('digit_sum', 'add', 'count')
+  config.train_examples_per_task = 2000
+  config.test_examples_per_task = 256
+  config.finetune_length = 40
+  config.answer_tokens = 5              # decoded per prompt (the longest answer, 4, + EOS)
+  config.num_pauses = 8                 # M_ft of the PauseFT settings (and M_inf = M_ft)
+  config.mft_grid = ()                  # extra M_ft values for PausePT (the ablation)
+  config.minf_grid = (0, 2, 4, 8)       # M_inf on the PausePT_PauseFT models
+  config.ablations = ('prepend', 'filler')
+  config.seeds = 3
+  config.finetune = loop.get_config(
+      batch_size=32, total_steps=150, log_every_steps=50, checkpoint_every_steps=150,
+      optimizer=loop.optimizer(learning_rate=1e-3, warmup_steps=20, grad_clip_norm=1.0))
+  config.finetune.ensemble = loop.ensemble(num_models=3)
+  config.eval_batch_size = 256
+  # The checks, stated before the run (pause/experiment.py: check_claims).
+  config.claim = ml_collections.ConfigDict({
+      'beats_margin': 0.0,       # PausePT_PauseFT above StdPT_StdFT by more than this on a task
+      'about_margin': 0.03,      # |StdPT_PauseFT - baseline| and filler - baseline, mean over tasks
+      'minf0_drop': 0.1,         # M_inf = 0 at least this far below M_inf = M_ft (mean)
+      'recover_share': 0.5,      # the smallest M_inf > 0 recovers at least this share of the drop
+  })
+
+  if variant == 'cpu':
+    pass
+  elif variant == 'tiny':
+    config.max_corpus_bytes = 40_000
+    config.algorithmic_lines = 500
+    config.model.d_model = 32
+    config.model.mlp_dim = 64
+    config.pretrain.total_steps = 6
+    config.pretrain.batch_size = 8
+    config.pretrain.log_every_steps = 3
+    config.pretrain.optimizer.warmup_steps = 0
+    config.train_examples_per_task = 40
+    config.test_examples_per_task = 8
+    config.num_pauses = 4
+    config.minf_grid = (0, 2)
+    config.ablations = ('filler',)
+    config.seeds = 2
+    config.finetune.total_steps = 4
+    config.finetune.batch_size = 8
+    config.finetune.log_every_steps = 2
+    config.finetune.optimizer.warmup_steps = 0
+    config.finetune.ensemble.num_models = 2
+    config.eval_batch_size = 32
+  elif variant == 'study':
+    config.max_corpus_bytes = 2_000_000
+    config.pretrain.total_steps = 4000
+    config.finetune.total_steps = 1500
+    config.finetune.batch_size = 64
+    config.mft_grid = (2, 4, 16)
+    config.minf_grid = (0, 1, 2, 4, 8, 16)
+    config.seeds = 5
+    config.finetune.ensemble.num_models = 5
+    config.test_examples_per_task = 1000
+  elif variant == 'c4':
+    config.corpus = 'c4/en'
+    config.max_corpus_bytes = 2_000_000_000
+    config.algorithmic_fraction = 0.0
+    config.pretrain_length = 2048
+    config.model = ml_collections.ConfigDict({
+        'num_layers': 12, 'd_model': 768, 'num_heads': 12, 'mlp_dim': 3072, 'encoding': 'rope'})
+    config.pretrain.batch_size = 256
+    config.pretrain.total_steps = 100_000
+    config.pretrain.sharding = 'fsdp'
+    config.pretrain.optimizer.name = 'adamw'
+    config.pretrain.optimizer.weight_decay = 0.1
+    config.pretrain.optimizer.learning_rate = 1e-3
+    config.pretrain.optimizer.warmup_steps = 2000
+    config.pretrain.checkpoint_every_steps = 2000
+    config.num_pauses = 10
+    config.finetune_length = 256
+    config.mft_grid = (2, 4, 16, 50)
+    config.finetune.batch_size = 128
+    config.finetune.total_steps = 10_000
+    config.finetune.sharding = 'fsdp'
+    config.seeds = 5
+    config.finetune.ensemble.num_models = 5
+    config.test_examples_per_task = 5000
+  else:
+    raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
+  config.lock()
+  return config

@@ -1,0 +1,327 @@
+"""The pause-token study: pretrain a standard and a pause model on the same rows, fine-tune each
+with and without pauses on tasks that need computation before the first answer token, and decode
+the answers with a KV cache.
+
+    python -m pause.main --config=configs/pause/lm.py:cpu --workdir=/tmp/pause
+
+Layout under workdir: pretrain/{standard,pause}/ (common.train runs), finetune/<setting>/ (one
+common.ensemble run per setting, its seeds trained at once from the same pretrained weights, each
+in its own data order), summary.json and figures. Settings: the four configurations, the M_ft grid
+(PausePT with other M_ft), pauses prepended instead of appended (PausePT), and '.' filler tokens
+instead of pauses on the standard model. Evaluation: greedy decoding after prompt + M_inf pauses
+(M_inf = M_ft; on PausePT_PauseFT also every M_inf of config.minf_grid), exact match of the answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from common import config_lib
+from common import ensemble
+from common import lm
+from common import report
+from common import train as train_lib
+from common.data import loader
+from common.data import pipeline
+from common.data import text_tasks
+from common.models import decoding
+from common.models import transformer
+from pause import pausing
+from pause import tasks
+
+CLAIM = ('Training with <pause> tokens both in pretraining and in fine-tuning (PausePT_PauseFT) '
+         'beats standard training on most downstream tasks; pauses only at fine-tuning give about '
+         'the baseline, and "." filler tokens give no gain; a PausePT_PauseFT model decoded '
+         'without pauses (M_inf = 0) falls sharply, and a few pauses recover most of it.')
+EOS = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSetting:
+  name: str
+  pretrained: str            # 'standard' | 'pause'
+  delay: pausing.Delay
+
+
+def settings(config) -> list[FinetuneSetting]:
+  m = config.num_pauses
+  out = [FinetuneSetting('StdPT_StdFT', 'standard', pausing.Delay(0)),
+         FinetuneSetting('StdPT_PauseFT', 'standard', pausing.Delay(m)),
+         FinetuneSetting('PausePT_StdFT', 'pause', pausing.Delay(0)),
+         FinetuneSetting('PausePT_PauseFT', 'pause', pausing.Delay(m))]
+  for mft in config.mft_grid:
+    if mft not in (0, m):
+      out.append(FinetuneSetting(f'PausePT_PauseFT_mft{mft}', 'pause', pausing.Delay(mft)))
+  if 'prepend' in config.ablations:
+    out.append(FinetuneSetting('PausePT_PrependFT', 'pause', pausing.Delay(m, 'prepend')))
+  if 'filler' in config.ablations:
+    out.append(FinetuneSetting('StdPT_FillerFT', 'standard',
+                               pausing.Delay(m, token=pausing.FILLER_ID)))
+  return out
+
+
+def make_model(config) -> transformer.TransformerLM:
+  m = config.model
+  encoding = None
+  if m.encoding == 'rope':
+    from fire_pe import encodings  # pylint: disable=g-import-not-at-top
+    encoding = encodings.build('rope', num_heads=m.num_heads,
+                               train_length=config.pretrain_length)['encoding']
+  elif m.encoding != 'nope':
+    raise config_lib.ConfigError(f"model.encoding={m.encoding!r}: use 'rope' or 'nope'.")
+  return transformer.TransformerLM(
+      vocab_size=loader.BYTE_VOCAB_SIZE, num_special_tokens=1, num_layers=m.num_layers,
+      d_model=m.d_model, num_heads=m.num_heads, mlp_dim=m.mlp_dim, encoding=encoding)
+
+
+def check_config(config) -> None:
+  """Everything that can be wrong with the pause fields, before any compute."""
+  length = config.pretrain_length
+  m_pt = pausing.pretrain_pauses(length, config.pretrain_pause_fraction)
+  pausing.check_count(m_pt, length, 'M_pt')
+  if config.pause_positions not in ('with_replacement', 'distinct'):
+    raise config_lib.ConfigError(f"pause_positions={config.pause_positions!r}: use "
+                                 "'with_replacement' or 'distinct'.")
+  for mft in (config.num_pauses, *config.mft_grid):
+    pausing.check_count(mft, config.finetune_length, 'M_ft')
+  for minf in config.minf_grid:
+    pausing.check_count(minf, config.finetune_length, 'M_inf')
+  for name in config.tasks:
+    if name not in tasks.TASKS:
+      raise config_lib.ConfigError(f'Unknown task {name!r}; available: {sorted(tasks.TASKS)}.')
+  if config.seeds != config.finetune.ensemble.num_models:
+    raise config_lib.ConfigError(f'seeds={config.seeds} but finetune.ensemble.num_models='
+                                 f'{config.finetune.ensemble.num_models}: one model per seed.')
+  for name in config.ablations:
+    if name not in ('prepend', 'filler'):
+      raise config_lib.ConfigError(f"Unknown ablation {name!r}: use 'prepend' or 'filler'.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretraining.
+# ---------------------------------------------------------------------------------------------
+def pretrain_rows(config, seed: int = 0) -> np.ndarray:
+  """(total_steps * batch_size, length + 1) rows cut at random offsets of the corpus or of the
+  algorithmic text (config.algorithmic_fraction of them): each row is seen once."""
+  corpus = loader.load_text(config.corpus, 'train', max_bytes=config.max_corpus_bytes)
+  algorithmic = text_tasks.encode(tasks.algorithmic_text(config.algorithmic_lines, seed))
+  n = config.pretrain.total_steps * config.pretrain.batch_size
+  width = config.pretrain_length + 1
+  rng = np.random.default_rng(seed)
+  from_algo = rng.random(n) < config.algorithmic_fraction
+  rows = np.empty((n, width), np.int32)
+  for source, pick in ((corpus, ~from_algo), (algorithmic, from_algo)):
+    if len(source) <= width:
+      raise loader.DatasetError(f'A pretraining source has {len(source)} tokens: less than one '
+                                f'row of {width}.')
+    starts = rng.integers(0, len(source) - width, int(pick.sum()))
+    rows[pick] = source[starts[:, None] + np.arange(width)[None, :]]
+  return rows
+
+
+def pretrain(config, kind: str, rows: np.ndarray, workdir: str):
+  """Trains the standard ('standard') or pause-pretrained ('pause') model on the same rows."""
+  model = make_model(config)
+  if kind == 'pause':
+    m_pt = pausing.pretrain_pauses(config.pretrain_length + 1, config.pretrain_pause_fraction)
+    batch = pausing.pretrain_batch(rows, m_pt, np.random.default_rng(1),
+                                   replace=config.pause_positions == 'with_replacement')
+  else:
+    batch = {'tokens': rows, 'weights': lm.weights_for_targets(rows)}
+  sample = jnp.zeros((1, config.pretrain_length), jnp.int32)
+  identity = {'kind': kind, 'model': config.model.to_dict(), 'pause_positions':
+              config.pause_positions, 'fraction': config.pretrain_pause_fraction}
+  return train_lib.train(config.pretrain, workdir, init_fn=lambda rng: model.init(rng, sample),
+                         loss_fn=lm.make_loss_fn(model),
+                         train_iter=pipeline.BatchIterator(batch, config.pretrain.batch_size,
+                                                           seed=config.pretrain.seed),
+                         identity=identity)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning and evaluation.
+# ---------------------------------------------------------------------------------------------
+def task_data(config, split: str) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+  num = config.train_examples_per_task if split == 'train' else config.test_examples_per_task
+  return {name: [(text_tasks.encode(ex['inputs']), text_tasks.encode(ex['targets']))
+                 for ex in tasks.task_examples(name, split, num)] for name in config.tasks}
+
+
+def finetune(config, setting: FinetuneSetting, params, train_data, workdir: str):
+  model = make_model(config)
+  pairs = [pair for name in config.tasks for pair in train_data[name]]
+  batch = pausing.finetune_batch([p for p, _ in pairs], [t for _, t in pairs], setting.delay,
+                                 config.finetune_length, eos_id=EOS)
+  variables = {'params': params}
+  identity = {'setting': setting.name, 'delay': dataclasses.asdict(setting.delay),
+              'model': config.model.to_dict()}
+  return ensemble.train_ensemble(
+      config.finetune, workdir, init_fn=lambda rng: variables,
+      loss_fn=lm.make_loss_fn(model, per_example=True), arrays=batch, identity=identity)
+
+
+def exact_match(config, model, params, test_pairs, num_pauses: int, position: str = 'append',
+                token: int = pausing.PAUSE_ID) -> float:
+  """Greedy KV-cache decoding after prompt + M_inf delay tokens; the answer (up to EOS) must
+  equal the target exactly."""
+  width = config.finetune_length
+  answer_len = config.answer_tokens          # one decoder shape for every task and setting
+  if max(len(t) for _, t in test_pairs) + 1 > answer_len:
+    raise config_lib.ConfigError(f'answer_tokens={answer_len}: shorter than an answer + EOS.')
+  prompts = np.zeros((len(test_pairs), width), np.int32)
+  lengths = np.zeros(len(test_pairs), np.int32)
+  for i, (prefix, _) in enumerate(test_pairs):
+    prompt = pausing.Delay(num_pauses, position, token).apply(prefix)
+    prompts[i, :len(prompt)], lengths[i] = prompt, len(prompt)
+  correct = 0
+  for start in range(0, len(test_pairs), config.eval_batch_size):
+    sl = slice(start, start + config.eval_batch_size)
+    rows, lens = prompts[sl], lengths[sl]
+    pad = config.eval_batch_size - len(rows)      # a full batch: one compiled shape
+    if pad:
+      rows = np.concatenate([rows, np.repeat(rows[:1], pad, 0)])
+      lens = np.concatenate([lens, np.repeat(lens[:1], pad)])
+    out = decoding.generate(model, params, rows, lens, max_new_tokens=answer_len,
+                            eos_id=EOS, cache_length=width + answer_len)
+    for row, (_, target) in zip(out.tokens, test_pairs[sl]):
+      end = np.flatnonzero(row == EOS)
+      answer = row[:end[0]] if len(end) else row
+      correct += int(np.array_equal(answer, target))
+  return correct / len(test_pairs)
+
+
+def _mean(xs):
+  return round(float(np.mean(xs)), 4)
+
+
+def check_claims(config, table: dict[str, dict[str, list[float]]],
+                 minf: dict[int, dict[str, list[float]]]) -> list[dict[str, Any]]:
+  """The checks stated before the run (config.claim), each {name, value, threshold, holds}."""
+  c, names = config.claim, list(config.tasks)
+  mean_em = lambda setting, task: float(np.mean(table[setting][task]))
+  base = {t: mean_em('StdPT_StdFT', t) for t in names}
+  checks = []
+  wins = sum(mean_em('PausePT_PauseFT', t) > base[t] + c.beats_margin for t in names)
+  checks.append({'name': 'PausePT_PauseFT beats StdPT_StdFT on most tasks',
+                 'value': f'{wins} of {len(names)}', 'threshold': f'> {len(names) / 2:g}',
+                 'holds': wins > len(names) / 2})
+  diff = float(np.mean([mean_em('StdPT_PauseFT', t) - base[t] for t in names]))
+  checks.append({'name': 'StdPT_PauseFT is about the baseline (mean EM difference)',
+                 'value': round(diff, 4), 'threshold': f'|x| <= {c.about_margin}',
+                 'holds': abs(diff) <= c.about_margin})
+  if 'StdPT_FillerFT' in table:
+    gain = float(np.mean([mean_em('StdPT_FillerFT', t) - base[t] for t in names]))
+    checks.append({'name': 'filler tokens give no gain (mean EM difference to the baseline)',
+                   'value': round(gain, 4), 'threshold': f'<= {c.about_margin}',
+                   'holds': gain <= c.about_margin})
+  full = config.num_pauses
+  if 0 in minf and full in minf:
+    at = lambda m: float(np.mean([np.mean(minf[m][t]) for t in names]))
+    drop = at(full) - at(0)
+    checks.append({'name': f'M_inf = 0 falls sharply below M_inf = {full} on PausePT_PauseFT',
+                   'value': round(drop, 4), 'threshold': f'>= {c.minf0_drop}',
+                   'holds': drop >= c.minf0_drop})
+    few = min((m for m in minf if 0 < m < full), default=None)
+    if few is not None:
+      share = (at(few) - at(0)) / drop if drop > 0 else float('nan')
+      checks.append({'name': f'M_inf = {few} recovers most of the drop (share recovered)',
+                     'value': round(share, 4), 'threshold': f'>= {c.recover_share}',
+                     'holds': bool(drop > 0 and share >= c.recover_share)})
+  return checks
+
+
+def _plot(config, table, minf, path):
+  plt = report.pyplot()
+  fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  names = list(table)
+  width = 0.8 / len(config.tasks)
+  for k, task in enumerate(config.tasks):
+    means = [np.mean(table[s][task]) for s in names]
+    errs = [np.std(table[s][task]) for s in names]
+    ax.bar(np.arange(len(names)) + k * width, means, width, yerr=errs, label=task)
+  ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
+  ax.set_xticklabels(names, rotation=35, ha='right', fontsize=7)
+  ax.set_ylabel('exact match (mean over seeds)')
+  ax.legend(fontsize=7)
+  ax.set_title('Fine-tuning settings')
+  ms = sorted(minf)
+  for task in config.tasks:
+    ax2.plot(ms, [np.mean(minf[m][task]) for m in ms], 'o-', label=task)
+  ax2.set_xlabel('M_inf (pauses at inference)')
+  ax2.set_ylabel('exact match')
+  ax2.set_title(f'PausePT_PauseFT (M_ft = {config.num_pauses})')
+  ax2.legend(fontsize=7)
+  return report.save_figure(fig, path, dpi=90)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  check_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  start = time.time()
+  rows = pretrain_rows(config)
+  pretrained, losses = {}, {}
+  for kind in ('standard', 'pause'):
+    result = pretrain(config, kind, rows, os.path.join(workdir, 'pretrain', kind))
+    pretrained[kind] = result.state.params
+    losses[kind] = round(float([r for r in result.history if 'loss' in r][-1]['loss']), 4)
+  train_data, test_data = task_data(config, 'train'), task_data(config, 'test')
+  model = make_model(config)
+  table: dict[str, dict[str, list[float]]] = {}
+  minf: dict[int, dict[str, list[float]]] = {}
+  for setting in settings(config):
+    result = finetune(config, setting, pretrained[setting.pretrained], train_data,
+                      os.path.join(workdir, 'finetune', setting.name))
+    table[setting.name] = {t: [] for t in config.tasks}
+    for m in range(config.seeds):
+      params = jax.tree.map(lambda x, m=m: x[m], result.state.params)
+      for task in config.tasks:
+        d = setting.delay
+        table[setting.name][task].append(exact_match(
+            config, model, params, test_data[task], d.num_pauses, d.position, d.token))
+        if setting.name == 'PausePT_PauseFT':
+          for m_inf in config.minf_grid:
+            em = (table[setting.name][task][-1] if m_inf == d.num_pauses else
+                  exact_match(config, model, params, test_data[task], m_inf))
+            minf.setdefault(m_inf, {t: [] for t in config.tasks})[task].append(em)
+    logging.info('%s: %s', setting.name, {t: _mean(v) for t, v in table[setting.name].items()})
+  if config.num_pauses not in minf and 'PausePT_PauseFT' in table:
+    minf[config.num_pauses] = table['PausePT_PauseFT']
+  checks = check_claims(config, table, minf)
+  figures = []
+  if jax.process_index() == 0:
+    figures.append(_plot(config, table, minf, os.path.join(workdir, 'exact_match.png')))
+  reproduced = all(c['holds'] for c in checks)
+  numbers = {
+      'exact_match': {s: {t: {'mean': _mean(v), 'seeds': [round(x, 4) for x in v]}
+                          for t, v in row.items()} for s, row in table.items()},
+      'exact_match_mean_over_tasks': {s: _mean([np.mean(v) for v in row.values()])
+                                      for s, row in table.items()},
+      'minf_on_PausePT_PauseFT': {str(m): {t: _mean(v) for t, v in row.items()}
+                                  for m, row in sorted(minf.items())},
+      'pretrain_final_loss': losses,
+      'checks': checks,
+      'seconds': round(time.time() - start, 1),
+  }
+  m = config.model
+  notes = (f'{m.num_layers}-layer d {m.d_model} byte-level LMs ({m.encoding}) pretrained on '
+           f'{config.pretrain.total_steps} x {config.pretrain.batch_size} rows of '
+           f'{config.pretrain_length} tokens ({config.corpus} with '
+           f'{config.algorithmic_fraction:.0%} algorithmic text); the pause model with M_pt = '
+           f'{pausing.pretrain_pauses(config.pretrain_length + 1, config.pretrain_pause_fraction)}'
+           f' pauses per row ({config.pause_positions}). Fine-tuned on the mixture of '
+           f'{list(config.tasks)} ({config.train_examples_per_task} examples each, '
+           f'{config.finetune.total_steps} steps), M_ft = {config.num_pauses}, {config.seeds} '
+           f'seeds (fine-tuning data order; one pretraining per model). Exact match of greedy '
+           f'KV-cache decoding on {config.test_examples_per_task} test prompts per task.')
+  return report.make_summary(name='pause', title='Pause tokens: think before you speak',
+                             claim=CLAIM, numbers=numbers, reproduced=reproduced,
+                             workdir=workdir, figures=figures, notes=notes, config=config)

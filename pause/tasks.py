@@ -1,0 +1,97 @@
+"""The data: algorithmic text for pretraining, and downstream tasks whose answer starts right after
+the prompt and needs several steps of computation. Registered by name in common.data.text_tasks
+(and so as seqio Tasks through text_tasks.register_seqio()).
+
+Pretraining text (`pause_algorithmic`): lines of multi-digit addition ("347 + 285 = 632"), sorting
+("sort 9 1 4 -> 1 4 9") and counting ("count a in abcab = 2").
+
+Fine-tuning tasks, {'inputs': prompt, 'targets': answer}, exact match on the answer:
+  digit_sum   "s 38194 =" -> "5": the sum of the digits mod 10 (every digit enters the answer).
+  add         "a 347 285 =" -> "632": the sum, most significant digit first (the carries must be
+              worked out before the first digit is written).
+  count       "c b aabcbbac =" -> "4": how many times the letter occurs.
+Prompts use other layouts than the pretraining lines, so fine-tuning teaches the format.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.data import text_tasks
+
+LETTERS = 'abc'
+SPLIT_SEEDS = {'train': 0, 'test': 1_000_003}
+
+
+def _digits(rng, n):
+  return ''.join(str(d) for d in rng.integers(0, 10, n))
+
+
+def addition_line(rng, max_digits: int = 4) -> str:
+  a, b = (int(rng.integers(0, 10 ** int(rng.integers(1, max_digits + 1)))) for _ in range(2))
+  return f'{a} + {b} = {a + b}'
+
+
+def sorting_line(rng, max_items: int = 6) -> str:
+  items = rng.integers(0, 10, int(rng.integers(2, max_items + 1)))
+  return f'sort {" ".join(map(str, items))} -> {" ".join(map(str, np.sort(items)))}'
+
+
+def counting_line(rng, max_chars: int = 10) -> str:
+  letter = LETTERS[int(rng.integers(len(LETTERS)))]
+  text = ''.join(rng.choice(list(LETTERS), int(rng.integers(3, max_chars + 1))))
+  return f'count {letter} in {text} = {text.count(letter)}'
+
+
+def algorithmic_text(num_lines: int, seed: int) -> str:
+  rng = np.random.default_rng(seed)
+  makers = (addition_line, sorting_line, counting_line)
+  return '\n'.join(makers[int(rng.integers(3))](rng) for _ in range(num_lines)) + '\n'
+
+
+def digit_sum_example(rng, num_digits: int = 5) -> dict[str, str]:
+  digits = _digits(rng, num_digits)
+  return {'inputs': f's {digits} =', 'targets': str(sum(map(int, digits)) % 10)}
+
+
+def add_example(rng, num_digits: int = 3) -> dict[str, str]:
+  a, b = (int(rng.integers(0, 10 ** num_digits)) for _ in range(2))
+  return {'inputs': f'a {a:0{num_digits}d} {b:0{num_digits}d} =', 'targets': str(a + b)}
+
+
+def count_example(rng, num_chars: int = 8) -> dict[str, str]:
+  letter = LETTERS[int(rng.integers(len(LETTERS)))]
+  text = ''.join(rng.choice(list(LETTERS), num_chars))
+  return {'inputs': f'c {letter} {text} =', 'targets': str(text.count(letter))}
+
+
+TASKS = {'digit_sum': digit_sum_example, 'add': add_example, 'count': count_example}
+
+
+def task_examples(name: str, split: str, num: int, seed: int = 0) -> list[dict[str, str]]:
+  """`num` examples of a task; train and test draw from disjoint seeds (and test prompts that
+  also occur in train are dropped, so the test measures computation, not recall)."""
+  if name not in TASKS:
+    raise text_tasks.TaskError(f'Unknown pause task {name!r}; available: {sorted(TASKS)}.')
+  rng = np.random.default_rng([SPLIT_SEEDS[split], seed, sorted(TASKS).index(name)])
+  out = [TASKS[name](rng) for _ in range(num)]
+  if split == 'test':
+    seen = {ex['inputs'] for ex in task_examples(name, 'train', num, seed)}
+    out = [ex for ex in out if ex['inputs'] not in seen] or out
+  return out
+
+
+# Registered sizes: what a pipeline reading the tasks by name gets.
+REGISTERED_SIZES = {'train': 4096, 'test': 512}
+
+for _name in TASKS:
+  text_tasks.register(text_tasks.TextTask(
+      f'pause_{_name}',
+      lambda split, seed, _name=_name: task_examples(_name, split, REGISTERED_SIZES[split], seed),
+      description=f'Pause paper downstream task {_name!r} (pause/tasks.py).'))
+
+text_tasks.register(text_tasks.TextTask(
+    'pause_algorithmic',
+    lambda split, seed: [{'targets': algorithmic_text(64, SPLIT_SEEDS[split] + seed + i)}
+                         for i in range(64 if split == 'train' else 8)],
+    description='Addition, sorting and counting lines (pause/tasks.py).'))
