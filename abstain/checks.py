@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from common import validate
+
 SUM_TOLERANCE = 1e-3
 
 
@@ -105,21 +107,8 @@ def check_logits(logits, name: str = 'logits') -> np.ndarray:
 def check_flags(flags, name: str, num_examples: int | None = None,
                 length_of: str = 'the scores', hint: str = '') -> np.ndarray:
   """0/1 flags as bool (N,). Class ids (0, 1, 2, ...) or soft values are refused."""
-  arr = np.asarray(flags)
-  if arr.ndim != 1:
-    raise AbstainInputError(f'{name} must be 1-D 0/1 flags, one per example, got shape '
-                            f'{arr.shape}.')
-  if num_examples is not None and arr.shape[0] != num_examples:
-    raise AbstainInputError(f'{name} has {arr.shape[0]} entries, expected {num_examples} (the '
-                            f'length of {length_of}): one per example.')
-  if arr.dtype != bool:
-    numeric = np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-    ok = ((arr == 0) | (arr == 1)) if numeric else np.zeros(arr.shape, bool)
-    if not ok.all():
-      found = np.unique(arr[~ok])[:5].tolist()
-      raise AbstainInputError(f'{name} must be 0/1 flags (boolean, or exactly 0 and 1), got '
-                              f'values such as {found}.{hint}')
-  return arr.astype(bool)
+  return validate.zero_one(flags, name, num_examples=num_examples, length_of=length_of,
+                           hint=hint, error=AbstainInputError)
 
 
 def check_outlier_flags(is_outlier, num_examples: int | None = None,

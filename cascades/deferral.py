@@ -18,6 +18,8 @@ import itertools
 
 import numpy as np
 
+from common import validate
+
 SUM_TOLERANCE = 1e-3
 
 
@@ -86,22 +88,10 @@ def check_correct(correct, name: str = 'correct', num_examples: int | None = Non
   usual mistake: they would count as "correct" 2, 3, ... times and give accuracies above one.
   `num_examples` (with `length_of`, the array that fixed it) is the length expected.
   """
-  arr = np.asarray(correct)
-  if arr.ndim != 1:
-    raise ValueError(f'{name} must be 1-D 0/1 correctness, one entry per example, got shape '
-                     f'{arr.shape}.')
-  if num_examples is not None and arr.shape[0] != num_examples:
-    raise ValueError(f'{name} has {arr.shape[0]} entries, expected {num_examples} (the length of '
-                     f'{length_of}): one per example.')
-  if arr.dtype != bool:
-    numeric = np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-    is_01 = (arr == 0) | (arr == 1) if numeric else np.zeros(arr.shape, bool)
-    if not is_01.all():
-      found = np.unique(arr[~is_01])[:5].tolist()
-      raise ValueError(f'{name} must be 0/1 correctness (boolean, or exactly 0 and 1), got values '
-                       f'such as {found}. Class ids? Pass `pred == labels`, e.g. '
-                       '`probs.argmax(1) == labels`.')
-  return arr.astype(np.float64)
+  return validate.zero_one(
+      correct, name, what='0/1 correctness', num_examples=num_examples, length_of=length_of,
+      hint=' Class ids? Pass `pred == labels`, e.g. `probs.argmax(1) == labels`.'
+  ).astype(np.float64)
 
 
 def check_score(score, name: str = 'score') -> np.ndarray:
