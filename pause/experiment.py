@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from common import app
 from common import config_lib
 from common import ensemble
 from common import lm
@@ -264,8 +265,14 @@ def _plot(config, table, minf, path):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The experiment; the fine-tuning settings share compiled programs through XLA's cache."""
   check_config(config)
   os.makedirs(workdir, exist_ok=True)
+  with app.compilation_cache(os.path.join(workdir, 'jax_cache')):
+    return _run(config, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = time.time()
   rows = pretrain_rows(config)
   pretrained, losses = {}, {}
