@@ -306,7 +306,6 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   figures = []
   if jax.process_index() == 0:
     figures.append(_plot(config, table, minf, os.path.join(workdir, 'exact_match.png')))
-  reproduced = all(c['holds'] for c in checks)
   numbers = {
       'exact_match': {s: {t: {'mean': _mean(v), 'seeds': [round(x, 4) for x in v]}
                           for t, v in row.items()} for s, row in table.items()},
@@ -329,6 +328,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
            f'{config.finetune.total_steps} steps), M_ft = {config.num_pauses}, {config.seeds} '
            f'seeds (fine-tuning data order; one pretraining per model). Exact match of greedy '
            f'KV-cache decoding on {config.test_examples_per_task} test prompts per task.')
-  return report.make_summary(name='pause', title='Pause tokens: think before you speak',
-                             claim=CLAIM, numbers=numbers, reproduced=reproduced,
-                             workdir=workdir, figures=figures, notes=notes, config=config)
+  tables = [report.table(
+      f'Exact match (greedy decoding; means over {config.seeds} seeds)',
+      ['setting'] + list(config.tasks) + ['mean'],
+      [[s] + [_mean(row[t]) for t in config.tasks] +
+       [numbers['exact_match_mean_over_tasks'][s]] for s, row in table.items()])]
+  return report.make_summary(
+      name='pause', title='Pause tokens: think before you speak', claim=CLAIM, numbers=numbers,
+      checks=[report.check(c['name'], c['value'], c['threshold'], c['holds']) for c in checks],
+      tables=tables, workdir=workdir, figures=figures, notes=notes, config=config)
