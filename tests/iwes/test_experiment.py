@@ -17,7 +17,7 @@ from iwes import checks
 from iwes import experiment
 
 POOL_SIZES = {'mnist1d': lambda n: int(0.8 * n), 'digits': lambda n: 1497,
-              'cifar10': lambda n: 50_000}
+              'cifar10': lambda n: 50_000, 'cifar100': lambda n: 50_000}
 
 
 def test_tiny_config_runs_end_to_end(tmp_path):
