@@ -6,7 +6,10 @@ Variants:
   cpu   the main job's run: the embedded docstring corpus (stdlib_text), 2 layers, d 64, 4 heads,
         train length 64, 1,000 Adam steps of 32 windows, 1 seed, the seven encodings the claim
         turns on (NoPE, RoPE, ALiBi, both Kerples, FIRE, FIRE without interpolation); evaluated
-        at 64 / 128 / 256 / 512. About 8 minutes on 2 cores.
+        at 64 / 128 / 256 / 512. About 7 minutes on 2 cores (20 on one shared core). Prints
+        second-half losses at 1x / 8x: FIRE 1.634 / 1.980, Kerple-power 1.629 / 1.622, FIRE
+        without interpolation 1.616 / 1.612, ALiBi 1.869 / 1.865, RoPE 1.703 / 3.567, NoPE
+        2.504 / 2.639; checks 0 of 2 (FIRE 0.199 / 0.358 behind Kerple-power at 4x / 8x).
   study every encoding and ablation (14), 1,500 steps: about 21 minutes on 2 cores. Prints
         second-half losses at 1x / 8x: FIRE 1.565 / 1.960, Kerple-power 1.568 / 1.561, ALiBi
         1.749 / 1.750, RoPE 1.609 / 3.799, NoPE 2.450 / 2.636 (see fire_pe/README.md).
