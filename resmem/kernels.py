@@ -296,3 +296,111 @@ def recall(found: np.ndarray, reference: np.ndarray) -> float:
   k = reference.shape[1]
   hits = [len(np.intersect1d(a, b)) for a, b in zip(np.asarray(found), np.asarray(reference))]
   return float(np.sum(hits) / (k * len(hits)))
+
+
+@functools.partial(jax.jit, static_argnames=('num_valid',))
+def _valid_mean(database, num_valid: int):
+  """(D,) mean of the first `num_valid` rows (the rest are padding), as `centre` computes it."""
+  rows = jnp.arange(database.shape[0])[:, None] < num_valid
+  anchor = database[0].astype(jnp.float32)
+  diff = jnp.where(rows, database.astype(jnp.float32) - anchor[None, :], 0.0)
+  return anchor + jnp.sum(diff, axis=0) / num_valid
+
+
+@functools.partial(jax.jit, static_argnames=('num_valid',))
+def _bad_rows(database, num_valid: int):
+  """(count, first row) of valid rows holding NaN or inf, reduced where the shards live."""
+  bad = ~jnp.isfinite(database).all(axis=1) & (jnp.arange(database.shape[0]) < num_valid)
+  return jnp.sum(bad), jnp.argmax(bad)
+
+
+def knn_sharded(queries, database: jax.Array, k: int, *, mesh: jax.sharding.Mesh,
+                axis: str = 'data', num_valid: int | None = None,
+                query_block: int = QUERY_BLOCK, db_block: int = DB_BLOCK, group: int = GROUP,
+                mode: str = 'exact', recall_target: float = 0.95, validate: bool = True):
+  """`knn` over a database that already lives sharded on the mesh: never one host array.
+
+  `knn(..., mesh=)` takes the database whole and pads and shards it itself, which needs it in one
+  array first. Here the caller lays it out (e.g. `jax.make_array_from_callback` reading each
+  device's rows from a file): `database` is a global (shards x rows_per_shard, D) jax.Array split
+  over `axis`, whose rows at and beyond `num_valid` (default: all) are padding and never returned.
+  The database-mean shift is one global (masked) mean computed where the shards live, subtracted
+  from each database block as it is read (no shifted copy); each shard's top-k is merged after one
+  all-gather, as in `knn`. Validation (shapes, k, finiteness of queries and of the valid rows) runs
+  before the search; the finiteness scan of the database is a reduction on the devices.
+
+  Returns:
+    (squared distances (Q, k) float32, global row indices (Q, k) int32), ascending distance.
+  """
+  if mode not in MODES:
+    raise KnnError(f'Unknown mode {mode!r}; use one of {MODES}.')
+  if mode == 'approx' and not 0 < recall_target <= 1:
+    raise KnnError(f'recall_target={recall_target} must lie in (0, 1].')
+  if not isinstance(database, jax.Array):
+    raise KnnError(f'knn_sharded takes the database as a jax.Array laid out on the mesh, got '
+                   f'{type(database).__name__}; use knn(..., mesh=mesh) for a host array.')
+  if axis not in mesh.shape:
+    raise KnnError(f'The mesh has no axis {axis!r} to shard the database over; its axes are '
+                   f'{tuple(mesh.shape)}.')
+  queries = as_array(queries, 'queries')
+  shards = mesh.shape[axis]
+  total = database.shape[0] if database.ndim == 2 else 0
+  num_valid = total if num_valid is None else int(num_valid)
+  if database.ndim != 2 or not 1 <= num_valid <= total:
+    raise KnnError(f'The database must be a non-empty (N, D) array with 1 <= num_valid <= N; got '
+                   f'shape {database.shape} and num_valid={num_valid}.')
+  if total % shards:
+    raise KnnError(f'The database has {total} rows, not a multiple of the {shards} shards of '
+                   f'axis {axis!r}: pad it to {_round_up(total, shards)} (num_valid marks the '
+                   'padding).')
+  check_inputs(queries, _ShapeOnly(database.shape[1], num_valid), k, finite=False)
+  per_shard = total // shards
+  if k > per_shard:
+    raise KnnError(f'k={k} exceeds the {per_shard} database rows per shard ({total} rows over '
+                   f'{shards} shards); use fewer shards or a smaller k.')
+  spec = jax.sharding.NamedSharding(mesh, P(axis, None))
+  if database.sharding != spec:
+    database = jax.device_put(database, spec)  # re-laid out device to device, not via the host
+  if validate:
+    bad_q = ~np.isfinite(np.asarray(queries)).all(axis=1)
+    if bad_q.any():
+      rows = np.flatnonzero(bad_q)
+      raise KnnError(f'{len(rows)} queries rows contain NaN or inf (first rows: '
+                     f'{rows[:5].tolist()}).')
+    count, first = (int(v) for v in jax.device_get(_bad_rows(database, num_valid)))
+    if count:
+      raise KnnError(f'{count} database rows contain NaN or inf (first row: {first}).')
+  k = int(k)
+  nq = queries.shape[0]
+  if nq == 0:
+    return jnp.zeros((0, k), jnp.float32), jnp.zeros((0, k), jnp.int32)
+  query_block, db_block = _block_sizes(nq, per_shard, k, query_block, db_block, group)
+  shift = _valid_mean(database, num_valid)
+  queries = jnp.asarray(queries, jnp.float32) - shift[None, :]
+  queries_p = jnp.pad(queries, ((0, _round_up(nq, query_block) - nq), (0, 0)))
+
+  def per_device(q, db, s):
+    offset = jax.lax.axis_index(axis) * per_shard
+    scores, idx = _local_knn(q, db.astype(jnp.float32), k=k, query_block=query_block,
+                             db_block=db_block, group=group, mode=mode,
+                             recall_target=recall_target, num_valid=num_valid - offset,
+                             index_offset=offset, shift=s)
+    all_scores = jax.lax.all_gather(scores, axis, axis=1, tiled=True)   # (Q, shards * k)
+    all_idx = jax.lax.all_gather(idx, axis, axis=1, tiled=True)
+    best, pos = jax.lax.top_k(all_scores, k)
+    return best, jnp.take_along_axis(all_idx, pos, axis=1)
+
+  fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(axis, None), P()),
+                             out_specs=(P(), P()), check_vma=False))
+  scores, idx = fn(queries_p, database, shift)
+  q_norms = jnp.sum(queries * queries, axis=1, keepdims=True)
+  sq = jnp.maximum(q_norms - scores[:nq], 0.0)
+  chex.assert_shape([sq, idx[:nq]], (nq, k))
+  return sq, idx[:nq]
+
+
+class _ShapeOnly:
+  """An (num_valid, D) stand-in for `check_inputs`' shape and k checks of a sharded database."""
+
+  def __init__(self, dim: int, rows: int):
+    self.shape, self.ndim = (rows, dim), 2
