@@ -239,6 +239,40 @@ def _fire_bias(params, q_start, k_start, q_len, k_len, *, log_transform, thresho
   return jax.lax.cond(last_row <= length_l, from_table, full)
 
 
+def kink_bias_init(key, shape, *, previous, weight, input_max: float):
+  """Biases that put every hidden unit's kink inside the MLP's input range [0, input_max].
+
+  LeCun-normal weights with zero biases (the usual Flax init) start half of the first layer's
+  units dead on inputs >= 0 (negative weight, zero bias: relu(w x) = 0 for all x >= 0) and every
+  live unit's kink at x = 0, so f starts linear on [0, 1]. Here unit u of the first layer gets its
+  kink at x_u = (u + U(0, 1)) / width * input_max, shuffled (stratified: one kink per 1/width of
+  the range): b_u = -w_u x_u. A unit is then live on [0, x_u) (w_u < 0) or (x_u, input_max]
+  (w_u > 0), never dead on the range. A deeper layer's unit v, whose pre-activation z_v(x) is
+  piecewise linear in x, gets b_v = -(the q_v-quantile of z_v over a grid of the range), q_v
+  stratified in (0.1, 0.9): live on at least a tenth of the range and off on another tenth.
+
+  Args:
+    key: the PRNG key.
+    shape: (width,).
+    previous: the (w, b) pairs of the layers before this one (empty for the first).
+    weight: this layer's weight (fan_in, width), already drawn.
+    input_max: the top of the input range (1 with interpolation).
+  """
+  (width,) = shape
+  kink_key, order_key = jax.random.split(key)
+  levels = (jnp.arange(width) + jax.random.uniform(kink_key, (width,))) / width
+  levels = jax.random.permutation(order_key, levels)
+  if not previous:
+    return -weight[0] * levels * input_max
+  grid = jnp.linspace(0.0, input_max, 257)
+  hidden = grid[:, None]
+  for w, b in previous:
+    hidden = jax.nn.relu(hidden @ w + b[None])
+  pre = hidden @ weight                                           # (grid, width)
+  quantiles = 0.1 + 0.8 * levels
+  return -jax.vmap(jnp.quantile, in_axes=(1, 0))(pre, quantiles)
+
+
 class FIRE(PositionEncoding):
   """FIRE: a learned function of the normalised relative position.
 
@@ -249,6 +283,9 @@ class FIRE(PositionEncoding):
     init_threshold: init_L; the threshold is |L_mult * init_L| with L_mult learned (from 1) unless
       `learn_threshold=False`. The public code uses 512 at train length 2048: a quarter of it.
     log_transform, threshold, interpolate: False for the paper's ablations.
+
+  Initialisation: hidden units' kinks spread over the input range and none starts dead
+  (`kink_bias_init`); the readout is LeCun normal with zero bias.
 
   `bias(length)` evaluates f_theta once on the distances 0 .. length-1 with the threshold
   normaliser (the table used by every block whose rows are all <= L); blocks past the threshold
@@ -266,9 +303,21 @@ class FIRE(PositionEncoding):
 
   def setup(self):
     widths = [1] + [self.mlp_width] * self.mlp_depth + [self.num_heads]
-    self.mlp = [(self.param(f'w{n}', nn.initializers.lecun_normal(), (a, b)),
-                 self.param(f'b{n}', nn.initializers.zeros_init(), (b,)))
-                for n, (a, b) in enumerate(zip(widths[:-1], widths[1:]))]
+    # Python floats (init may be traced): psi(init_L), the inputs' scale without interpolation.
+    input_max = 1.0 if self.interpolate else (
+        math.log1p(self.init_c * self.init_threshold) if self.log_transform
+        else float(self.init_threshold))
+    mlp = []
+    for n, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+      if n == self.mlp_depth:   # the readout: LeCun normal, zero bias
+        w = self.param(f'w{n}', nn.initializers.lecun_normal(), (a, b))
+        bias = self.param(f'b{n}', nn.initializers.zeros_init(), (b,))
+      else:
+        w = self.param(f'w{n}', nn.initializers.lecun_normal(), (a, b))
+        bias = self.param(f'b{n}', functools.partial(
+            kink_bias_init, previous=tuple(mlp), weight=w, input_max=input_max), (b,))
+      mlp.append((w, bias))
+    self.mlp = mlp
     self.c = self.param('c', nn.initializers.constant(self.init_c), ())
     if self.learn_threshold:
       self.threshold_mult = self.param('threshold_mult', nn.initializers.ones_init(), ())

@@ -32,6 +32,7 @@ def _linear_fire(num_heads, c, threshold, weights):
   params = jax.tree.map(np.asarray, module.init(jax.random.key(0), 8, method='bias')['params'])
   params['w0'] = np.zeros_like(params['w0'])
   params['w0'][0, 0] = 1.0
+  params['b0'] = np.zeros_like(params['b0'])
   params['w1'] = np.zeros_like(params['w1'])
   params['w1'][0] = weights
   return module, params
@@ -105,6 +106,7 @@ def test_fire_table_and_per_pair_paths_agree():
   module = fire_pe.FIRE(num_heads=3, init_threshold=20.0)
   params = module.init(jax.random.key(2), 8, method='bias')['params']
   fn, prepared = module.apply({'params': params}, 48, method='bias')
+  fn = jax.jit(fn, static_argnums=(3, 4))   # one compiled block per shape, not op by op
   flags = dict(log_transform=True, threshold=True, interpolate=True)
   for q_start, k_start in ((0, 0), (8, 0), (16, 8)):              # rows <= 20: the table
     block = np.asarray(fn(prepared, q_start, k_start, 4, 8))
@@ -143,13 +145,14 @@ def test_unknown_encoding_lists_the_available_ones():
 
 
 def test_every_encoding_runs_in_the_model_and_fire_s_shares():
-  tokens = jnp.zeros((1, 16), jnp.int32)
+  """Traced (shapes only: the tiny experiment runs them); each built and applied."""
+  tokens = jax.ShapeDtypeStruct((1, 16), jnp.int32)
   sizes = {}
   for name in fire_pe.ENCODINGS:
     model = TransformerLM(vocab_size=7, num_layers=2, d_model=16, num_heads=2,
                           **fire_pe.build(name, num_heads=2, train_length=16))
-    variables = model.init(jax.random.key(0), tokens)
-    assert model.apply(variables, tokens).shape == (1, 16, 7)
+    variables = jax.eval_shape(model.init, jax.random.key(0), tokens)
+    assert jax.eval_shape(model.apply, variables, tokens).shape == (1, 16, 7)
     sizes[name] = sum(x.size for x in jax.tree.leaves(variables))
   per_layer_fire = sizes['fire'] - sizes['nope']
   assert sizes['fire_s'] - sizes['nope'] == per_layer_fire // 2  # one module, not two
@@ -168,8 +171,46 @@ def test_an_encoding_built_for_other_heads_is_refused_by_name(name, attention):
 
 
 def test_an_encoding_without_a_bias_works_with_any_heads():
-  tokens = jnp.zeros((1, 16), jnp.int32)
+  tokens = jax.ShapeDtypeStruct((1, 16), jnp.int32)
   for encoding in (None, fire_pe.RoPE, fire_pe.Sinusoidal,
                    functools.partial(fire_pe.LearnedAbsolute, max_len=16)):
     model = TransformerLM(vocab_size=7, num_layers=1, d_model=16, num_heads=4, encoding=encoding)
-    assert model.apply(model.init(jax.random.key(0), tokens), tokens).shape == (1, 16, 7)
+    variables = jax.eval_shape(model.init, jax.random.key(0), tokens)
+    assert jax.eval_shape(model.apply, variables, tokens).shape == (1, 16, 7)
+
+
+def _hidden_units(params, depth, x):
+  """Each hidden layer's activations (len(x), width) of FIRE's MLP on inputs x."""
+  h, out = np.asarray(x, np.float64)[:, None], []
+  for n in range(depth):
+    h = np.maximum(h @ np.asarray(params[f'w{n}']) + np.asarray(params[f'b{n}']), 0.0)
+    out.append(h)
+  return out
+
+
+@pytest.mark.parametrize('depth', [1, 2])
+def test_fire_init_leaves_no_unit_dead_and_spreads_the_kinks(depth):
+  """Flax's usual init (LeCun weights, zero biases) left half the units dead on x >= 0 and every
+  live kink at 0 (f linear at the start); FIRE's init puts a kink of every unit inside [0, 1]."""
+  width, x = 32, np.linspace(0.0, 1.0, 2001)
+  for seed in range(3):
+    module = fire_pe.FIRE(num_heads=4, mlp_width=width, mlp_depth=depth, init_threshold=16.0)
+    params = module.init(jax.random.key(seed), 8, method='bias')['params']
+    for layer, h in enumerate(_hidden_units(params, depth, x)):
+      live = (h > 0).mean(axis=0)
+      assert live.min() > 0, (seed, layer, live)          # no dead unit on [0, 1]
+      assert live.max() < 1, (seed, layer, live)          # and none linear on all of it
+    kinks = np.sort(-np.asarray(params['b0']) / np.asarray(params['w0'][0]))
+    assert 0 < kinks[0] and kinks[-1] < 1
+    assert np.diff(np.concatenate([[0.0], kinks, [1.0]])).max() <= 2.0 / width  # spread over [0, 1]
+    w0 = np.asarray(params['w0'][0])
+    assert 8 < (w0 > 0).sum() < 24                        # both orientations
+    # The old init, for contrast: half dead.
+    old = np.maximum(x[:, None] * w0[None], 0.0)
+    assert ((old > 0).mean(axis=0) == 0).sum() >= 8
+  # Without interpolation the input is psi(i - j), not in [0, 1]: the kinks spread over
+  # [0, psi(init_threshold)] instead.
+  module = fire_pe.FIRE(num_heads=4, interpolate=False, init_threshold=16.0, init_c=0.1)
+  params = module.init(jax.random.key(0), 8, method='bias')['params']
+  kinks = -np.asarray(params['b0']) / np.asarray(params['w0'][0])
+  assert kinks.max() > 0.8 and kinks.max() < np.log1p(1.6)
