@@ -1,0 +1,132 @@
+r"""MarkovGen: a class-conditional masked-token model on digit tokens, sampled with T = 8, T = 4 and
+T = 4 whose last step is the MRF layer.
+
+    python -m muse_mrf.main --config=configs/muse_mrf/digits.py:cpu --workdir=/tmp/muse_mrf
+
+Variants:
+  cpu          sklearn digits (8 x 8) quantised to 8 grey levels: 64 tokens per image, codebook 8;
+               a 4-layer d 128 bidirectional transformer with a class token (MaskGIT cosine
+               masking, label smoothing 0.1); a dense 3 x 3 MRF (5 mean-field iterations) trained
+               on the frozen backbone at late-stage masking rates; an MLP scorer on the tokenised
+               real digits. Samplers: plain T in (2, 3, 4, 6, 8, 12), MRF T in (2, 3, 4, 6).
+  tiny         the same pipeline in seconds (the end-to-end test).
+  kmeans       the cpu variant on k-means VQ tokens of 2 x 2 patches (a 4 x 4 grid, 32 codes).
+  imagenet256  ImageNet 256 x 256 through a trained VQ autoencoder (f = 16: 16 x 16 tokens,
+               codebook 8192), a 24-layer d 768 backbone (MaskGIT's size), a low-rank (r = 64)
+               MRF: for accelerators, not run here (the experiment holds the tokens in memory;
+               a pod run needs the tokens precomputed and streamed).
+"""
+
+import ml_collections
+
+from configs.common import loop
+
+VARIANTS = ('cpu', 'tiny', 'kmeans', 'imagenet256')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or 'cpu'
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.dataset = 'digits'
+  config.dataset_kwargs = ml_collections.ConfigDict()
+  config.data_dir = ml_collections.config_dict.placeholder(str)
+  config.train_split = 'train'
+  config.test_split = 'test'
+  # Tokenizer: 'grey' (pixel -> K levels), 'kmeans' (p x p patches), 'vq' (trained VQ-VAE).
+  config.tokenizer = ml_collections.ConfigDict({
+      'kind': 'grey', 'levels': 8, 'codebook_size': 32, 'patch': 2,
+      'embed_dim': 32, 'width': 64, 'num_downsamples': 2, 'beta': 0.25})
+  config.tokenizer_loop = loop.get_config(
+      batch_size=64, total_steps=1000, optimizer=loop.optimizer(learning_rate=1e-3))
+  # The backbone: common.models.MaskedTokenTransformer.
+  config.model = ml_collections.ConfigDict({
+      'num_layers': 4, 'd_model': 128, 'num_heads': 4, 'mlp_dim': 512, 'attention': 'naive'})
+  config.mask_schedule = 'cosine'       # MaskGIT; 'arccos' (Muse), 'linear'
+  config.label_smoothing = 0.1
+  config.backbone = loop.get_config(
+      batch_size=64, total_steps=3000, log_every_steps=250, checkpoint_every_steps=1000,
+      optimizer=loop.optimizer(learning_rate=1e-3, warmup_steps=100, grad_clip_norm=1.0))
+  # The MRF layer and its training on the frozen backbone.
+  config.mrf_layer = ml_collections.ConfigDict({
+      'window': 3, 'iterations': 5, 'num_kernels': 1,
+      'rank': ml_collections.config_dict.placeholder(int)})   # None: dense compatibility
+  config.mrf_r_range = (0.5, 0.95)      # late-stage masking: gamma(r) from 0.71 down to 0.08
+  config.mrf = loop.get_config(
+      batch_size=64, total_steps=800, log_every_steps=100, checkpoint_every_steps=800,
+      optimizer=loop.optimizer(learning_rate=1e-2, warmup_steps=50))
+  # The scorer: a classifier on tokenised real images (common.classifier).
+  config.scorer = loop.get_config(batch_size=128, total_steps=600, log_every_steps=200,
+                                  checkpoint_every_steps=600,
+                                  optimizer=loop.optimizer(learning_rate=1e-3))
+  config.scorer_model = ml_collections.ConfigDict({'name': 'mlp', 'widths': (128, 32)})
+  # Sampling.
+  config.sampling = ml_collections.ConfigDict({
+      'per_class': 100, 'tau': 4.5, 'plain_steps': (2, 3, 4, 6, 8, 12), 'mrf_steps': (2, 3, 4, 6),
+      'mrf_fill': 'sample'})
+  # The checks, stated before the run (muse_mrf/experiment.py: check_claims).
+  config.claim = ml_collections.ConfigDict({
+      'reference_steps': 8,
+      'fast_steps': 4,
+      'acc_margin': 0.05,             # MRF-4 accuracy >= 8-step accuracy - 0.05
+      'fd_ratio_vs_reference': 1.25,  # MRF-4 FD <= 1.25 x 8-step FD
+      'fd_ratio_vs_plain': 0.8,       # MRF-4 FD <= 0.8 x plain-4 FD ("clearly better")
+      'acc_gain_vs_plain': 0.0,       # MRF-4 accuracy >= plain-4 accuracy
+      'calls_ratio': 0.6,             # backbone calls MRF-4 <= 0.6 x 8-step
+  })
+
+  if variant == 'cpu':
+    pass
+  elif variant == 'tiny':
+    config.model.update({'num_layers': 1, 'd_model': 32, 'mlp_dim': 64})
+    config.backbone.total_steps = 20
+    config.backbone.batch_size = 32
+    config.backbone.log_every_steps = 10
+    config.backbone.optimizer.warmup_steps = 0
+    config.mrf.total_steps = 10
+    config.mrf.batch_size = 16
+    config.mrf.log_every_steps = 5
+    config.mrf.optimizer.warmup_steps = 0
+    config.scorer.total_steps = 20
+    config.scorer.log_every_steps = 10
+    config.scorer_model.widths = (32, 16)
+    config.tokenizer_loop.total_steps = 5
+    config.sampling.per_class = 4
+    config.sampling.plain_steps = (4, 8)
+    config.sampling.mrf_steps = (4,)
+  elif variant == 'kmeans':
+    config.tokenizer.kind = 'kmeans'
+  elif variant == 'imagenet256':
+    config.dataset = 'imagenet2012'
+    config.train_split = 'train'
+    config.test_split = 'validation'
+    config.tokenizer.update({'kind': 'vq', 'codebook_size': 8192, 'embed_dim': 256, 'width': 128,
+                             'num_downsamples': 4})
+    config.tokenizer_loop = loop.get_config(
+        batch_size=256, total_steps=500_000, sharding='fsdp', checkpoint_every_steps=5000,
+        optimizer=loop.optimizer(learning_rate=1e-4, warmup_steps=5000))
+    config.model = ml_collections.ConfigDict({
+        'num_layers': 24, 'd_model': 768, 'num_heads': 16, 'mlp_dim': 3072, 'attention': 'naive'})
+    config.backbone = loop.get_config(
+        batch_size=256, total_steps=1_500_000, sharding='fsdp', checkpoint_every_steps=5000,
+        log_every_steps=500, optimizer=loop.optimizer(
+            name='adamw', learning_rate=1e-4, warmup_steps=5000, weight_decay=0.045,
+            grad_clip_norm=1.0))
+    config.mrf_layer.rank = 64
+    config.mrf = loop.get_config(
+        batch_size=256, total_steps=20_000, sharding='fsdp', checkpoint_every_steps=2000,
+        optimizer=loop.optimizer(learning_rate=1e-3, warmup_steps=500))
+    config.scorer = loop.get_config(
+        batch_size=1024, total_steps=100_000, sharding='fsdp', checkpoint_every_steps=5000,
+        optimizer=loop.optimizer(name='momentum', learning_rate=0.4, warmup_steps=5000,
+                                 weight_decay=5e-5))
+    config.scorer_model = ml_collections.ConfigDict({
+        'name': 'resnet', 'ndim': 2, 'width': 64, 'stage_sizes': (2, 2, 2, 2), 'norm': 'batch',
+        'stem_strides': 2})
+    config.sampling.per_class = 50
+    config.sampling.plain_steps = (4, 8, 12, 16, 24)
+    config.sampling.mrf_steps = (4, 8, 16)
+  else:
+    raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
+  config.lock()
+  return config
