@@ -47,6 +47,7 @@ import os
 import shutil
 from typing import Any, Iterator, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,8 +74,14 @@ def model_fields(model) -> dict[str, Any]:
           'num_special_tokens': int(model.num_special_tokens)}
 
 
+def _plain(params):
+  """Parameters without flax's logical-partitioning boxes (as `model.init` returns them)."""
+  return nn.meta.unbox(params)
+
+
 def fingerprint(model, params) -> str:
   """A hash of the LM: its fields and every parameter's path, dtype, shape and bytes."""
+  params = _plain(params)
   h = hashlib.blake2b(digest_size=16)
   h.update(json.dumps(model_fields(model), sort_keys=True).encode())
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
@@ -87,7 +94,7 @@ def fingerprint(model, params) -> str:
 def readout(params) -> np.ndarray:
   """(D, V) readout kernel W: logits = hidden @ W (TransformerLM's readout has no bias)."""
   try:
-    return np.asarray(jax.device_get(params['readout']['kernel']), np.float32)
+    return np.asarray(jax.device_get(_plain(params)['readout']['kernel']), np.float32)
   except (KeyError, TypeError):
     raise LMMemoryError('The parameters have no readout/kernel: ResMem-LM needs a '
                         'common.models.TransformerLM.') from None
@@ -104,7 +111,7 @@ def _forward(model):
 
 def forward(model, params, tokens):
   """(hidden (B, L, D), logits (B, L, V)): the final norm's output and the next-token logits."""
-  return _forward(model)(params, tokens)
+  return _forward(model)(_plain(params), tokens)
 
 
 def _check_readout(hidden, logits, kernel) -> None:
@@ -215,7 +222,7 @@ def _sharded_from_host(host, rows: int, sharding) -> jax.Array:
   return jax.make_array_from_callback((rows,) + tuple(host.shape[1:]), sharding, block)
 
 
-@functools.partial(jax.jit, static_argnames=())
+@jax.jit
 def _gather(keys, norms, next_ids, idx):
   return (jnp.take(keys, idx, axis=0) * jnp.take(norms, idx, axis=0)[..., None],
           jnp.take(next_ids, idx, axis=0))

@@ -1,0 +1,192 @@
+"""ResMem over a TransformerLM: the memory (chunks, files, shards), predictions, bad input, and the
+experiment end to end (tiny variant)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from common import mesh as mesh_lib
+from common.models import transformer
+from resmem import kernels
+from resmem import lm
+
+CONTEXT = 13
+
+
+@pytest.fixture(scope='module')
+def lm_pair():
+  """A tiny LM (untrained: any weights make keys and residuals) and a corpus of 2,000 ids."""
+  model = transformer.TransformerLM(vocab_size=259, num_layers=1, d_model=16, num_heads=2,
+                                    mlp_dim=32)
+  params = model.init(jax.random.key(0), jnp.zeros((1, CONTEXT), jnp.int32))['params']
+  rng = np.random.default_rng(0)
+  ids = rng.integers(3, 259, 2_001).astype(np.int32)
+  return model, params, ids
+
+
+@pytest.fixture(scope='module')
+def memory(lm_pair):
+  model, params, ids = lm_pair
+  return lm.build_memory(model, params, ids, context=CONTEXT, batch_size=8)
+
+
+def test_windows_cover_every_target_once():
+  ids = np.arange(50)
+  w = lm.windows(ids, 16)
+  assert w.shape == (3, 17)
+  np.testing.assert_array_equal(w[:, 1:].reshape(-1), np.arange(1, 49))
+  assert lm.windows(ids, 16, max_tokens=20).shape == (1, 17)
+
+
+def test_chunked_build_equals_one_shot_and_keys_are_the_lm(lm_pair, memory):
+  model, params, ids = lm_pair
+  one = lm.build_memory(model, params, ids, context=CONTEXT, batch_size=10_000)
+  assert memory.num_keys == one.num_keys == 2_000 - 2_000 % CONTEXT == 1_989
+  np.testing.assert_allclose(memory.keys, one.keys, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(memory.norms, one.norms, rtol=1e-5)
+  np.testing.assert_array_equal(memory.next_ids, one.next_ids)
+  np.testing.assert_array_equal(memory.next_ids[:CONTEXT], ids[1:CONTEXT + 1])
+  np.testing.assert_allclose(np.linalg.norm(memory.keys, axis=1), 1.0, rtol=1e-5)
+  # key * norm is the hidden state, and hidden @ readout is the LM's logits.
+  hidden, logits = lm.forward(model, params, jnp.asarray(ids[None, :CONTEXT]))
+  np.testing.assert_allclose(memory.keys[:CONTEXT] * memory.norms[:CONTEXT, None], hidden[0],
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(hidden[0]) @ lm.readout(params), logits[0], rtol=1e-4,
+                             atol=1e-4)
+  bits, _ = lm.lm_bits(lm.lm_outputs(model, params, ids, context=CONTEXT))
+  assert memory.meta['train_bits_per_token'] == pytest.approx(bits.mean(), rel=1e-5)
+
+
+def test_save_load_round_trip_and_files_on_disk(lm_pair, memory, tmp_path):
+  model, params, ids = lm_pair
+  memory.save(str(tmp_path / 'mem'))
+  loaded = lm.LMMemory.load(str(tmp_path / 'mem'), model=model, params=params)
+  for name in ('keys', 'norms', 'next_ids'):
+    np.testing.assert_array_equal(getattr(loaded, name), getattr(memory, name))
+  assert loaded.meta['fingerprint'] == memory.meta['fingerprint']
+  # Built straight into files (memory-mapped), the same memory.
+  direct = lm.build_memory(model, params, ids, context=CONTEXT, batch_size=8,
+                           path=str(tmp_path / 'direct'))
+  assert isinstance(direct.keys, np.memmap)
+  np.testing.assert_array_equal(direct.keys, memory.keys)
+  assert json.loads((tmp_path / 'direct' / 'meta.json').read_text())['num_keys'] == 1_989
+
+
+def test_memory_of_another_lm_is_refused(lm_pair, memory, tmp_path):
+  model, params, _ = lm_pair
+  memory.save(str(tmp_path / 'mem'))
+  other = jax.tree.map(lambda x: x + 1e-3, params)  # same shapes, other weights
+  with pytest.raises(lm.LMMemoryError, match='built with another LM'):
+    lm.LMMemory.load(str(tmp_path / 'mem'), model=model, params=other)
+  wide = transformer.TransformerLM(vocab_size=259, num_layers=1, d_model=32, num_heads=2)
+  wide_params = wide.init(jax.random.key(1), jnp.zeros((1, 4), jnp.int32))['params']
+  with pytest.raises(lm.LMMemoryError, match='width 16 but the LM\'s hidden states have 32'):
+    memory.check_lm(wide, wide_params)
+  with pytest.raises(lm.LMMemoryError, match='key width 16'):
+    memory.search(np.ones((2, 32), np.float32), 1)
+
+
+def test_bad_input_is_refused(lm_pair, memory):
+  model, params, ids = lm_pair
+  with pytest.raises(lm.LMMemoryError, match='has 13 tokens, shorter than the LM\'s context of 13'):
+    lm.build_memory(model, params, ids[:13], context=CONTEXT)
+  with pytest.raises(lm.LMMemoryError, match='shorter than the LM\'s context'):
+    lm.lm_outputs(model, params, ids[:10], context=CONTEXT)
+  with pytest.raises(lm.LMMemoryError, match='k=1990 is larger than the memory, which holds 1989'):
+    memory.search(np.ones((2, 16), np.float32), 1_990)
+  with pytest.raises(lm.LMMemoryError, match='outside the LM\'s vocabulary'):
+    lm.build_memory(model, params, np.full(40, 300), context=CONTEXT)
+  bad = np.ones((3, 16), np.float32)
+  bad[1, 2] = np.nan
+  with pytest.raises(lm.LMMemoryError, match=r'1 query hidden states contain NaN.*\[1\]'):
+    memory.search(bad, 2)
+
+
+def test_zero_residuals_give_the_lm_and_lambda_zero_gives_the_lm(lm_pair, memory):
+  model, params, ids = lm_pair
+  outputs = lm.lm_outputs(model, params, ids[:400], context=CONTEXT)
+  nb = lm.neighbours(memory, outputs, 8)
+  lm_b, lm_c = lm.lm_bits(outputs)
+  # Neighbours whose LM put all its mass on the token that followed: residual 0. A readout that
+  # maps each neighbour's hidden state (a one-hot direction) to huge logits for its next token.
+  vocab = 259
+  hidden = np.zeros((len(outputs), 8, vocab), np.float32)
+  nxt = nb.next_ids
+  np.put_along_axis(hidden, nxt[..., None], 1.0, axis=2)
+  kernel = 1e4 * np.eye(vocab, dtype=np.float32)
+  zero_res = lm.Neighbours(dist=nb.dist, hidden=hidden, next_ids=nxt)
+  out_v = lm.LMOutputs(hidden=outputs.hidden, logits=outputs.logits, targets=outputs.targets)
+  # The base then reads logits through the same kernel: give it logits / 1e4 in a V-wide space.
+  probs = lm.resmem_probs(out_v, zero_res, kernel, k=8, sigma=0.1, temperature=1.0, floor=0.01)
+  base = jax.nn.softmax(outputs.logits, axis=-1)
+  np.testing.assert_allclose(probs, base, rtol=1e-5, atol=1e-7)
+  bits, correct = lm.knnlm_bits(outputs, nb, k=8, sigma=0.1, lam=0.0)
+  np.testing.assert_allclose(bits, lm_b, rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(correct, lm_c)
+
+
+def test_resmem_is_a_distribution_and_k1_sigma_small_memorises(lm_pair, memory):
+  model, params, ids = lm_pair
+  # Queries from the memory's own text: each one's nearest key is itself (distance 0).
+  outputs = lm.lm_outputs(model, params, ids, context=CONTEXT, max_tokens=320)
+  nb = lm.neighbours(memory, outputs, 4)
+  assert np.allclose(nb.dist[:, 0], 0.0, atol=1e-3)
+  kernel = lm.readout(params)
+  probs = lm.resmem_probs(outputs, nb, kernel, k=4, sigma=0.3, temperature=2.0, floor=0.01)
+  assert (probs > 0).all()
+  np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+  # k = 1 at T = 1: p + (e_y - p) = e_y, the training label reproduced (clipped at floor * p).
+  # (Untrained and position-free, the LM gives equal keys to some positions: then the tied
+  # neighbour's label, whose residual is the same e_y' - p.)
+  bits, correct = lm.resmem_bits(outputs, nb, kernel, k=1, sigma=None, temperature=1.0,
+                                 floor=1e-6)
+  own = nb.next_ids[:, 0] == outputs.targets
+  assert own.mean() > 0.9 and correct[own].all() and bits[own].max() < 1e-3
+  grid_best, grid = lm.tune_resmem(outputs, nb, kernel, ks=(1, 4), sigmas=(0.1, None),
+                                   temperatures=(1.0, 2.0), floor=0.01)
+  assert len(grid) == 8 and grid_best['k'] == 1
+  best, grid = lm.tune_knnlm(outputs, nb, ks=(1, 4), sigmas=(None,), lambdas=(0.0, 0.5, 0.99))
+  assert best['lam'] == 0.99 and len(grid) == 6
+
+
+def test_sharded_memory_search_equals_single_device(lm_pair, memory, tmp_path):
+  assert jax.device_count() == 8
+  model, params, ids = lm_pair
+  mesh = mesh_lib.make_mesh((('data', 8),))
+  outputs = lm.lm_outputs(model, params, ids[-500:], context=CONTEXT)
+  single = lm.neighbours(memory, outputs, 10)
+  memory.save(str(tmp_path / 'mem'))
+  # Laid out over the mesh from the files: 1,989 rows padded to 8 x 249.
+  sharded = lm.LMMemory.load(str(tmp_path / 'mem'), mesh=mesh, model=model, params=params,
+                             db_block=64, query_block=32)
+  assert sharded.keys.shape == (1_992, 16) and len(sharded.keys.addressable_shards) == 8
+  got = lm.neighbours(sharded, outputs, 10)
+  np.testing.assert_array_equal(got.next_ids, single.next_ids)
+  np.testing.assert_allclose(got.dist, single.dist, atol=1e-3)  # sqrt of float32 near 0
+  np.testing.assert_allclose(got.hidden, single.hidden, rtol=1e-5, atol=1e-6)
+
+
+def test_knn_sharded_masks_padding_and_matches_knn():
+  mesh = mesh_lib.make_mesh((('data', 8),))
+  rng = np.random.default_rng(3)
+  db = rng.normal(size=(1003, 8)).astype(np.float32)
+  q = rng.normal(size=(21, 8)).astype(np.float32)
+  padded = np.concatenate([db, np.zeros((5, 8), np.float32)])  # zeros near every query: masked
+  arr = jax.device_put(padded, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+      'data', None)))
+  sq, idx = kernels.knn_sharded(q, arr, 7, mesh=mesh, num_valid=1003, db_block=32)
+  ref_sq, ref_idx = kernels.knn(q, db, 7)
+  np.testing.assert_array_equal(np.asarray(idx), np.asarray(ref_idx))
+  np.testing.assert_allclose(np.asarray(sq), np.asarray(ref_sq), rtol=1e-5, atol=1e-5)
+  with pytest.raises(kernels.KnnError, match='not a multiple of the 8 shards'):
+    kernels.knn_sharded(q, jnp.asarray(db), 3, mesh=mesh)
+  with pytest.raises(kernels.KnnError, match='k=1004 must be between 1 and the database size'):
+    kernels.knn_sharded(q, arr, 1004, mesh=mesh, num_valid=1003)
+  bad = padded.copy()
+  bad[17, 0] = np.inf
+  with pytest.raises(kernels.KnnError, match=r'1 database rows contain NaN or inf \(first row: '
+                                             r'17\)'):
+    kernels.knn_sharded(q, jnp.asarray(bad), 3, mesh=mesh, num_valid=1003)
