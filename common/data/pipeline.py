@@ -172,38 +172,78 @@ def to_global(local: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding
 
 
 class Prefetcher:
-  """Keeps the next `depth` batches in flight to the devices, ahead of the step that needs them.
+  """Keeps the coming batches in flight to the devices, ahead of the step that needs them.
 
-  jax dispatches steps asynchronously, so gathering and transferring batch k+depth on the host
-  overlaps with the device computing step k; for in-memory arrays this beats a worker thread,
-  whose hand-offs cost more than the gather itself (measured in benchmarks/train_overhead.py).
+  jax dispatches steps asynchronously, so gathering and transferring the next batches on the host
+  overlaps with the device computing the current step; for in-memory arrays this beats a worker
+  thread, whose hand-offs cost more than the gather itself (measured in
+  benchmarks/train_overhead.py). Batches travel `chunk` at a time: one transfer of a
+  (chunk, batch, ...) array per feature, from which each step takes its own slice on the devices,
+  so the per-transfer cost (most of the host's work for small batches) is paid once per chunk.
+  `chunk=None` chooses it from the first batch's size: as many as fit in `chunk_max_bytes`, at
+  most MAX_CHUNK, at least 1 (large image batches go one at a time).
   The wrapped iterator's position counts batches *consumed* here, so checkpoints stay exact.
   """
 
-  def __init__(self, iterator: BatchOrder, sharding, depth: int = 2,
-               limit: int | None = None):
-    """`limit`: the number of batches the run will consume in all (none are built past it)."""
+  MAX_CHUNK = 16
+  description = 'streamed from the host'
+
+  def __init__(self, iterator: BatchOrder, sharding: jax.sharding.NamedSharding, depth: int = 2,
+               limit: int | None = None, chunk: int | None = None,
+               chunk_max_bytes: int = 16 * 2**20):
+    """`depth`: batches kept ready beyond the current one; `limit`: the number of batches the run
+    will consume in all (none are built past it)."""
+    if chunk is not None and (isinstance(chunk, bool) or int(chunk) < 1):
+      raise ValueError(f'chunk={chunk!r}: expected a whole number >= 1 or None (automatic).')
     self.iterator = iterator
     self.limit = limit
     self.sharding = sharding
-    self.depth = depth
-    self._queue: collections.deque = collections.deque()
+    self.depth = max(0, int(depth))
+    self.chunk = None if chunk is None else int(chunk)
+    self.chunk_max_bytes = chunk_max_bytes
+    spec = tuple(sharding.spec)
+    self._chunk_sharding = jax.sharding.NamedSharding(
+        sharding.mesh, jax.sharding.PartitionSpec(None, *spec))
+    self._queue: collections.deque = collections.deque()  # [arrays, count, next to hand out]
     self._next_to_schedule = iterator.position
 
+  def _choose_chunk(self, first: dict[str, np.ndarray]) -> int:
+    nbytes = sum(np.asarray(v).nbytes for v in first.values())
+    return max(1, min(self.MAX_CHUNK, self.chunk_max_bytes // max(nbytes, 1)))
+
+  def _read_chunk(self):
+    k = self._next_to_schedule
+    count = self.chunk
+    if count is None:  # the first read decides; the batch read to decide is kept
+      first = self.iterator.batch(k)
+      self.chunk = count = self._choose_chunk(first)
+      rest = [first]
+    else:
+      rest = []
+    if self.limit is not None:
+      count = min(count, self.limit - k)
+    parts = rest + [self.iterator.batch(j) for j in range(k + len(rest), k + count)]
+    if count < self.chunk:  # the run's last batches: pad to keep one compiled shape
+      parts += [parts[-1]] * (self.chunk - count)
+    stacked = {key: np.stack([p[key] for p in parts]) for key in parts[0]}
+    self._queue.append([to_global_chunk(stacked, self._chunk_sharding), count, 0])
+    self._next_to_schedule += count
+
+  def _ready(self) -> int:
+    return sum(count - handed for _, count, handed in self._queue)
+
   def _schedule(self):
-    while len(self._queue) < self.depth:
-      k = self._next_to_schedule
-      if self.limit is not None and k >= self.limit:
+    while self._ready() < self.depth + 1:
+      if self.limit is not None and self._next_to_schedule >= self.limit:
         return
-      self._queue.append(to_global(self.iterator.batch(k), self.sharding))
-      self._next_to_schedule += 1
+      self._read_chunk()
 
-  description = 'streamed from the host'
-
-  @staticmethod
-  def materialise(item):
-    """An item is the global batch itself."""
-    return item
+  def materialise(self, item):
+    """An item is (a chunk of global batches, the step's index in it): the slice, on the devices
+    (traced inside the step)."""
+    chunk, j = item
+    batch = jax.tree.map(lambda a: a[j], chunk)
+    return jax.lax.with_sharding_constraint(batch, self.sharding)
 
   def __iter__(self):
     return self
@@ -212,15 +252,31 @@ class Prefetcher:
     self._schedule()
     if not self._queue:
       raise StopIteration
-    out = self._queue.popleft()
+    entry = self._queue[0]
+    item = (entry[0], np.int32(entry[2]))
+    entry[2] += 1
+    if entry[2] == entry[1]:
+      self._queue.popleft()
     self.iterator.position += 1
-    self._schedule()
-    return out
+    return item
 
   def close(self):
     self._queue.clear()
     if hasattr(self.iterator, 'close'):
       self.iterator.close()  # a stream's worker threads
+
+
+def to_global_chunk(local: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding):
+  """Global arrays from this process's rows of a chunk of batches, (chunk, local batch, ...): the
+  batch axis (the second) is split over processes."""
+  if jax.process_count() == 1:
+    return jax.tree.map(
+        lambda x: jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx]), local)
+
+  def one(x):
+    global_shape = (x.shape[0], x.shape[1] * jax.process_count()) + x.shape[2:]
+    return jax.make_array_from_process_local_data(sharding, x, global_shape)
+  return jax.tree.map(one, local)
 
 
 def replicate(arrays: dict[str, np.ndarray], mesh: jax.sharding.Mesh):

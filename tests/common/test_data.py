@@ -1,5 +1,6 @@
 """Embedded datasets, the loader (embedded and TFDS through mock_data), the input pipeline."""
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -95,7 +96,41 @@ def test_prefetcher_counts_consumed_batches_only():
   it = pipeline.BatchIterator(arrays, 32, seed=1)
   mesh = mesh_lib.make_mesh((('data', -1),))
   pre = pipeline.Prefetcher(it, mesh_lib.batch_sharding(mesh), depth=3, limit=5)
-  got = [np.asarray(b['x']) for b in pre]
+  got = [np.asarray(pre.materialise(item)['x']) for item in pre]
   pre.close()
   assert len(got) == 5 and it.position == 5
   np.testing.assert_array_equal(got[4], it.batch(4)['x'])
+
+
+@pytest.mark.parametrize('chunk', [1, 2, 3, None])
+def test_prefetcher_chunks_hand_out_every_batch_once_in_order(chunk):
+  """Batches travel in chunks (the last one padded); each step still gets exactly batch k, and
+  the position counts what was consumed, also when the loop stops mid-chunk."""
+  arrays = {'x': np.arange(500, dtype=np.float32), 'y': np.arange(500) % 7}
+  it = pipeline.BatchIterator(arrays, 32, seed=1)
+  it.set_state({'position': 2, 'global_batch_size': 32})
+  mesh = mesh_lib.make_mesh((('data', -1),))
+  pre = pipeline.Prefetcher(it, mesh_lib.batch_sharding(mesh), limit=9, chunk=chunk)
+  step = jax.jit(pre.materialise)
+  got = []
+  for item in pre:
+    got.append(jax.tree.map(np.asarray, step(item)))
+    if len(got) == 4:
+      assert it.position == 6
+  assert len(got) == 7 and it.position == 9
+  reference = pipeline.BatchIterator(arrays, 32, seed=1)
+  for k, batch in zip(range(2, 9), got):
+    for key in arrays:
+      np.testing.assert_array_equal(batch[key], reference.batch(k)[key])
+  if chunk is None:  # 32 rows of two small arrays: the most a chunk may hold
+    assert pre.chunk == pipeline.Prefetcher.MAX_CHUNK
+  pre.close()
+
+
+def test_prefetcher_rejects_a_bad_chunk():
+  it = pipeline.BatchIterator({'x': np.arange(100)}, 10)
+  mesh = mesh_lib.make_mesh((('data', -1),))
+  with pytest.raises(ValueError, match='chunk=0'):
+    pipeline.Prefetcher(it, mesh_lib.batch_sharding(mesh), chunk=0)
+
+
