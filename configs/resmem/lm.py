@@ -1,0 +1,134 @@
+r"""ResMem over byte-level language models: the LM alone, ResMem and k-NN-LM on the same keys.
+
+    python -m resmem.main --config=configs/resmem/lm.py:cpu --workdir=/tmp/resmem_lm
+
+Variants:
+  cpu   the embedded docstring corpus (stdlib_text): two NoPE Transformer LMs trained with the
+        common loop on its first 1,048,577 bytes at context 64: 'small' (1 layer, d 32, 300 Adam
+        steps of 32 windows: underfits) and 'large' (2 layers, d 64, 4 heads, 1,200 steps; the
+        fire_pe study's size); a memory of every one of the 1,048,576 training positions per LM;
+        k, sigma, T (ResMem) and k, sigma, lambda (k-NN-LM) tuned on 8,192 held-out bytes that
+        follow the training text; bits per byte on 16,384 bytes of the test split.
+        Numbers it prints: see resmem/README.md (the LM section).
+  tiny  context 16, two very short-trained LMs, a 20,000-position memory (the test).
+  c4    C4 ('c4/en', prepared with `tfds build c4/en --file_format=array_record`): LMs of 4 x 256
+        and 12 x 768 at context 512, trained on streamed rows; a memory of 16M training positions
+        written to disk in chunks and laid out over the mesh's 'data' axis from the files (never
+        one host array), searched sharded: for accelerators.
+
+The checks (stated here, before any run): on the test split, ResMem's bits per byte are below
+the LM's for the underfitting LM (`claim_underfit`), and ResMem's gain (LM minus ResMem) is
+smaller for the larger LM (`claim_larger`) than for the underfitting one. Reported beside them
+(informational): ResMem against k-NN-LM on the same keys, and ResMem with T fixed at 1.
+"""
+
+import ml_collections
+
+from configs.common import loop
+
+placeholder = ml_collections.config_dict.placeholder
+
+
+def _model(num_layers, d_model, num_heads, mlp_dim, total_steps, learning_rate):
+  return ml_collections.ConfigDict({
+      'num_layers': num_layers, 'd_model': d_model, 'num_heads': num_heads, 'mlp_dim': mlp_dim,
+      'total_steps': total_steps, 'learning_rate': learning_rate})
+
+
+VARIANTS = ('cpu', 'tiny', 'c4')  # get_config args (tests build each)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or 'cpu'
+  config = ml_collections.ConfigDict()
+  config.experiment = 'lm'          # resmem.main runs resmem.lm_experiment for this config
+  config.dataset = 'stdlib_text'
+  config.data_dir = placeholder(str)
+  # The LM trains on train_split and the memory holds its positions (the paper's memory is the
+  # training set); val_split tunes the hyper-parameters; test_split is reported.
+  config.train_split = 'train[:1048577]'
+  config.val_split = 'train[1048577:]'
+  config.test_split = 'test'
+  config.max_train_bytes = placeholder(int)   # read at most this much of a TFDS split
+  config.max_eval_bytes = placeholder(int)
+  config.context = 64
+  config.memory_tokens = 1_048_576            # training positions in the memory (>= 1M)
+  config.val_tokens = 8_192
+  config.test_tokens = 16_384
+  config.forward_batch = 256                  # windows per chunk of the memory build
+  config.models = ml_collections.ConfigDict({
+      'small': _model(1, 32, 2, 64, 300, 3e-3),
+      'large': _model(2, 64, 4, 256, 1200, 3e-3),
+  })
+  config.model_names = ('small', 'large')
+  config.claim_underfit = 'small'             # the underfitting LM: ResMem must lower its bpb
+  config.claim_larger = 'large'               # its gain must be smaller than claim_underfit's
+  # Training (common.train); total_steps and learning_rate come from each model.
+  config.loop = loop.get_config(
+      batch_size=32, total_steps=1, log_every_steps=100, eval_every_steps=0,
+      checkpoint_every_steps=1000,
+      optimizer=loop.optimizer(learning_rate=3e-3, warmup_steps=50, grad_clip_norm=1.0))
+  config.train_input = 'memory'               # or 'stream' (TFDS documents packed into rows)
+  config.docs_per_row = 1
+  # The validation grid. ResMem: k, sigma (None: uniform weights), T; k-NN-LM: k, sigma, lambda.
+  config.tune = ml_collections.ConfigDict({
+      'ks': (1, 2, 4, 8, 16, 32), 'sigmas': (0.01, 0.03, 0.1, 0.3, 1.0, None),
+      'temperatures': (0.75, 1.0, 1.5, 2.0), 'lambdas': (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)})
+  # ResMem's output is clipped at floor x the base distribution and renormalised (resmem/lm.py).
+  config.floor = 0.01
+  config.knn = ml_collections.ConfigDict({'query_block': 256, 'db_block': 65536, 'mode': 'exact'})
+  # Shard the memory's keys over the loop mesh's 'data' axis (from files on disk) and search
+  # them sharded; off on one CPU.
+  config.shard_memory = False
+  config.compilation_cache = True             # XLA's persistent cache under workdir/jax_cache
+
+  if variant == 'cpu':
+    pass
+  elif variant == 'tiny':
+    config.context = 16
+    config.train_split = 'train[:20001]'
+    config.val_split = 'train[20001:40000]'
+    config.memory_tokens = 20_000
+    config.val_tokens = 1_024
+    config.test_tokens = 1_024
+    config.forward_batch = 64
+    config.models = ml_collections.ConfigDict({
+        'small': _model(1, 16, 2, 32, 40, 3e-3),
+        'large': _model(1, 32, 2, 64, 80, 3e-3)})
+    config.loop.log_every_steps = 20
+    config.loop.optimizer.warmup_steps = 0
+    config.tune = ml_collections.ConfigDict({
+        'ks': (1, 4, 16), 'sigmas': (0.1, None), 'temperatures': (1.0, 2.0),
+        'lambdas': (0.1, 0.5)})
+    config.compilation_cache = False
+  elif variant == 'c4':
+    config.dataset = 'c4/en'
+    config.train_split = 'train'
+    config.val_split = 'validation[:50%]'
+    config.test_split = 'validation[50%:]'
+    config.train_input = 'stream'             # the LMs train on streamed rows
+    config.docs_per_row = 1
+    config.max_train_bytes = 16_777_300       # the memory's text: the start of the train split
+    config.max_eval_bytes = 2_000_000
+    config.context = 512
+    config.memory_tokens = 16_777_216         # 16M positions: 16 GB (small) / 48 GB (large) keys
+    config.val_tokens = 262_144
+    config.test_tokens = 1_048_576
+    config.forward_batch = 256
+    config.models = ml_collections.ConfigDict({
+        'small': _model(4, 256, 4, 1024, 20_000, 1e-3),
+        'large': _model(12, 768, 12, 3072, 100_000, 1e-3)})
+    config.loop.batch_size = 256
+    config.loop.optimizer.name = 'adamw'
+    config.loop.optimizer.weight_decay = 0.1
+    config.loop.optimizer.warmup_steps = 2000
+    config.loop.sharding = 'fsdp'
+    config.loop.checkpoint_every_steps = 2000
+    config.loop.device_data_max_mb = 0
+    config.knn = ml_collections.ConfigDict({'query_block': 1024, 'db_block': 65536,
+                                            'mode': 'approx'})
+    config.shard_memory = True
+  else:
+    raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
+  config.lock()
+  return config

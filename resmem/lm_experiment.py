@@ -1,0 +1,265 @@
+"""The language-model experiment: byte-level LMs of two sizes, each with a memory of its training
+positions; the LM alone, ResMem and k-NN-LM tuned on held-out text and compared on test text.
+
+    python -m resmem.main --config=configs/resmem/lm.py:cpu --workdir=/tmp/resmem_lm
+
+Each LM trains with the common loop under workdir/models/<name> (checkpointed: a rerun reuses
+it); its memory is written there (memory/, reused while the LM's fingerprint matches).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from common import app
+from common import config_lib
+from common import lm as lm_data
+from common import mesh as mesh_lib
+from common import report
+from common import train as train_lib
+from common.data import loader
+from common.data import pipeline
+from common.data import stream
+from common.models import transformer
+from resmem import lm
+
+CLAIM = ('ResMem over a language model (k-NN regression of next-token residuals on the LM\'s '
+         'last hidden states) lowers held-out bits per byte for an LM that underfits its '
+         'training text; the gain shrinks for a larger LM.')
+
+
+def make_model(m: ml_collections.ConfigDict) -> transformer.TransformerLM:
+  return transformer.TransformerLM(vocab_size=loader.BYTE_VOCAB_SIZE, num_layers=m.num_layers,
+                                   d_model=m.d_model, num_heads=m.num_heads, mlp_dim=m.mlp_dim)
+
+
+def _train_iterator(config, train_ids: np.ndarray):
+  if config.train_input == 'stream':
+    documents = stream.tfds_source(config.dataset, config.train_split,
+                                   data_dir=config.get('data_dir'))
+    rows = stream.TextRows(documents, config.context, config.docs_per_row)
+    return stream.StreamIterator(rows, config.loop.batch_size, seed=config.loop.seed)
+  if config.train_input != 'memory':
+    raise config_lib.ConfigError(f"config.train_input={config.train_input!r}: use 'memory' or "
+                                 "'stream'.")
+  return pipeline.BatchIterator({'tokens': lm.windows(train_ids, config.context)},
+                                config.loop.batch_size, seed=config.loop.seed)
+
+
+def train_lm(config, name: str, train_ids: np.ndarray, workdir: str):
+  """(params, final training loss) of model `name`, trained (or reused) under workdir."""
+  m = config.models[name]
+  model = make_model(m)
+  loop = config.loop.copy_and_resolve_references()
+  with loop.unlocked():
+    loop.total_steps = m.total_steps
+    loop.optimizer.learning_rate = m.learning_rate
+  sample = jnp.zeros((1, config.context), jnp.int32)
+  identity = {'model': m.to_dict(), 'context': config.context, 'lm': 'resmem.lm_experiment'}
+  result = train_lib.train(loop, workdir, init_fn=lambda rng: model.init(rng, sample),
+                           loss_fn=lm_data.make_loss_fn(model),
+                           train_iter=_train_iterator(config, train_ids), identity=identity)
+  losses = [r['loss'] for r in result.history if 'loss' in r]
+  return model, jax.device_get(result.state.params), (losses[-1] if losses else None)
+
+
+def _memory(config, model, params, train_ids, path: str, mesh):
+  """The LM's memory at `path`: reused while it was built by this LM, else built there."""
+  knn = dict(config.knn.to_dict())
+  try:
+    memory = lm.LMMemory.load(path, model=model, params=params, **knn)
+    if memory.num_keys == min(config.memory_tokens, (len(train_ids) - 1) // config.context *
+                              config.context) and memory.meta['context'] == config.context:
+      logging.info('Reusing the memory at %s (%d keys).', path, memory.num_keys)
+      return memory.shard(mesh) if mesh is not None else memory
+  except (FileNotFoundError, lm.LMMemoryError) as e:
+    logging.info('Building the memory at %s (%s).', path, e)
+  memory = lm.build_memory(model, params, train_ids, context=config.context,
+                           batch_size=config.forward_batch, max_tokens=config.memory_tokens,
+                           path=path)
+  memory = lm.LMMemory.load(path, mesh=mesh, **knn)
+  return memory
+
+
+def _bpb(bits: np.ndarray, targets: np.ndarray) -> float:
+  """Bits per byte: all targets' bits (EOS between documents included) over the byte targets."""
+  return float(bits.sum() / max(1, int(np.sum(targets >= loader.BYTE_OFFSET))))
+
+
+def _paired(a: np.ndarray, b: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+  """Gain a - b in bits per byte and its standard error over tokens (paired)."""
+  scale = len(targets) / max(1, int(np.sum(targets >= loader.BYTE_OFFSET)))
+  diff = (a - b) * scale
+  return {'gain': round(float(diff.mean()), 4),
+          'se': round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4)}
+
+
+class _Clock:
+  """CPU seconds (this process) and wall seconds per phase."""
+
+  def __init__(self):
+    self.phases: dict[str, dict[str, float]] = {}
+
+  @contextlib.contextmanager
+  def __call__(self, name: str):
+    cpu, wall = time.process_time(), time.perf_counter()
+    yield
+    self.phases[name] = {'cpu_s': round(time.process_time() - cpu, 1),
+                         'wall_s': round(time.perf_counter() - wall, 1)}
+    logging.info('%s: %s', name, self.phases[name])
+
+
+def run_model(config, name: str, data: dict[str, np.ndarray], workdir: str,
+              mesh) -> dict[str, Any]:
+  """One LM: trained, its memory, the three predictors tuned on val and scored on test."""
+  clock = _Clock()
+  model_dir = os.path.join(workdir, 'models', name)
+  with clock('train'):
+    model, params, final_loss = train_lm(config, name, data['train'], model_dir)
+  with clock('memory'):
+    memory = _memory(config, model, params, data['train'], os.path.join(model_dir, 'memory'),
+                     mesh)
+  with clock('lm_outputs'):
+    out = {split: lm.lm_outputs(model, params, data[split], context=config.context,
+                                batch_size=config.forward_batch,
+                                max_tokens=config[f'{split}_tokens'])
+           for split in ('val', 'test')}
+  tune = config.tune
+  with clock('search'):
+    nb = {split: lm.neighbours(memory, out[split], max(tune.ks)) for split in out}
+  kernel = lm.readout(params)
+  with clock('tune'):
+    best, grid = lm.tune_resmem(out['val'], nb['val'], kernel, ks=tune.ks, sigmas=tune.sigmas,
+                                temperatures=tune.temperatures, floor=config.floor)
+    at_t1 = [r for r in grid if r['temperature'] == 1.0]
+    best_t1 = min(at_t1, key=lambda r: r['bits']) if at_t1 else None
+    best_knn, grid_knn = lm.tune_knnlm(out['val'], nb['val'], ks=tune.ks, sigmas=tune.sigmas,
+                                       lambdas=tune.lambdas)
+  with clock('test'):
+    test, t_nb = out['test'], nb['test']
+    lm_b, lm_c = lm.lm_bits(test)
+    res_b, res_c = lm.resmem_bits(test, t_nb, kernel, floor=config.floor, **best)
+    knn_b, knn_c = lm.knnlm_bits(test, t_nb, **best_knn)
+    row = {
+        'lm_bpb': round(_bpb(lm_b, test.targets), 4),
+        'resmem_bpb': round(_bpb(res_b, test.targets), 4),
+        'knnlm_bpb': round(_bpb(knn_b, test.targets), 4),
+        'lm_accuracy': round(float(lm_c.mean()), 4),
+        'resmem_accuracy': round(float(res_c.mean()), 4),
+        'knnlm_accuracy': round(float(knn_c.mean()), 4),
+        'resmem_gain': _paired(lm_b, res_b, test.targets),
+        'resmem_minus_knnlm': _paired(knn_b, res_b, test.targets),
+    }
+    if best_t1 is not None:
+      t1 = {k: best_t1[k] for k in ('k', 'sigma', 'temperature')}
+      t1_b, _ = lm.resmem_bits(test, t_nb, kernel, floor=config.floor, **t1)
+      row['resmem_t1_bpb'] = round(_bpb(t1_b, test.targets), 4)
+      row['resmem_t1_params'] = t1
+  val_lm_b, _ = lm.lm_bits(out['val'])
+  row.update({
+      'train_bpb': round(memory.meta['train_bits_per_token'], 4),  # the memory's positions
+      'val_lm_bpb': round(_bpb(val_lm_b, out['val'].targets), 4),
+      'val_resmem_bpb': round(min(r['bits'] for r in grid), 4),
+      'val_knnlm_bpb': round(min(r['bits'] for r in grid_knn), 4),
+      'resmem_params': best, 'knnlm_params': best_knn,
+      'final_train_loss': None if final_loss is None else round(float(final_loss), 4),
+      'memory_keys': memory.num_keys, 'key_dim': memory.key_dim,
+      'test_tokens': len(test), 'val_tokens': len(out['val']), 'timing': clock.phases,
+  })
+  logging.info('%s: %s', name, row)
+  return row
+
+
+def _plot(table, path):
+  plt = report.pyplot()
+  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  names = list(table)
+  x = np.arange(len(names))
+  for i, (key, label) in enumerate((('lm_bpb', 'LM'), ('resmem_bpb', 'ResMem'),
+                                    ('knnlm_bpb', 'k-NN-LM'))):
+    ax.bar(x + (i - 1) * 0.27, [table[n][key] for n in names], 0.27, label=label)
+  ax.set_xticks(x, [f"{n}\n(train {table[n]['train_bpb']:.2f} bpb)" for n in names], fontsize=8)
+  lo = min(min(table[n][k] for k in ('lm_bpb', 'resmem_bpb', 'knnlm_bpb')) for n in names)
+  ax.set_ylim(max(0.0, lo - 0.3), None)
+  ax.set_ylabel('test bits per byte')
+  ax.legend(fontsize=8)
+  return report.save_figure(fig, path, dpi=90)
+
+
+def _load(config, split: str, max_bytes) -> np.ndarray:
+  return loader.load_text(config.dataset, config[f'{split}_split'],
+                          data_dir=config.get('data_dir'), max_bytes=max_bytes)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  os.makedirs(workdir, exist_ok=True)
+  for name in config.model_names:
+    config_lib.get_or_fail(config.models, name)
+  for key in ('claim_underfit', 'claim_larger'):
+    if config[key] not in config.model_names:
+      raise config_lib.ConfigError(f'config.{key}={config[key]!r} is not in config.model_names '
+                                   f'{list(config.model_names)}.')
+  if config.memory_tokens < config.context:
+    raise config_lib.ConfigError(f'memory_tokens={config.memory_tokens} is below the context '
+                                 f'{config.context}.')
+  cache = os.path.join(workdir, 'jax_cache') if config.compilation_cache else None
+  with app.compilation_cache(cache):
+    data = {'train': _load(config, 'train', config.get('max_train_bytes')),
+            'val': _load(config, 'val', config.get('max_eval_bytes')),
+            'test': _load(config, 'test', config.get('max_eval_bytes'))}
+    for split, ids in data.items():
+      lm.windows(ids, config.context)  # a corpus shorter than the context fails here, named
+      logging.info('%s: %d tokens', split, len(ids))
+    mesh = mesh_lib.mesh_from_config(config.loop) if config.shard_memory else None
+    table = {name: run_model(config, name, data, workdir, mesh) for name in config.model_names}
+  small, large = table[config.claim_underfit], table[config.claim_larger]
+  g_small, g_large = small['resmem_gain'], large['resmem_gain']
+  checks = [
+      report.check(f'ResMem lowers test bits per byte for the underfitting LM '
+                   f'({config.claim_underfit})', g_small, '> 0 (gain = LM - ResMem, bpb)',
+                   g_small['gain'] > 0),
+      report.check(f'ResMem\'s gain shrinks for the larger LM ({config.claim_larger})',
+                   {config.claim_underfit: g_small['gain'], config.claim_larger: g_large['gain']},
+                   f'gain({config.claim_larger}) < gain({config.claim_underfit})',
+                   g_large['gain'] < g_small['gain']),
+  ]
+  for name, row in table.items():
+    checks.append(report.check(
+        f'ResMem vs k-NN-LM on the same keys ({name})', row['resmem_minus_knnlm'],
+        '> 0: ResMem lower (k-NN-LM bpb - ResMem bpb)', row['resmem_minus_knnlm']['gain'] > 0,
+        informational=True))
+  tables = [report.table(
+      'Bits per byte (test) and next-byte accuracy; k, sigma, T / lambda tuned on held-out text',
+      ['LM', 'train bpb', 'LM', 'ResMem', 'ResMem T=1', 'k-NN-LM', 'gain (se)', 'acc LM',
+       'acc ResMem', 'acc k-NN-LM', 'ResMem k/sigma/T', 'k-NN-LM k/sigma/lambda'],
+      [[n, r['train_bpb'], r['lm_bpb'], r['resmem_bpb'], r.get('resmem_t1_bpb'), r['knnlm_bpb'],
+        f"{r['resmem_gain']['gain']} ({r['resmem_gain']['se']})", r['lm_accuracy'],
+        r['resmem_accuracy'], r['knnlm_accuracy'],
+        '/'.join(str(r['resmem_params'][k]) for k in ('k', 'sigma', 'temperature')),
+        '/'.join(str(r['knnlm_params'][k]) for k in ('k', 'sigma', 'lam'))]
+       for n, r in table.items()])]
+  figures = []
+  if jax.process_index() == 0:
+    figures.append(_plot(table, os.path.join(workdir, 'bits_per_byte.png')))
+  notes = (f'Byte-level NoPE Transformer LMs at context {config.context} on {config.dataset} '
+           f'({config.train_split}); each memory holds {config.memory_tokens:,} training '
+           f'positions (keys: the final norm\'s output, L2-normalised; residuals recomputed from '
+           f'the stored hidden state and the LM\'s readout). Tuned on {config.val_tokens:,} '
+           f'held-out tokens of {config.val_split}, scored on {config.test_tokens:,} tokens of '
+           f'{config.test_split}. ResMem\'s output is clipped at {config.floor} x the LM\'s '
+           'tempered distribution and renormalised; k-NN-LM = lambda p_kNN + (1 - lambda) p_LM '
+           'with the same distance weights. Gains are paired over test tokens (se: standard '
+           'error). Timing per model and phase (CPU and wall seconds) is in numbers.')
+  return report.make_summary(
+      name='resmem_lm', title='ResMem over byte-level language models', claim=CLAIM,
+      numbers={'models': table}, checks=checks, tables=tables, workdir=workdir,
+      figures=figures, notes=notes, config=config)
