@@ -15,6 +15,17 @@ minimum over the repeats, noise only adds time). Arms:
 Recall is measured against a float64 brute force on the first --recall_queries queries. Memory is
 XLA's own account (`compiled.memory_analysis().temp_size_in_bytes`, the scratch beyond inputs and
 outputs) of the kernel and of jax_plain at N = --n and N = --memory_n, compiled without allocating.
+
+The language-model shape (ResMem-LM's memory: one L2-normalised key per training token):
+
+    taskset -c 0 python -m benchmarks.knn --shape=lm   # Q=16,384, N=2,000,000, D=64, k=32
+
+runs each arm in a child process of its own (kernel, faiss, and the kernel with the database
+sharded over 8 fake CPU devices, `kernels.knn_sharded`) and reports its CPU-seconds (one timed
+search; the kernel compiled ahead of time), its peak resident memory beyond the host arrays
+(ru_maxrss after the search minus the resident set before the arm's set-up: the arm's own copy of the database
+and its working set), XLA's scratch account for the kernel, recall against a float64 brute force
+(--recall_queries queries) and whether the sharded search returns the single-device indices.
 """
 
 import os
@@ -28,6 +39,10 @@ for _var in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
 import argparse  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import functools
 import json
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -85,6 +100,109 @@ def _temp_bytes(fn, *shapes, **kwargs):
   return None if analysis is None else int(analysis.temp_size_in_bytes)
 
 
+LM_SHAPE = {'q': 16_384, 'n': 2_000_000, 'd': 64, 'k': 32}
+LM_ARMS = ('kernel', 'faiss', 'sharded')
+
+
+def _unit_rows(rng, n, d, block=262_144):
+  """(n, d) float32 standard normal rows scaled to unit length (the LM memory's keys)."""
+  out = np.empty((n, d), np.float32)
+  for start in range(0, n, block):
+    x = rng.standard_normal((min(block, n - start), d), dtype=np.float32)
+    out[start:start + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+  return out
+
+
+def _lm_data(args):
+  rng = np.random.default_rng(0)
+  return _unit_rows(rng, args.q, args.d), _unit_rows(rng, args.n, args.d)
+
+
+def _max_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _rss_mb() -> float:
+  """The resident set now (the high-water mark would keep the data generation's temporaries)."""
+  with open('/proc/self/statm', encoding='ascii') as f:
+    return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def _lm_child(args):
+  """One arm of the LM shape in this process; prints a JSON line and saves its indices."""
+  queries, database = _lm_data(args)
+  before = _rss_mb()
+  start = time.process_time()
+  if args.child == 'kernel':
+    q_dev, db_dev = jnp.asarray(queries), jnp.asarray(database)
+    qb, dbb = kernels._block_sizes(args.q, args.n, args.k, kernels.QUERY_BLOCK, kernels.DB_BLOCK,
+                                   kernels.GROUP)
+    compiled = kernels._knn_single.lower(
+        q_dev, db_dev, k=args.k, query_block=qb, db_block=dbb, group=kernels.GROUP,
+        mode='exact', recall_target=0.95).compile()
+    analysis = compiled.memory_analysis()
+    extra = {'xla_temp_mb': None if analysis is None else round(
+        analysis.temp_size_in_bytes / 2**20, 1), 'compile_cpu_s': round(
+            time.process_time() - start, 2)}
+    start = time.process_time()
+    idx = np.asarray(jax.block_until_ready(compiled(q_dev, db_dev))[1])
+  elif args.child == 'faiss':
+    import faiss  # pylint: disable=g-import-not-at-top
+    faiss.omp_set_num_threads(1)
+    index = faiss.IndexFlatL2(args.d)
+    index.add(database)
+    extra = {}
+    idx = index.search(queries, args.k)[1]
+  else:  # sharded: the database laid out over 8 fake devices, searched as ResMem-LM does
+    from common import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+    mesh = mesh_lib.make_mesh((('data', jax.device_count()),))
+    db = jax.device_put(database, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec('data', None)))
+    extra = {'devices': jax.device_count(), 'includes_compile': True}
+    idx = np.asarray(kernels.knn_sharded(queries, db, args.k, mesh=mesh, validate=False)[1])
+  row = {'arm': args.child, 'cpu_s': round(time.process_time() - start, 2),
+         'peak_rss_mb_beyond_host_arrays': round(_max_rss_mb() - before, 1), **extra}
+  np.save(args.out, idx)
+  print(json.dumps(row), flush=True)
+
+
+def _lm_main(args):
+  """The LM shape: every arm in its own process, then recall and agreement."""
+  rows, idx = {}, {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for arm in args.arms.split(','):
+      out = f'{tmp}/{arm}.npy'
+      env = dict(os.environ, JAX_NUM_CPU_DEVICES='8' if arm == 'sharded' else '1')
+      cmd = [sys.executable, '-m', 'benchmarks.knn', f'--child={arm}', f'--out={out}',
+             f'--q={args.q}', f'--n={args.n}', f'--d={args.d}', f'--k={args.k}']
+      done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+      lines = [l for l in done.stdout.splitlines() if l.startswith('{')]
+      if done.returncode or not lines:
+        print(f'{arm} failed:\n{done.stderr[-2000:]}', flush=True)
+        continue
+      rows[arm] = json.loads(lines[-1])
+      idx[arm] = np.load(out)
+      print(rows[arm], flush=True)
+  queries, database = _lm_data(args)
+  nr = min(args.recall_queries, args.q)
+  reference = np.concatenate([kernels.brute_force(queries[i:i + 16], database, args.k)[1]
+                              for i in range(0, nr, 16)])
+  for arm, ids in idx.items():
+    rows[arm]['recall'] = round(kernels.recall(ids[:nr], reference), 5)
+  if 'kernel' in idx and 'sharded' in idx:
+    rows['sharded']['indices_equal_single_device'] = bool(
+        np.array_equal(idx['kernel'], idx['sharded']))
+    rows['sharded']['rows_equal_fraction'] = round(float(
+        (idx['kernel'] == idx['sharded']).all(axis=1).mean()), 6)
+  if 'kernel' in idx and 'faiss' in idx:
+    rows['kernel']['vs_faiss_cpu'] = round(rows['kernel']['cpu_s'] / rows['faiss']['cpu_s'], 3)
+    rows['kernel']['same_neighbours_as_faiss'] = round(kernels.recall(idx['kernel'],
+                                                                      idx['faiss']), 5)
+  print(json.dumps({'shape': {k: getattr(args, k) for k in ('q', 'n', 'd', 'k')},
+                    'database_mb': round(args.n * args.d * 4 / 2**20, 1), 'arms': rows},
+                   indent=1))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--q', type=int, default=10_000)
@@ -94,8 +212,24 @@ def main():
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--recall_queries', type=int, default=500)
   parser.add_argument('--memory_n', type=int, default=1_000_000)
-  parser.add_argument('--arms', default='kernel,jax_plain,faiss,sklearn,numpy,gemm_floor')
+  parser.add_argument('--arms', default=None, help='comma-separated; default: every arm')
+  parser.add_argument('--shape', default='default', choices=('default', 'lm'),
+                      help="'lm': Q=16,384, N=2,000,000, D=64, k=32, unit-length rows, each arm "
+                           'in its own process (module docstring)')
+  parser.add_argument('--child', default=None, choices=LM_ARMS, help=argparse.SUPPRESS)
+  parser.add_argument('--out', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.child:
+    return _lm_child(args)
+  if args.shape == 'lm':
+    given = {a.split('=')[0].lstrip('-') for a in sys.argv[1:]}
+    for key, value in LM_SHAPE.items():
+      if key not in given:
+        setattr(args, key, value)
+    args.recall_queries = min(args.recall_queries, 256)
+    args.arms = args.arms or ','.join(LM_ARMS)
+    return _lm_main(args)
+  args.arms = args.arms or 'kernel,jax_plain,faiss,sklearn,numpy,gemm_floor'
 
   rng = np.random.default_rng(0)
   queries = rng.standard_normal((args.q, args.d)).astype(np.float32)
