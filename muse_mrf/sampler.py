@@ -22,6 +22,22 @@ from muse_mrf import maskgit
 from muse_mrf import mrf as mrf_lib
 
 
+# One compiled program per model and batch shape, shared by every sampler (T, t and tau traced).
+@functools.partial(jax.jit, static_argnums=(0,))
+def _plain_step(model, params, tokens, labels, n0, rng, t, num_steps, tau):
+  logits = model.apply({'params': params}, tokens, labels)
+  return maskgit.sample_and_remask(rng, logits, tokens, model.mask_id, n0, t, num_steps, tau)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _mrf_step(model, layer, how, params, mrf_params, tokens, labels, rng):
+  """One backbone call whose logits the MRF refines, then every unknown token filled."""
+  logits = model.apply({'params': params}, tokens, labels)
+  known = tokens != model.mask_id
+  refined = layer.apply(mrf_params, logits, jnp.where(known, tokens, 0), known)
+  return maskgit.fill(rng, refined, tokens, model.mask_id, how)
+
+
 @dataclasses.dataclass
 class SampleResult:
   tokens: np.ndarray                 # (B, N) codebook ids
@@ -70,28 +86,6 @@ class Sampler:
   def calls_per_sample(self) -> int:
     return self.num_steps if self.mrf is None else self.backbone_steps + 1
 
-  @functools.cached_property
-  def _step(self):
-    model, num_steps, tau = self.model, self.num_steps, self.tau
-
-    def step(params, tokens, labels, n0, rng, t):
-      logits = model.apply({'params': params}, tokens, labels)
-      return maskgit.sample_and_remask(rng, logits, tokens, model.mask_id, n0, t, num_steps, tau)
-
-    return jax.jit(step)
-
-  @functools.cached_property
-  def _mrf_step(self):
-    model, layer, how = self.model, self.mrf, self.mrf_fill
-
-    def step(params, mrf_params, tokens, labels, rng):
-      logits = model.apply({'params': params}, tokens, labels)
-      known = tokens != model.mask_id
-      refined = layer.apply(mrf_params, logits, jnp.where(known, tokens, 0), known)
-      return maskgit.fill(rng, refined, tokens, model.mask_id, how)
-
-    return jax.jit(step)
-
   def sample(self, labels, rng, *, trace: bool = False) -> SampleResult:
     """Samples one token grid per label (labels (B,), or None for an unconditional model)."""
     batch = len(labels) if labels is not None else 1
@@ -104,8 +98,9 @@ class Sampler:
     start = time.perf_counter()
     sampled = tokens
     for t in steps:
-      tokens, sampled = self._step(self.params, tokens, labels, n0, jax.random.fold_in(rng, t),
-                                   jnp.int32(t))
+      tokens, sampled = _plain_step(self.model, self.params, tokens, labels, n0,
+                                    jax.random.fold_in(rng, t), jnp.int32(t),
+                                    jnp.int32(self.num_steps), jnp.float32(self.tau))
       calls += 1
       if trace:
         history.append(np.asarray(tokens if t < self.num_steps - 1 else sampled))
@@ -115,8 +110,8 @@ class Sampler:
     else:
       jax.block_until_ready(tokens)
       t_mrf = time.perf_counter()
-      out = self._mrf_step(self.params, self.mrf_params, tokens, labels,
-                           jax.random.fold_in(rng, len(steps)))
+      out = _mrf_step(self.model, self.mrf, self.mrf_fill, self.params, self.mrf_params, tokens,
+                      labels, jax.random.fold_in(rng, len(steps)))
       calls += 1
       jax.block_until_ready(out)
       mrf_seconds = time.perf_counter() - t_mrf

@@ -5,10 +5,10 @@ T = 4 whose last step is the MRF layer.
 
 Variants:
   cpu          sklearn digits (8 x 8) quantised to 8 grey levels: 64 tokens per image, codebook 8;
-               a 4-layer d 128 bidirectional transformer with a class token (MaskGIT cosine
+               a 3-layer d 64 bidirectional transformer with a class token (MaskGIT cosine
                masking, label smoothing 0.1); a dense 3 x 3 MRF (5 mean-field iterations) trained
                on the frozen backbone at late-stage masking rates; an MLP scorer on the tokenised
-               real digits. Samplers: plain T in (2, 3, 4, 6, 8, 12), MRF T in (2, 3, 4, 6).
+               real digits. Samplers: plain T in (2, 4, 6, 8, 12), MRF T in (2, 4, 6).
   tiny         the same pipeline in seconds (the end-to-end test).
   kmeans       the cpu variant on k-means VQ tokens of 2 x 2 patches (a 4 x 4 grid, 32 codes).
   imagenet256  ImageNet 256 x 256 through a trained VQ autoencoder (f = 16: 16 x 16 tokens,
@@ -41,11 +41,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       batch_size=64, total_steps=1000, optimizer=loop.optimizer(learning_rate=1e-3))
   # The backbone: common.models.MaskedTokenTransformer.
   config.model = ml_collections.ConfigDict({
-      'num_layers': 4, 'd_model': 128, 'num_heads': 4, 'mlp_dim': 512, 'attention': 'naive'})
+      'num_layers': 3, 'd_model': 64, 'num_heads': 4, 'mlp_dim': 256, 'attention': 'naive'})
   config.mask_schedule = 'cosine'       # MaskGIT; 'arccos' (Muse), 'linear'
   config.label_smoothing = 0.1
   config.backbone = loop.get_config(
-      batch_size=64, total_steps=3000, log_every_steps=250, checkpoint_every_steps=1000,
+      batch_size=32, total_steps=2000, log_every_steps=250, checkpoint_every_steps=1000,
       optimizer=loop.optimizer(learning_rate=1e-3, warmup_steps=100, grad_clip_norm=1.0))
   # The MRF layer and its training on the frozen backbone.
   config.mrf_layer = ml_collections.ConfigDict({
@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'rank': ml_collections.config_dict.placeholder(int)})   # None: dense compatibility
   config.mrf_r_range = (0.5, 0.95)      # late-stage masking: gamma(r) from 0.71 down to 0.08
   config.mrf = loop.get_config(
-      batch_size=64, total_steps=800, log_every_steps=100, checkpoint_every_steps=800,
+      batch_size=32, total_steps=600, log_every_steps=100, checkpoint_every_steps=600,
       optimizer=loop.optimizer(learning_rate=1e-2, warmup_steps=50))
   # The scorer: a classifier on tokenised real images (common.classifier).
   config.scorer = loop.get_config(batch_size=128, total_steps=600, log_every_steps=200,
@@ -62,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.scorer_model = ml_collections.ConfigDict({'name': 'mlp', 'widths': (128, 32)})
   # Sampling.
   config.sampling = ml_collections.ConfigDict({
-      'per_class': 100, 'tau': 4.5, 'plain_steps': (2, 3, 4, 6, 8, 12), 'mrf_steps': (2, 3, 4, 6),
+      'per_class': 100, 'tau': 4.5, 'plain_steps': (2, 4, 6, 8, 12), 'mrf_steps': (2, 4, 6),
       'mrf_fill': 'sample'})
   # The checks, stated before the run (muse_mrf/experiment.py: check_claims).
   config.claim = ml_collections.ConfigDict({
