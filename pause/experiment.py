@@ -154,7 +154,9 @@ def pretrain(config, kind: str, rows: np.ndarray, workdir: str):
 def task_data(config, split: str) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
   num = config.train_examples_per_task if split == 'train' else config.test_examples_per_task
   return {name: [(text_tasks.encode(ex['inputs']), text_tasks.encode(ex['targets']))
-                 for ex in tasks.task_examples(name, split, num)] for name in config.tasks}
+                 for ex in tasks.task_examples(name, split, num,
+                                               train_size=config.train_examples_per_task)]
+          for name in config.tasks}
 
 
 def finetune(config, setting: FinetuneSetting, params, train_data, workdir: str):

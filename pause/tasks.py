@@ -10,6 +10,9 @@ Fine-tuning tasks, {'inputs': prompt, 'targets': answer}, exact match on the ans
   add         "a 347 285 =" -> "632": the sum, most significant digit first (the carries must be
               worked out before the first digit is written).
   count       "c b aabcbbac =" -> "4": how many times the letter occurs.
+  add_2digit  "a 47 85 =" -> "132": `add` with two-digit numbers (learnable by a 2-layer CPU model
+              in a few hundred steps; the 3-digit `add` and `digit_sum` are not).
+  count_long  "c a abbabaabbaba =" -> "7": `count` over 12 letters of 'ab'.
 Prompts use other layouts than the pretraining lines, so fine-tuning teaches the format.
 """
 
@@ -59,25 +62,43 @@ def add_example(rng, num_digits: int = 3) -> dict[str, str]:
   return {'inputs': f'a {a:0{num_digits}d} {b:0{num_digits}d} =', 'targets': str(a + b)}
 
 
-def count_example(rng, num_chars: int = 8) -> dict[str, str]:
-  letter = LETTERS[int(rng.integers(len(LETTERS)))]
-  text = ''.join(rng.choice(list(LETTERS), num_chars))
+def count_example(rng, num_chars: int = 8, letters: str = LETTERS) -> dict[str, str]:
+  letter = letters[int(rng.integers(len(letters)))]
+  text = ''.join(rng.choice(list(letters), num_chars))
   return {'inputs': f'c {letter} {text} =', 'targets': str(text.count(letter))}
 
 
-TASKS = {'digit_sum': digit_sum_example, 'add': add_example, 'count': count_example}
+TASKS = {
+    'digit_sum': digit_sum_example,
+    'add': add_example,
+    'count': count_example,
+    'add_2digit': lambda rng: add_example(rng, num_digits=2),
+    'count_long': lambda rng: count_example(rng, num_chars=12, letters='ab'),
+}
+# Each task's own random stream (fixed per name, so adding a task changes no other task's data).
+TASK_STREAMS = {'add': 0, 'count': 1, 'digit_sum': 2, 'add_2digit': 3, 'count_long': 4}
 
 
-def task_examples(name: str, split: str, num: int, seed: int = 0) -> list[dict[str, str]]:
-  """`num` examples of a task; train and test draw from disjoint seeds (and test prompts that
-  also occur in train are dropped, so the test measures computation, not recall)."""
+def task_examples(name: str, split: str, num: int, seed: int = 0,
+                  train_size: int | None = None) -> list[dict[str, str]]:
+  """`num` examples of a task; train and test draw from disjoint seeds, and test prompts that also
+  occur among the first `train_size` training examples (those a model is fine-tuned on; default
+  REGISTERED_SIZES['train']) are dropped, so the test measures computation, not recall: the test
+  split may hold fewer than `num` examples."""
   if name not in TASKS:
     raise text_tasks.TaskError(f'Unknown pause task {name!r}; available: {sorted(TASKS)}.')
-  rng = np.random.default_rng([SPLIT_SEEDS[split], seed, sorted(TASKS).index(name)])
+  if split not in SPLIT_SEEDS:
+    raise text_tasks.TaskError(f'Unknown split {split!r}; use one of {sorted(SPLIT_SEEDS)}.')
+  rng = np.random.default_rng([SPLIT_SEEDS[split], seed, TASK_STREAMS[name]])
   out = [TASKS[name](rng) for _ in range(num)]
   if split == 'test':
-    seen = {ex['inputs'] for ex in task_examples(name, 'train', num, seed)}
-    out = [ex for ex in out if ex['inputs'] not in seen] or out
+    train_size = REGISTERED_SIZES['train'] if train_size is None else train_size
+    seen = {ex['inputs'] for ex in task_examples(name, 'train', train_size, seed)}
+    out = [ex for ex in out if ex['inputs'] not in seen]
+    if not out:
+      raise text_tasks.TaskError(
+          f'Every one of the {num} test prompts of {name!r} occurs among its {train_size} '
+          'training examples: the task has too few distinct prompts for this split.')
   return out
 
 

@@ -123,9 +123,39 @@ def test_tasks_answers_are_right_and_splits_disjoint():
   for ex in tasks.task_examples('count', 'train', 50):
     _, letter, text, _ = ex['inputs'].split()
     assert int(ex['targets']) == text.count(letter)
+  for ex in tasks.task_examples('add_2digit', 'train', 50):
+    a, b = ex['inputs'][2:-2].split()
+    assert len(a) == len(b) == 2 and int(ex['targets']) == int(a) + int(b)
+  for ex in tasks.task_examples('count_long', 'train', 50):
+    _, letter, text, _ = ex['inputs'].split()
+    assert len(text) == 12 and set(text) <= {'a', 'b'} and int(ex['targets']) == text.count(letter)
   train = {ex['inputs'] for ex in tasks.task_examples('add', 'train', 500)}
   test = {ex['inputs'] for ex in tasks.task_examples('add', 'test', 500)}
   assert not train & test
+
+
+def test_test_split_excludes_every_prompt_the_model_is_finetuned_on():
+  """The test drops prompts among the first train_size training examples, however many the
+  fine-tuning uses (not only as many as the test asks for)."""
+  train = {ex['inputs'] for ex in tasks.task_examples('count_long', 'train', 6000)}
+  test = [ex['inputs'] for ex in tasks.task_examples('count_long', 'test', 300, train_size=6000)]
+  assert test and not train & set(test)
+  assert len(tasks.task_examples('count_long', 'test', 300, train_size=10)) == 300
+
+
+def test_adding_a_task_changes_no_other_tasks_data(monkeypatch):
+  before = tasks.task_examples('count', 'train', 20)
+  monkeypatch.setitem(tasks.TASKS, 'aaa_new', tasks.TASKS['add'])
+  monkeypatch.setitem(tasks.TASK_STREAMS, 'aaa_new', 99)
+  assert tasks.task_examples('count', 'train', 20) == before
+
+
+def test_a_task_whose_test_prompts_all_occur_in_training_is_refused(monkeypatch):
+  monkeypatch.setitem(tasks.TASKS, 'tiny_space', lambda rng: {
+      'inputs': f'x {int(rng.integers(3))} =', 'targets': '0'})
+  monkeypatch.setitem(tasks.TASK_STREAMS, 'tiny_space', 98)
+  with pytest.raises(text_tasks.TaskError, match='too few distinct prompts'):
+    tasks.task_examples('tiny_space', 'test', 10, train_size=100)
 
 
 def test_registry_serves_the_tasks_by_name():
