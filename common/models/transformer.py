@@ -26,6 +26,10 @@ Special tokens: `num_special_tokens=n` adds ids vocab_size .. vocab_size + n - 1
 token beside the byte vocabulary) with their own embedding table ('special_embed'); the readout
 stays over the vocab_size ordinary tokens, so a special token is never predicted.
 
+Bidirectional: `causal=False` drops the causal mask (every position attends to every other).
+`MaskedTokenTransformer` is that model with learned positions (`LearnedPositions`) and a
+class-conditioning token at position 0, the MaskGIT/Muse backbone (muse_mrf builds on it).
+
 Decoding with a KV cache (common.models.decoding drives it): with `cache=` the model returns
 `(logits, new_cache)`. Without `cache_index` the tokens (B, L) are a prefill at positions 0 .. L-1
 (the same computation as the plain call, keys and values also written to cache slots 0 .. L-1);
@@ -39,6 +43,7 @@ rescales by the whole length, which a cache cannot follow: it is exact within it
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, ClassVar
 
 import flax.linen as nn
@@ -156,6 +161,7 @@ class CausalSelfAttention(nn.Module):
   implementation: str = 'naive'   # 'naive' | 'blockwise'
   block_size: int = 512
   dtype: jnp.dtype = jnp.float32
+  causal: bool = True             # False: every position attends to every other (masked models)
 
   @nn.compact
   def __call__(self, x, positions, encoding: PositionEncoding | None, bias, cache=None,
@@ -182,9 +188,9 @@ class CausalSelfAttention(nn.Module):
     if encoding is not None:
       q, k = encoding.rotate(q, k, positions)
     if self.implementation == 'naive':
-      out = attention_lib.naive_attention(q, k, v, bias_fn, bias_params)
+      out = attention_lib.naive_attention(q, k, v, bias_fn, bias_params, causal=self.causal)
     elif self.implementation == 'blockwise':
-      out = attention_lib.blockwise_attention(q, k, v, bias_fn, bias_params,
+      out = attention_lib.blockwise_attention(q, k, v, bias_fn, bias_params, causal=self.causal,
                                               q_block=self.block_size, k_block=self.block_size)
     else:
       raise ValueError(f'Unknown attention implementation {self.implementation!r}; use naive '
@@ -210,6 +216,7 @@ class DecoderBlock(nn.Module):
   implementation: str = 'naive'
   block_size: int = 512
   dtype: jnp.dtype = jnp.float32
+  causal: bool = True
 
   @nn.compact
   def __call__(self, x, positions, shared: PositionEncoding | None, shared_bias, cache=None,
@@ -223,7 +230,7 @@ class DecoderBlock(nn.Module):
     d_model = x.shape[-1]
     h = _layer_norm('attention_norm')(x)
     attended = CausalSelfAttention(self.num_heads, d_model // self.num_heads, self.implementation,
-                                   self.block_size, self.dtype, name='attention')(
+                                   self.block_size, self.dtype, self.causal, name='attention')(
                                        h, positions, encoding, bias, cache, cache_index)
     new_cache = None
     if cache is not None:
@@ -252,6 +259,8 @@ class TransformerLM(nn.Module):
     block_size: query and key block of the block-wise attention.
     num_special_tokens: extra ids vocab_size .. vocab_size + n - 1 with their own embeddings,
       never predicted (the logits stay (B, L, vocab_size)).
+    causal: True (the default, the LM): position i attends to 0 .. i. False: bidirectional
+      attention (a masked-token model, see MaskedTokenTransformer); no KV-cache decoding then.
 
   `__call__(tokens, cache=..., cache_index=...)` decodes with a KV cache (module docstring;
   common.models.decoding.init_cache makes one).
@@ -267,6 +276,7 @@ class TransformerLM(nn.Module):
   block_size: int = 512
   dtype: jnp.dtype = jnp.float32
   num_special_tokens: int = 0
+  causal: bool = True
 
   def _embed_tokens(self, tokens):
     embed = nn.Embed(self.vocab_size, self.d_model, name='embed', embedding_init=(
@@ -293,6 +303,9 @@ class TransformerLM(nn.Module):
       raise ValueError(f'num_special_tokens={self.num_special_tokens!r}: expected a whole number '
                        '>= 0.')
     check_token_ids(tokens, self.vocab_size + self.num_special_tokens)
+    if cache is not None and not self.causal:
+      raise ValueError('KV-cache decoding needs causal attention; this model has causal=False '
+                       '(a bidirectional model reads the whole sequence in one call).')
     step = cache is not None and cache_index is not None
     if step and tokens.shape[1] != 1:
       raise ValueError(f'A decoding step takes one token per row, shape (batch, 1); got '
@@ -326,7 +339,7 @@ class TransformerLM(nn.Module):
     for i in range(self.num_layers):
       name = f'layer_{i}'
       x = DecoderBlock(self.num_heads, self.mlp_dim or 4 * self.d_model, per_layer,
-                       self.attention, self.block_size, self.dtype, name=name)(
+                       self.attention, self.block_size, self.dtype, self.causal, name=name)(
                            x, positions, shared, shared_bias,
                            *((cache[name], cache_index) if cache is not None else ()))
       if cache is not None:
@@ -336,3 +349,93 @@ class TransformerLM(nn.Module):
                           name='readout')(x).astype(jnp.float32)
     logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
     return logits if cache is None else (logits, new_cache)
+
+
+class LearnedPositions(PositionEncoding):
+  """A learned embedding per position 0 .. max_len - 1, added once at the input (ABSOLUTE).
+
+  A bidirectional model needs one: without a causal mask, attention alone cannot tell positions
+  apart (NoPE is permutation-equivariant there).
+  """
+  ABSOLUTE: ClassVar[bool] = True
+  max_len: int = 512
+
+  @property
+  def max_length(self) -> int:
+    return self.max_len
+
+  @nn.compact
+  def embed(self, x, positions):
+    table = self.param('table', nn.with_logical_partitioning(
+        nn.initializers.normal(0.02), (None, 'embed')), (self.max_len, x.shape[-1]))
+    return x + table[positions].astype(x.dtype)[None]
+
+
+class MaskedTokenTransformer(nn.Module):
+  """A bidirectional masked-token model (MaskGIT, Muse): the same TransformerLM with causal=False,
+  learned positions and a class-conditioning token.
+
+  Ids (MaskGIT's layout): image tokens 0 .. codebook_size - 1; class c is codebook_size + c; the
+  mask token is the last id, codebook_size + num_classes (`mask_id`). Class and mask ids are the
+  LM's special tokens (their own embeddings), so the readout is over the codebook only: a class
+  or mask id is never predicted.
+
+      model = MaskedTokenTransformer(codebook_size=8, num_classes=10, num_tokens=64)
+      logits = model.apply(variables, tokens, labels)   # (B, 64) ids, (B,) -> (B, 64, 8)
+
+  With num_classes=0 there is no class token (unconditional) and `labels` must be None.
+  Tokens must be codebook ids or `mask_id`; concrete inputs are checked (ValueError).
+  """
+  codebook_size: int
+  num_classes: int = 0
+  num_tokens: int = 256        # image tokens per example (e.g. 16 x 16)
+  num_layers: int = 2
+  d_model: int = 64
+  num_heads: int = 4
+  mlp_dim: int | None = None
+  attention: str = 'naive'
+  block_size: int = 512
+  dtype: jnp.dtype = jnp.float32
+
+  @property
+  def mask_id(self) -> int:
+    return self.codebook_size + self.num_classes
+
+  def class_id(self, labels):
+    return self.codebook_size + labels
+
+  @nn.compact
+  def __call__(self, tokens, labels=None, *, train: bool = False):
+    if tokens.ndim != 2 or tokens.shape[1] != self.num_tokens:
+      raise ValueError(f'MaskedTokenTransformer expects tokens of shape (batch, {self.num_tokens})'
+                       f', got {tokens.shape}.')
+    if self.num_classes and labels is None:
+      raise ValueError(f'This model is class-conditional ({self.num_classes} classes): pass '
+                       'labels (batch,).')
+    if not self.num_classes and labels is not None:
+      raise ValueError('This model is unconditional (num_classes=0): pass labels=None.')
+    if not isinstance(tokens, jax.core.Tracer) and tokens.size:
+      ids = np.asarray(tokens)
+      bad = (ids < 0) | ((ids >= self.codebook_size) & (ids != self.mask_id))
+      if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f'Token id {int(ids[where])} at index {where} is neither a codebook id '
+                         f'in [0, {self.codebook_size}) nor the mask id {self.mask_id}.')
+    if labels is not None:
+      if labels.shape != tokens.shape[:1]:
+        raise ValueError(f'labels must have shape ({tokens.shape[0]},), got {labels.shape}.')
+      if not isinstance(labels, jax.core.Tracer) and labels.size:
+        lab = np.asarray(labels)
+        if lab.min() < 0 or lab.max() >= self.num_classes:
+          raise ValueError(f'Class labels must lie in [0, {self.num_classes}); got '
+                           f'[{int(lab.min())}, {int(lab.max())}].')
+      tokens = jnp.concatenate([self.class_id(labels)[:, None].astype(tokens.dtype), tokens], 1)
+    length = tokens.shape[1]
+    lm = TransformerLM(
+        vocab_size=self.codebook_size, num_special_tokens=self.num_classes + 1,
+        num_layers=self.num_layers, d_model=self.d_model, num_heads=self.num_heads,
+        mlp_dim=self.mlp_dim, attention=self.attention, block_size=self.block_size,
+        dtype=self.dtype, causal=False,
+        encoding=functools.partial(LearnedPositions, max_len=length), name='transformer')
+    logits = lm(tokens, train=train)
+    return logits[:, 1:] if labels is not None else logits
