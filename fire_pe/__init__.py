@@ -6,7 +6,9 @@
 """
 
 from fire_pe.encodings import (ALiBi, ENCODINGS, FIRE, Kerple, LearnedAbsolute, NoPE, RoPE,
-                               Sinusoidal, T5Bias, alibi_slopes, build, t5_bucket)
+                               Sinusoidal, T5Bias, alibi_slopes, build, random_positions,
+                               t5_bucket, training_positions)
 
 __all__ = ['ALiBi', 'ENCODINGS', 'FIRE', 'Kerple', 'LearnedAbsolute', 'NoPE', 'RoPE',
-           'Sinusoidal', 'T5Bias', 'alibi_slopes', 'build', 't5_bucket']
+           'Sinusoidal', 'T5Bias', 'alibi_slopes', 'build', 'random_positions', 't5_bucket',
+           'training_positions']

@@ -17,6 +17,7 @@ learnable. Ablations: `log_transform=False` (psi(x) = x), `threshold=False` (nor
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Any, ClassVar
@@ -203,20 +204,34 @@ def fire_psi(x, c, log_transform: bool):
 
 
 def fire_inputs(i, rel, c, threshold_length, *, log_transform, threshold, interpolate,
-                eps=1e-6):
-  """The MLP's input psi(i - j) / psi(max(L, i)) (or an ablation's) for positions i, i - j."""
+                freeze_at=None, eps=1e-6):
+  """The MLP's input psi(i - j) / psi(max(L, i)) (or an ablation's) for positions i, i - j.
+
+  freeze_at: a diagnostic, not FIRE: the normaliser's position stops growing at this row,
+  psi(max(L, min(i, freeze_at))) (None: FIRE's).
+  """
   num = fire_psi(rel.astype(jnp.float32), c, log_transform)
   if not interpolate:
     return num
   i = i.astype(jnp.float32)
+  if freeze_at is not None:
+    i = jnp.minimum(i, freeze_at)
   norm_pos = jnp.maximum(threshold_length, i) if threshold else i
   return num / (fire_psi(norm_pos, c, log_transform) + eps)
 
 
 def _fire_bias(params, q_start, k_start, q_len, k_len, *, log_transform, threshold,
-               interpolate):
+               interpolate, freeze_at=None):
   i, _, rel = _relative(q_start, k_start, q_len, k_len)
   c, length_l, table = params['c'], params['threshold'], params['table']
+  flags = dict(log_transform=log_transform, threshold=threshold, interpolate=interpolate,
+               freeze_at=freeze_at)
+  if 'positions' in params:   # randomised positions: row r sits at positions[r]
+    positions = params['positions']
+    last = positions.shape[0] - 1
+    pos_i = positions[jnp.minimum(q_start + jnp.arange(q_len), last)]
+    pos_j = positions[jnp.minimum(k_start + jnp.arange(k_len), last)]
+    i, rel = pos_i[:, None], jnp.maximum(pos_i[:, None] - pos_j[None, :], 0.0)
 
   def from_table():  # rows whose normaliser is constant: the bias depends on i - j only
     # A gather (its VJP a scatter-add into the table); measured faster on CPU than building the
@@ -227,10 +242,11 @@ def _fire_bias(params, q_start, k_start, q_len, k_len, *, log_transform, thresho
   # only its (q_len, k_len) input, not the (q_len, k_len, width) hidden activations.
   @jax.checkpoint
   def full():
-    x = fire_inputs(i, rel, c, length_l, log_transform=log_transform, threshold=threshold,
-                    interpolate=interpolate)
+    x = fire_inputs(i, rel, c, length_l, **flags)
     return jnp.moveaxis(fire_mlp(params['mlp'], x), -1, 0)
 
+  if 'positions' in params:
+    return full()
   if not interpolate:
     return from_table()
   if not threshold:
@@ -283,6 +299,8 @@ class FIRE(PositionEncoding):
     init_threshold: init_L; the threshold is |L_mult * init_L| with L_mult learned (from 1) unless
       `learn_threshold=False`. The public code uses 512 at train length 2048: a quarter of it.
     log_transform, threshold, interpolate: False for the paper's ablations.
+    freeze_normaliser_at: a diagnostic for evaluation, not FIRE: the normaliser's position stops
+      at this row (psi(max(L, min(i, freeze)))); the experiment sets the train length - 1.
 
   Initialisation: hidden units' kinks spread over the input range and none starts dead
   (`kink_bias_init`); the readout is LeCun normal with zero bias.
@@ -300,6 +318,7 @@ class FIRE(PositionEncoding):
   log_transform: bool = True
   threshold: bool = True
   interpolate: bool = True
+  freeze_normaliser_at: float | None = None
 
   def setup(self):
     widths = [1] + [self.mlp_width] * self.mlp_depth + [self.num_heads]
@@ -324,17 +343,50 @@ class FIRE(PositionEncoding):
     else:
       self.threshold_mult = jnp.ones(())
 
-  def bias(self, length):
+  def bias(self, length, positions=None):
+    """(bias_fn, params); `positions` (length,), sorted, replaces 0 .. length-1 as the rows' and
+    columns' positions (randomised-position training, `training_positions`)."""
     c = jnp.abs(self.c)
     threshold_length = jnp.abs(self.threshold_mult * self.init_threshold)
     rel = jnp.arange(length)
     flags = dict(log_transform=self.log_transform, threshold=self.threshold,
                  interpolate=self.interpolate)
+    freeze = self.freeze_normaliser_at
     # Table rows: the normaliser of any row i <= L (psi(L)); without interpolation, none.
     x = fire_inputs(jnp.zeros_like(rel), rel, c, threshold_length, **flags)
     table = jnp.moveaxis(fire_mlp(self.mlp, x), -1, 0)           # (H, length)
     params = {'mlp': self.mlp, 'c': c, 'threshold': threshold_length, 'table': table}
-    return functools.partial(_fire_bias, **flags), params
+    if positions is not None:
+      if positions.shape != (length,):
+        raise ValueError(f'positions must have shape ({length},), got {positions.shape}.')
+      params['positions'] = positions.astype(jnp.float32)   # float: no integer cotangents
+    return functools.partial(_fire_bias, freeze_at=freeze, **flags), params
+
+
+@contextlib.contextmanager
+def training_positions(positions):
+  """Within this context every FIRE module's bias uses `positions` (L,) for the rows and
+  columns of a length-L input instead of 0 .. L-1 (the other encodings are unaffected).
+
+      with training_positions(random_positions(key, 64, 512)):
+        logits = model.apply(variables, tokens)        # tokens (B, 64)
+  """
+  def interceptor(next_fun, args, kwargs, context):
+    if isinstance(context.module, FIRE) and context.method_name == 'bias':
+      kwargs = {**kwargs, 'positions': positions}
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(interceptor):
+    yield
+
+
+def random_positions(key, length: int, max_position: int):
+  """A sorted random subset of `length` positions of 0 .. max_position - 1 (randomised positional
+  encodings, Ruoss et al. 2023; offered by the public PyTorch FIRE): (length,) int32."""
+  if length > max_position:
+    raise ValueError(f'Cannot draw {length} distinct positions below {max_position}.')
+  return jnp.sort(jax.random.choice(key, max_position, (length,), replace=False)).astype(
+      jnp.int32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +394,10 @@ class FIRE(PositionEncoding):
 # ---------------------------------------------------------------------------------------------
 ENCODINGS = ('nope', 'learned_absolute', 'sinusoidal', 'rope', 'rope_pi', 'alibi', 'kerple_log',
              'kerple_power', 't5', 'fire', 'fire_s', 'fire_no_log', 'fire_no_threshold',
-             'fire_no_interpolation', 'fire_fixed_threshold')
+             'fire_no_interpolation', 'fire_fixed_threshold', 'fire_random_positions')
+# FIRE itself, trained with randomised positions (an extension: the experiment draws them,
+# `training_positions`); evaluated at 0 .. L-1 like FIRE.
+RANDOM_POSITIONS = ('fire_random_positions',)
 
 
 def build(name: str, *, num_heads: int, train_length: int, max_len: int | None = None,
@@ -382,6 +437,7 @@ def build(name: str, *, num_heads: int, train_length: int, max_len: int | None =
                                         **{**fire, 'interpolate': False}), False),
       'fire_fixed_threshold': (partial(FIRE, num_heads=num_heads,
                                        **{**fire, 'learn_threshold': False}), False),
+      'fire_random_positions': (partial(FIRE, num_heads=num_heads, **fire), False),
   }
   if name not in table:
     raise config_lib.ConfigError(f'Unknown position encoding {name!r}'
