@@ -1,10 +1,15 @@
 """ResMem over a trained decoder-only LM (common.models.TransformerLM), and k-NN-LM beside it.
 
     memory = lm.build_memory(model, params, train_ids, context=64, path='/tmp/mem')  # in chunks
-    outputs = lm.lm_outputs(model, params, val_ids, context=64)    # hidden, logits, targets
-    best, grid = lm.tune_resmem(memory, params, val_outputs, ks=(1, 8, 32), sigmas=(0.1, None),
-                                temperatures=(1.0, 2.0))
-    bits, correct = lm.resmem_bits(memory, params, test_outputs, **best)   # per token
+    val = lm.lm_outputs(model, params, val_ids, context=64)     # hidden, logits, targets
+    test = lm.lm_outputs(model, params, test_ids, context=64)
+    nb_val, nb_test = lm.neighbours(memory, val, 32), lm.neighbours(memory, test, 32)
+    kernel = lm.readout(params)                                 # (D, V): logits = hidden @ W
+    best, grid = lm.tune_resmem(val, nb_val, kernel, ks=(1, 8, 32), sigmas=(0.1, None),
+                                temperatures=(1.0, 2.0), floor=0.01)
+    bits, correct = lm.resmem_bits(test, nb_test, kernel, floor=0.01, **best)  # per token
+    best_knn, _ = lm.tune_knnlm(val, nb_val, ks=(8, 32), sigmas=(0.1,), lambdas=(0.1, 0.3))
+    bits_knn, _ = lm.knnlm_bits(test, nb_test, **best_knn)
 
 The key of a training position is the LM's last hidden state there (the final norm's output, the
 readout's input), L2-normalised; its residual is the next token's one-hot minus the LM's softmax
@@ -25,6 +30,10 @@ token that did not follow). Bits per byte need probabilities, so f is clipped fr
 `floor` times the base distribution softmax(g(x)/T) and renormalised: the memory may take away at
 most (1 - floor) of the LM's probability of a token, never all of it. The clip is a no-op wherever
 f >= floor * p, so ResMem with zero residuals returns the LM's distribution exactly.
+
+`scale` (default 1, the paper's ResMem) multiplies the correction: f = p + scale * sum_j w_j r_j.
+Below 1 it shrinks the memory's say, as lambda does in k-NN-LM; with scale = lambda the two differ
+only by the term lambda * (p - sum_j w_j p_j), the neighbours' own LM predictions taken away.
 
 k-NN-LM (Khandelwal et al., 2020), the best-known relative, on the same keys: p = lambda p_kNN +
 (1 - lambda) p_LM with p_kNN(y) = sum_j w_j [y_j = y] (the same distance weights, sigma tuned;
@@ -488,15 +497,26 @@ def _weights(dist, sigma):
   return jax.nn.softmax(-(dist - dist[:, :1]) / sigma, axis=-1)
 
 
-def _resmem_probs(base_logits, nb_hidden, nb_next, dist, kernel, temperature, sigma, floor, k):
-  """(c, V) ResMem distributions from the first k neighbours (see the module docstring)."""
+def _resmem_parts(base_logits, nb_hidden, nb_next, dist, kernel, temperature, sigma, k):
+  """(base softmax(g / T) (c, V), correction sum_j w_j r_j (c, V)) from the first k neighbours."""
   vocab = kernel.shape[1]
   base = jax.nn.softmax(base_logits / temperature, axis=-1)
   nb_p = jax.nn.softmax(jnp.einsum('ckd,dv->ckv', nb_hidden[:, :k], kernel) / temperature, -1)
   resid = jax.nn.one_hot(nb_next[:, :k], vocab, dtype=jnp.float32) - nb_p
-  f = base + jnp.einsum('ck,ckv->cv', _weights(dist[:, :k], sigma), resid)
-  f = jnp.maximum(f, floor * base)
+  return base, jnp.einsum('ck,ckv->cv', _weights(dist[:, :k], sigma), resid)
+
+
+def _valid(base, correction, scale, floor):
+  """base + scale * correction, clipped at floor * base and renormalised (module docstring)."""
+  f = jnp.maximum(base + scale * correction, floor * base)
   return f / jnp.sum(f, axis=-1, keepdims=True)
+
+
+def _resmem_probs(base_logits, nb_hidden, nb_next, dist, kernel, temperature, sigma, floor, k,
+                  scale=1.0):
+  """(c, V) ResMem distributions from the first k neighbours (see the module docstring)."""
+  base, corr = _resmem_parts(base_logits, nb_hidden, nb_next, dist, kernel, temperature, sigma, k)
+  return _valid(base, corr, scale, floor)
 
 
 def _knnlm_probs(lm_logits, nb_next, dist, sigma, lam, k):
@@ -514,13 +534,14 @@ def _score(probs, targets):
 
 @functools.partial(jax.jit, static_argnames=('ks',))
 def _resmem_grid(base_logits, nb_hidden, nb_next, dist, targets, kernel, temperature, sigmas,
-                 floor, ks):
-  """Per-token bits and correctness for every (k, sigma): (c, len(ks), len(sigmas)) each."""
+                 scales, floor, ks):
+  """Per-token bits and correctness for every (k, sigma, scale): (c, ks, sigmas, scales) each."""
   bits, correct = [], []
   for k in ks:
-    fn = lambda s, k=k: _score(_resmem_probs(base_logits, nb_hidden, nb_next, dist, kernel,
-                                             temperature, s, floor, k), targets)
-    b, c = jax.vmap(fn, out_axes=1)(sigmas)
+    def per_sigma(s, k=k):
+      base, corr = _resmem_parts(base_logits, nb_hidden, nb_next, dist, kernel, temperature, s, k)
+      return jax.vmap(lambda a: _score(_valid(base, corr, a, floor), targets), out_axes=1)(scales)
+    b, c = jax.vmap(per_sigma, out_axes=1)(sigmas)
     bits.append(b)
     correct.append(c)
   return jnp.stack(bits, 1), jnp.stack(correct, 1)
@@ -563,19 +584,24 @@ def lm_bits(outputs: LMOutputs) -> tuple[np.ndarray, np.ndarray]:
 
 def resmem_grid(outputs: LMOutputs, nb: Neighbours, kernel: np.ndarray, *, ks: Sequence[int],
                 sigmas: Sequence[float | None], temperature: float, floor: float,
-                chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-  """Per-token (bits, correct), each (Q, len(ks), len(sigmas)), of ResMem at one temperature."""
+                scales: Sequence[float] = (1.0,), chunk: int = 1024
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """Per-token (bits, correct), each (Q, len(ks), len(sigmas), len(scales)), of ResMem at one
+  temperature. `scales` multiply the correction (1: the paper's ResMem; below 1 shrinks it)."""
   ks = tuple(int(k) for k in ks)
   _check_outputs(outputs, nb, max(ks))
   memory_lib.check_temperature(temperature)
   if not 0 < floor <= 1:
     raise LMMemoryError(f'floor must lie in (0, 1], got {floor!r}.')
+  if not all(0 <= a for a in scales):
+    raise LMMemoryError(f'Every scale must be >= 0, got {tuple(scales)}.')
   sig = jnp.asarray([_sigma_value(s) for s in sigmas], jnp.float32)
   kern = jnp.asarray(kernel, jnp.float32)
   parts = [jax.device_get(_resmem_grid(
       jnp.asarray(outputs.logits[s]), jnp.asarray(nb.hidden[s]), jnp.asarray(nb.next_ids[s]),
       jnp.asarray(nb.dist[s]), jnp.asarray(outputs.targets[s]), kern, float(temperature), sig,
-      float(floor), ks)) for s in _chunks(len(outputs), chunk)]
+      jnp.asarray(scales, jnp.float32), float(floor), ks))
+      for s in _chunks(len(outputs), chunk)]
   return tuple(np.concatenate(p) for p in zip(*parts))
 
 
@@ -596,11 +622,11 @@ def knnlm_grid(outputs: LMOutputs, nb: Neighbours, *, ks: Sequence[int],
 
 
 def resmem_bits(outputs: LMOutputs, nb: Neighbours, kernel: np.ndarray, *, k: int,
-                sigma: float | None, temperature: float, floor: float):
+                sigma: float | None, temperature: float, floor: float, scale: float = 1.0):
   """ResMem's per-token (bits (Q,), correct (Q,)) at one setting."""
   bits, correct = resmem_grid(outputs, nb, kernel, ks=(k,), sigmas=(sigma,),
-                              temperature=temperature, floor=floor)
-  return bits[:, 0, 0], correct[:, 0, 0]
+                              temperature=temperature, floor=floor, scales=(scale,))
+  return bits[:, 0, 0, 0], correct[:, 0, 0, 0]
 
 
 def knnlm_bits(outputs: LMOutputs, nb: Neighbours, *, k: int, sigma: float | None,
@@ -611,31 +637,42 @@ def knnlm_bits(outputs: LMOutputs, nb: Neighbours, *, k: int, sigma: float | Non
 
 
 def resmem_probs(outputs: LMOutputs, nb: Neighbours, kernel: np.ndarray, *, k: int,
-                 sigma: float | None, temperature: float, floor: float) -> np.ndarray:
+                 sigma: float | None, temperature: float, floor: float,
+                 scale: float = 1.0) -> np.ndarray:
   """(Q, V) ResMem distributions (non-negative, rows summing to 1)."""
   _check_outputs(outputs, nb, k)
   return np.asarray(jax.jit(_resmem_probs, static_argnames=('k',))(
       jnp.asarray(outputs.logits), jnp.asarray(nb.hidden), jnp.asarray(nb.next_ids),
       jnp.asarray(nb.dist), jnp.asarray(kernel, jnp.float32), float(temperature),
-      _sigma_value(sigma), float(floor), k=int(k)))
+      _sigma_value(sigma), float(floor), k=int(k), scale=float(scale)))
 
 
 def tune_resmem(outputs: LMOutputs, nb: Neighbours, kernel: np.ndarray, *, ks: Sequence[int],
                 sigmas: Sequence[float | None], temperatures: Sequence[float],
-                floor: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-  """The (k, sigma, temperature) of lowest mean bits per token on `outputs` (held-out text),
-  and the whole grid [{k, sigma, temperature, bits, accuracy}]."""
+                floor: float, scales: Sequence[float] = (1.0,)
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """The (k, sigma, temperature, scale) of lowest mean bits per token on `outputs` (held-out
+  text), and the whole grid [{k, sigma, temperature, scale, bits, accuracy}]."""
   grid = []
   for t in temperatures:
     bits, correct = resmem_grid(outputs, nb, kernel, ks=ks, sigmas=sigmas, temperature=t,
-                                floor=floor)
+                                floor=floor, scales=scales)
     for i, k in enumerate(ks):
       for j, s in enumerate(sigmas):
-        grid.append({'k': int(k), 'sigma': s, 'temperature': float(t),
-                     'bits': float(bits[:, i, j].mean()),
-                     'accuracy': float(correct[:, i, j].mean())})
-  best = min(grid, key=lambda r: r['bits'])
-  return {'k': best['k'], 'sigma': best['sigma'], 'temperature': best['temperature']}, grid
+        for m, a in enumerate(scales):
+          grid.append({'k': int(k), 'sigma': s, 'temperature': float(t), 'scale': float(a),
+                       'bits': float(bits[:, i, j, m].mean()),
+                       'accuracy': float(correct[:, i, j, m].mean())})
+  return best_of(grid), grid
+
+
+def best_of(grid: list[dict[str, Any]], **fixed) -> dict[str, Any]:
+  """The settings of the grid row of lowest bits among those matching `fixed` (e.g. scale=1)."""
+  rows = [r for r in grid if all(r[key] == value for key, value in fixed.items())]
+  if not rows:
+    raise LMMemoryError(f'No grid row has {fixed}.')
+  best = min(rows, key=lambda r: r['bits'])
+  return {key: v for key, v in best.items() if key not in ('bits', 'accuracy')}
 
 
 def tune_knnlm(outputs: LMOutputs, nb: Neighbours, *, ks: Sequence[int],
@@ -647,5 +684,4 @@ def tune_knnlm(outputs: LMOutputs, nb: Neighbours, *, ks: Sequence[int],
            'accuracy': float(correct[:, i, j, m].mean())}
           for i, k in enumerate(ks) for j, s in enumerate(sigmas)
           for m, lam in enumerate(lambdas)]
-  best = min(grid, key=lambda r: r['bits'])
-  return {'k': best['k'], 'sigma': best['sigma'], 'lam': best['lam']}, grid
+  return best_of(grid), grid

@@ -123,6 +123,11 @@ def test_zero_residuals_give_the_lm_and_lambda_zero_gives_the_lm(lm_pair, memory
   probs = lm.resmem_probs(out_v, zero_res, kernel, k=8, sigma=0.1, temperature=1.0, floor=0.01)
   base = jax.nn.softmax(outputs.logits, axis=-1)
   np.testing.assert_allclose(probs, base, rtol=1e-5, atol=1e-7)
+  # A correction scaled by 0 leaves the LM too, at its temperature.
+  scaled = lm.resmem_probs(outputs, nb, lm.readout(params), k=8, sigma=0.1, temperature=2.0,
+                           floor=0.01, scale=0.0)
+  np.testing.assert_allclose(scaled, jax.nn.softmax(outputs.logits / 2.0, axis=-1), rtol=1e-5,
+                             atol=1e-7)
   bits, correct = lm.knnlm_bits(outputs, nb, k=8, sigma=0.1, lam=0.0)
   np.testing.assert_allclose(bits, lm_b, rtol=1e-4, atol=1e-5)
   np.testing.assert_array_equal(correct, lm_c)
@@ -190,3 +195,24 @@ def test_knn_sharded_masks_padding_and_matches_knn():
   with pytest.raises(kernels.KnnError, match=r'1 database rows contain NaN or inf \(first row: '
                                              r'17\)'):
     kernels.knn_sharded(q, jnp.asarray(bad), 3, mesh=mesh, num_valid=1003)
+
+
+def test_tiny_config_runs_end_to_end_and_reuses_its_memory(tmp_path):
+  from configs.resmem import lm as lm_config  # pylint: disable=g-import-not-at-top
+  from resmem import main as resmem_main  # pylint: disable=g-import-not-at-top
+  from common import report  # pylint: disable=g-import-not-at-top
+  config = lm_config.get_config('tiny')
+  summary = resmem_main.run(config, str(tmp_path))  # dispatched on config.experiment
+  on_disk = json.loads((tmp_path / 'summary.json').read_text())
+  assert on_disk['name'] == 'resmem_lm' and on_disk['reproduced'] == summary['reproduced']
+  assert summary['reproduced'] == report.verdict_from(summary['checks'])
+  assert len(summary["checks"]) == 8 and summary['tables'][0]['rows']
+  models = summary['numbers']['models']
+  assert set(models) == {'small', 'large'}
+  for row in models.values():
+    assert row['memory_keys'] == 20_000 and row['test_tokens'] == 1_024
+    for key in ('lm_bpb', 'resmem_bpb', 'knnlm_bpb'):
+      assert 0 < row[key] < 9  # bits per byte of a byte-level model: finite, below 8 + slack
+  assert models['small']['key_dim'] == 16 and models['large']['key_dim'] == 32
+  memory = lm.LMMemory.load(str(tmp_path / 'models/small/memory'))
+  assert memory.num_keys == 20_000 and memory.meta['context'] == 16
