@@ -5,10 +5,10 @@ r"""ResMem over byte-level language models: the LM alone, ResMem and k-NN-LM on 
 Variants:
   cpu   the embedded docstring corpus (stdlib_text): two NoPE Transformer LMs trained with the
         common loop on its first 1,048,577 bytes at context 64: 'small' (1 layer, d 32, 300 Adam
-        steps of 32 windows: underfits) and 'large' (2 layers, d 64, 4 heads, 1,200 steps; the
+        steps of 32 windows: underfits) and 'large' (2 layers, d 64, 4 heads, 800 steps; the
         fire_pe study's size); a memory of every one of the 1,048,576 training positions per LM;
-        k, sigma, T (ResMem) and k, sigma, lambda (k-NN-LM) tuned on 8,192 held-out bytes that
-        follow the training text; bits per byte on 16,384 bytes of the test split.
+        k, sigma, T (ResMem) and k, sigma, lambda (k-NN-LM) tuned on 4,096 held-out bytes that
+        follow the training text; bits per byte on 8,192 bytes of the test split.
         Numbers it prints: see resmem/README.md (the LM section).
   tiny  context 16, two very short-trained LMs, a 20,000-position memory (the test).
   c4    C4 ('c4/en', prepared with `tfds build c4/en --file_format=array_record`): LMs of 4 x 256
@@ -53,12 +53,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.max_eval_bytes = placeholder(int)
   config.context = 64
   config.memory_tokens = 1_048_576            # training positions in the memory (>= 1M)
-  config.val_tokens = 8_192
-  config.test_tokens = 16_384
+  config.val_tokens = 4_096
+  config.test_tokens = 8_192
   config.forward_batch = 256                  # windows per chunk of the memory build
   config.models = ml_collections.ConfigDict({
       'small': _model(1, 32, 2, 64, 300, 3e-3),
-      'large': _model(2, 64, 4, 256, 1200, 3e-3),
+      'large': _model(2, 64, 4, 256, 800, 3e-3),
   })
   config.model_names = ('small', 'large')
   config.claim_underfit = 'small'             # the underfitting LM: ResMem must lower its bpb
