@@ -77,8 +77,8 @@ def _memory(config, model, params, train_ids, path: str, mesh):
   knn = dict(config.knn.to_dict())
   try:
     memory = lm.LMMemory.load(path, model=model, params=params, **knn)
-    if memory.num_keys == min(config.memory_tokens, (len(train_ids) - 1) // config.context *
-                              config.context) and memory.meta['context'] == config.context:
+    wanted = len(lm.windows(train_ids, config.context, config.memory_tokens)) * config.context
+    if memory.num_keys == wanted and memory.meta['context'] == config.context:
       logging.info('Reusing the memory at %s (%d keys).', path, memory.num_keys)
       return memory.shard(mesh) if mesh is not None else memory
   except (FileNotFoundError, lm.LMMemoryError) as e:
