@@ -12,6 +12,11 @@ baseline is the same jitted, donated step function called on batches already on 
   checkpoint_cpu_s    = CPU-seconds of one periodic checkpoint (same runs, a save every 500 steps)
   overhead_ckpt_every = overhead with a checkpoint every --ckpt_every steps
 The summary line takes each arm's minimum over the repeats (noise only adds time) and the median.
+
+The difference of two loop runs has a noise floor of several percent on a shared machine, so the
+input path is also timed on its own: `input_ms` is the host CPU time per batch of the loop's input
+(`pipeline.make_batches` over the same iterator: building, transferring and handing out items,
+without steps), and `input_share = input_ms / bare_ms` bounds what the input adds to a step.
 """
 
 import os
@@ -92,6 +97,27 @@ def bare_cpu_seconds(name, steps):
   return time.process_time() - start
 
 
+def input_cpu_seconds(name, steps):
+  """The loop's input on its own: items from pipeline.make_batches, no step."""
+  config = _config(name, steps)
+  mesh = mesh_lib.mesh_from_config(config)
+  rules = mesh_lib.rules_from_config(config)
+  if INPUT['kind'] == 'stream':
+    train_iter = classifier.stream_inputs(config)[0]
+  else:
+    train_iter = pipeline.BatchIterator(classifier.load_data(config)[0], config.batch_size)
+  batches = pipeline.make_batches(train_iter, mesh, mesh_lib.batch_sharding(mesh, rules),
+                                  limit=steps + 1)
+  jax.block_until_ready(next(batches))  # first chunk, transfers set up
+  start = time.process_time()
+  for _ in range(steps):
+    item = next(batches)
+  jax.block_until_ready(item)
+  seconds = time.process_time() - start
+  batches.close()
+  return seconds
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--model', default='reference', choices=sorted(MODELS))
@@ -116,14 +142,17 @@ def main():
     loop = (times[10**9, args.n2] - times[10**9, args.n1]) / n
     with_ckpt = (times[500, args.n2] - times[500, args.n1]) / n
     ckpt = (with_ckpt - loop) * 500  # CPU-seconds per checkpoint
+    input_s = input_cpu_seconds(args.model, n) / n
     rows.append({'bare_ms': bare * 1e3, 'loop_ms': loop * 1e3, 'overhead': loop / bare - 1,
+                 'input_ms': input_s * 1e3, 'input_share': input_s / bare,
                  'checkpoint_cpu_s': ckpt,
                  'overhead_ckpt_every': (loop + ckpt / args.ckpt_every) / bare - 1})
     print(json.dumps({'repeat': r, **rows[-1]}), flush=True)
   med = {k: float(np.median([row[k] for row in rows])) for k in rows[0]}
   # The machine is shared: noise only ever adds time, so each arm's minimum over the repeats is
   # its best estimate (as timeit advises); the median is printed beside it.
-  best = {k: float(min(row[k] for row in rows)) for k in ('bare_ms', 'loop_ms')}
+  best = {k: float(min(row[k] for row in rows)) for k in ('bare_ms', 'loop_ms', 'input_ms')}
+  best['input_share'] = best['input_ms'] / best['bare_ms']
   best['overhead'] = best['loop_ms'] / best['bare_ms'] - 1
   best['overhead_ckpt_every'] = (best['loop_ms'] + med['checkpoint_cpu_s'] * 1e3 /
                                  args.ckpt_every) / best['bare_ms'] - 1
