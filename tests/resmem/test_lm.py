@@ -21,7 +21,7 @@ def lm_pair():
   """A tiny LM (untrained: any weights make keys and residuals) and a corpus of 2,000 ids."""
   model = transformer.TransformerLM(vocab_size=259, num_layers=1, d_model=16, num_heads=2,
                                     mlp_dim=32)
-  params = model.init(jax.random.key(0), jnp.zeros((1, CONTEXT), jnp.int32))['params']
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, CONTEXT), jnp.int32))['params']
   rng = np.random.default_rng(0)
   ids = rng.integers(3, 259, 2_001).astype(np.int32)
   return model, params, ids
@@ -56,7 +56,7 @@ def test_chunked_build_equals_one_shot_and_keys_are_the_lm(lm_pair, memory):
                              rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.asarray(hidden[0]) @ lm.readout(params), logits[0], rtol=1e-4,
                              atol=1e-4)
-  bits, _ = lm.lm_bits(lm.lm_outputs(model, params, ids, context=CONTEXT))
+  bits, _ = lm.lm_bits(lm.lm_outputs(model, params, ids, context=CONTEXT, batch_size=8))
   assert memory.meta['train_bits_per_token'] == pytest.approx(bits.mean(), rel=1e-5)
 
 
@@ -82,7 +82,7 @@ def test_memory_of_another_lm_is_refused(lm_pair, memory, tmp_path):
   with pytest.raises(lm.LMMemoryError, match='built with another LM'):
     lm.LMMemory.load(str(tmp_path / 'mem'), model=model, params=other)
   wide = transformer.TransformerLM(vocab_size=259, num_layers=1, d_model=32, num_heads=2)
-  wide_params = wide.init(jax.random.key(1), jnp.zeros((1, 4), jnp.int32))['params']
+  wide_params = jax.jit(wide.init)(jax.random.key(1), jnp.zeros((1, 4), jnp.int32))['params']
   with pytest.raises(lm.LMMemoryError, match='width 16 but the LM\'s hidden states have 32'):
     memory.check_lm(wide, wide_params)
   with pytest.raises(lm.LMMemoryError, match='key width 16'):
@@ -107,7 +107,7 @@ def test_bad_input_is_refused(lm_pair, memory):
 
 def test_zero_residuals_give_the_lm_and_lambda_zero_gives_the_lm(lm_pair, memory):
   model, params, ids = lm_pair
-  outputs = lm.lm_outputs(model, params, ids[:400], context=CONTEXT)
+  outputs = lm.lm_outputs(model, params, ids[:400], context=CONTEXT, batch_size=8)
   nb = lm.neighbours(memory, outputs, 8)
   lm_b, lm_c = lm.lm_bits(outputs)
   # Neighbours whose LM put all its mass on the token that followed: residual 0. A readout that
@@ -136,7 +136,7 @@ def test_zero_residuals_give_the_lm_and_lambda_zero_gives_the_lm(lm_pair, memory
 def test_resmem_is_a_distribution_and_k1_sigma_small_memorises(lm_pair, memory):
   model, params, ids = lm_pair
   # Queries from the memory's own text: each one's nearest key is itself (distance 0).
-  outputs = lm.lm_outputs(model, params, ids, context=CONTEXT, max_tokens=320)
+  outputs = lm.lm_outputs(model, params, ids, context=CONTEXT, max_tokens=320, batch_size=8)
   nb = lm.neighbours(memory, outputs, 4)
   assert np.allclose(nb.dist[:, 0], 0.0, atol=1e-3)
   kernel = lm.readout(params)
@@ -161,7 +161,7 @@ def test_sharded_memory_search_equals_single_device(lm_pair, memory, tmp_path):
   assert jax.device_count() == 8
   model, params, ids = lm_pair
   mesh = mesh_lib.make_mesh((('data', 8),))
-  outputs = lm.lm_outputs(model, params, ids[-500:], context=CONTEXT)
+  outputs = lm.lm_outputs(model, params, ids[-500:], context=CONTEXT, batch_size=8)
   single = lm.neighbours(memory, outputs, 10)
   memory.save(str(tmp_path / 'mem'))
   # Laid out over the mesh from the files: 1,989 rows padded to 8 x 249.
@@ -197,7 +197,7 @@ def test_knn_sharded_masks_padding_and_matches_knn():
     kernels.knn_sharded(q, jnp.asarray(bad), 3, mesh=mesh, num_valid=1003)
 
 
-def test_tiny_config_runs_end_to_end_and_reuses_its_memory(tmp_path):
+def test_tiny_config_runs_end_to_end(tmp_path):
   from configs.resmem import lm as lm_config  # pylint: disable=g-import-not-at-top
   from resmem import main as resmem_main  # pylint: disable=g-import-not-at-top
   from common import report  # pylint: disable=g-import-not-at-top
@@ -210,9 +210,9 @@ def test_tiny_config_runs_end_to_end_and_reuses_its_memory(tmp_path):
   models = summary['numbers']['models']
   assert set(models) == {'small', 'large'}
   for row in models.values():
-    assert row['memory_keys'] == 20_000 and row['test_tokens'] == 1_024
+    assert row['memory_keys'] == 4_992 and row['test_tokens'] == 512
     for key in ('lm_bpb', 'resmem_bpb', 'knnlm_bpb'):
       assert 0 < row[key] < 9  # bits per byte of a byte-level model: finite, below 8 + slack
   assert models['small']['key_dim'] == 16 and models['large']['key_dim'] == 32
   memory = lm.LMMemory.load(str(tmp_path / 'models/small/memory'))
-  assert memory.num_keys == 20_000 and memory.meta['context'] == 16
+  assert memory.num_keys == 4_992 and memory.meta['context'] == 16
