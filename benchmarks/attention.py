@@ -11,8 +11,14 @@ FIRE has one bias module per call, FIRE-S one for all). Each arm's minimum over 
   naive_fire       naive attention; FIRE's MLP evaluated on the whole L x L grid of every layer
   blockwise_none   the block-wise kernel, no bias
   blockwise_fire   the block-wise kernel, FIRE per layer (fire_pe.FIRE: a table of f over the
-                   distances for rows <= L_threshold, the MLP per pair past it)
+                   distances for blocks whose rows are all <= L_threshold; past it f per pair
+                   through its piecewise-affine form, fire_pe.encodings.fire_piecewise)
   fire_s           the block-wise kernel, one FIRE shared by all layers (its table built once)
+  fire_mlp         as blockwise_fire, but the MLP itself on every pair past the threshold (the
+                   kernel before the piecewise form)
+
+FIRE's threshold L is `--threshold_ratio` x L (the paper's public code: 512 at 2048, a quarter),
+or `--threshold` when given; most rows are then past it and take the per-pair path.
 
 Memory is XLA's account of the step (`memory_analysis()`: temporaries; arguments and outputs are
 the same for all arms), compiled without running, so the naive arms' need at 8192 is reported even
@@ -45,6 +51,17 @@ def _fire_naive_bias(params, q_start, k_start, q_len, k_len):
   return jnp.moveaxis(encodings.fire_mlp(params['mlp'], x), -1, 0)
 
 
+def _fire_mlp_pairs_bias(params, q_start, k_start, q_len, k_len):
+  """FIRE's bias as the kernel computed it before the piecewise form: the distance table for
+  blocks within the threshold, the MLP on every pair past it."""
+  _, _, rel = encodings._relative(q_start, k_start, q_len, k_len)
+  table = params['table']
+  from_table = lambda: table[:, jnp.minimum(rel, table.shape[1] - 1)]
+  full = jax.checkpoint(lambda: _fire_naive_bias(params, q_start, k_start, q_len, k_len))
+  last_row = jnp.asarray(q_start + q_len - 1, jnp.float32)
+  return jax.lax.cond(last_row <= params['threshold'], from_table, full)
+
+
 def make_step(arm, length, layers, heads, threshold, block):
   module = encodings.FIRE(num_heads=heads, init_threshold=threshold)
   init = lambda key: module.init(key, 8, method='bias')['params']
@@ -65,8 +82,10 @@ def make_step(arm, length, layers, heads, threshold, block):
         out = attention.naive_attention(q, k, v, _fire_naive_bias, prepared)
       else:
         p = params[0] if arm == 'fire_s' else params[layer]
-        if arm == 'fire_s' and layer == 0 or arm == 'blockwise_fire':
+        if arm == 'fire_s' and layer == 0 or arm in ('blockwise_fire', 'fire_mlp'):
           fn, prepared = module.apply({'params': p}, length, method='bias')
+          if arm == 'fire_mlp':
+            fn = _fire_mlp_pairs_bias
         out = attention.blockwise_attention(q, k, v, fn, prepared, q_block=block, k_block=block)
       total = total + jnp.sum(out * cot)
     return total
@@ -79,14 +98,17 @@ def make_step(arm, length, layers, heads, threshold, block):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--lengths', default='512,2048,8192')
-  parser.add_argument('--arms', default='no_bias,naive_fire,blockwise_none,blockwise_fire,fire_s')
+  parser.add_argument('--arms',
+                      default='no_bias,naive_fire,blockwise_none,blockwise_fire,fire_s,fire_mlp')
   parser.add_argument('--batch', type=int, default=8)
   parser.add_argument('--heads', type=int, default=8)
   parser.add_argument('--dim', type=int, default=64)
   parser.add_argument('--layers', type=int, default=4)
   parser.add_argument('--block', type=int, default=512)
-  parser.add_argument('--threshold', type=float, default=512.0,
-                      help="FIRE's init_L (the paper's public code: 512)")
+  parser.add_argument('--threshold', type=float, default=None,
+                      help="FIRE's init_L in tokens (overrides --threshold_ratio)")
+  parser.add_argument('--threshold_ratio', type=float, default=0.25,
+                      help="FIRE's init_L as a fraction of L (the paper's: 512 at 2048)")
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--max_temp_gb', type=float, default=8.0,
                       help='arms needing more scratch memory than this are not run')
@@ -99,7 +121,8 @@ def main():
     q, k, v, cot = [jnp.asarray(rng.standard_normal(shape).astype(np.float32)) for _ in range(4)]
     row = {}
     for arm in args.arms.split(','):
-      step, params = make_step(arm, length, args.layers, args.heads, args.threshold, args.block)
+      threshold = args.threshold or args.threshold_ratio * length
+      step, params = make_step(arm, length, args.layers, args.heads, threshold, args.block)
       compiled = step.lower(q, k, v, cot, params).compile()
       analysis = compiled.memory_analysis()
       temp_gb = analysis.temp_size_in_bytes / 2**30
@@ -116,12 +139,12 @@ def main():
         entry['cpu_s'] = None
       row[arm] = entry
       print(length, arm, entry, flush=True)
-    # Ratios against naive no-bias attention, or the block-wise one where naive does not fit.
-    base_arm = 'no_bias' if row.get('no_bias', {}).get('cpu_s') else 'blockwise_none'
-    base = row.get(base_arm, {}).get('cpu_s')
-    for entry in row.values():
-      if base and entry.get('cpu_s'):
-        entry[f'vs_{base_arm}'] = round(entry['cpu_s'] / base, 3)
+    # Ratios against naive no-bias attention and the same block-wise kernel without bias.
+    for base_arm in ('no_bias', 'blockwise_none'):
+      base = row.get(base_arm, {}).get('cpu_s')
+      for entry in row.values():
+        if base and entry.get('cpu_s'):
+          entry[f'vs_{base_arm}'] = round(entry['cpu_s'] / base, 3)
     results[length] = row
   print(json.dumps({'setup': vars(args), 'results': results}, indent=1))
 

@@ -203,6 +203,16 @@ def fire_psi(x, c, log_transform: bool):
   return jnp.log1p(c * x) if log_transform else x
 
 
+def fire_normaliser(i, c, threshold_length, *, log_transform, threshold, freeze_at=None,
+                    eps=1e-6):
+  """psi(max(L, i)) + eps (psi(i) + eps without the threshold) for query positions i."""
+  i = i.astype(jnp.float32)
+  if freeze_at is not None:
+    i = jnp.minimum(i, freeze_at)
+  norm_pos = jnp.maximum(threshold_length, i) if threshold else i
+  return fire_psi(norm_pos, c, log_transform) + eps
+
+
 def fire_inputs(i, rel, c, threshold_length, *, log_transform, threshold, interpolate,
                 freeze_at=None, eps=1e-6):
   """The MLP's input psi(i - j) / psi(max(L, i)) (or an ablation's) for positions i, i - j.
@@ -213,11 +223,57 @@ def fire_inputs(i, rel, c, threshold_length, *, log_transform, threshold, interp
   num = fire_psi(rel.astype(jnp.float32), c, log_transform)
   if not interpolate:
     return num
-  i = i.astype(jnp.float32)
-  if freeze_at is not None:
-    i = jnp.minimum(i, freeze_at)
-  norm_pos = jnp.maximum(threshold_length, i) if threshold else i
-  return num / (fire_psi(norm_pos, c, log_transform) + eps)
+  return num / fire_normaliser(i, c, threshold_length, log_transform=log_transform,
+                               threshold=threshold, freeze_at=freeze_at, eps=eps)
+
+
+def fire_piecewise(mlp, i, rel, c, threshold_length, *, log_transform, threshold,
+                   freeze_at=None):
+  """f_theta(psi(i - j) / Z_i) of a one-hidden-layer FIRE, (H, q, k), without the per-pair MLP.
+
+  f(x) = sum_u a_u relu(w_u x + b_u) + b_out is piecewise affine in x with a kink at
+  t_u = -b_u / w_u per unit: on the segment above the s smallest kinks it is A_s x + B_s, where
+  (A_s, B_s) sum the (a_u w_u, a_u b_u) of the units live there (an (width + 1, 2H) table, built
+  once per block from the parameters). Within a query row the input psi(d) / Z_i grows with the
+  distance d = i - j, so x >= t_u exactly when d >= ceil(psi^-1(t_u Z_i)): per row, `width`
+  distances at which a kink is crossed. A pair's segment is the number of those it reaches, a
+  count over `width` comparisons, and its bias a gather of (A_s, B_s) and one multiply-add, in
+  place of `width` hidden units and a width x H product (forward and backward). The same values
+  (up to rounding at a kink, where a unit contributes ~0) and, through the table, the same
+  gradients for every parameter (the segment index, like relu's kink, has none).
+
+  Args:
+    mlp: [(w0 (1, width), b0 (width,)), (w1 (width, H), b1 (H,))].
+    i: query positions broadcastable to rel's (q, 1); rel: (q, k) integer distances >= 0.
+    c, threshold_length, log_transform, threshold, freeze_at: as `fire_inputs`.
+  """
+  (w0, b0), (w1, b1) = mlp
+  num_heads = w1.shape[1]
+  z = fire_normaliser(i, c, threshold_length, log_transform=log_transform, threshold=threshold,
+                      freeze_at=freeze_at)                                    # (q, 1)
+  rel = rel.astype(jnp.float32)
+  x = fire_psi(rel, c, log_transform) / z                                    # (q, k)
+  w, b = w0[0], b0
+  live_low = w < 0                                   # live below the kink (x < t)
+  kinks = -b / jnp.where(w == 0, 1.0, w)
+  sign = jnp.where(w > 0, 1.0, jnp.where(live_low, -1.0, 0.0))  # crossing adds / removes a unit
+  live_below = live_low | ((w == 0) & (b > 0))      # with a zero weight: live everywhere, or dead
+  base = jnp.concatenate([                           # the segment below every kink
+      jnp.sum(jnp.where(live_below, w, 0.0)[:, None] * w1, axis=0),
+      b1 + jnp.sum(jnp.where(live_below, b, 0.0)[:, None] * w1, axis=0)])
+  jumps = jnp.concatenate([(sign * w)[:, None] * w1, (sign * b)[:, None] * w1], axis=1)
+  order = jnp.argsort(jax.lax.stop_gradient(kinks))
+  kinks, jumps = kinks[order], jumps[order]
+  table = base[None] + jnp.concatenate([jnp.zeros((1, 2 * num_heads), jumps.dtype),
+                                  jnp.cumsum(jumps, axis=0)])             # (width + 1, 2H)
+  # The first distance at which each kink is crossed, per row (psi^-1 of t_u Z_i; capped so that
+  # expm1 stays finite: a kink that far is never crossed).
+  y = kinks[None, :] * z                                                     # (q, width)
+  crossing = jnp.ceil(jnp.expm1(jnp.minimum(y, 60.0)) / c if log_transform else y)
+  crossing = jax.lax.stop_gradient(crossing)
+  segment = jnp.sum(rel[:, :, None] >= crossing[:, None, :], axis=-1)        # (q, k)
+  a_b = table[segment]                                                       # (q, k, 2H)
+  return jnp.moveaxis(a_b[..., :num_heads] * x[..., None] + a_b[..., num_heads:], -1, 0)
 
 
 def _fire_bias(params, q_start, k_start, q_len, k_len, *, log_transform, threshold,
@@ -238,10 +294,13 @@ def _fire_bias(params, q_start, k_start, q_len, k_len, *, log_transform, thresho
     # Toeplitz block from slices. Distances past the table (padded rows only) read its end.
     return table[:, jnp.minimum(rel, table.shape[1] - 1)]
 
-  # Rows past the threshold: the MLP on every (i, j) of the block. Rematerialised: a VJP keeps
-  # only its (q_len, k_len) input, not the (q_len, k_len, width) hidden activations.
+  # Rows past the threshold: f on every (i, j) of the block (for one hidden layer through its
+  # piecewise-affine form, `fire_piecewise`). Rematerialised: a VJP keeps only the block's inputs.
   @jax.checkpoint
   def full():
+    if len(params['mlp']) == 2 and interpolate:   # one hidden layer: its piecewise-affine form
+      return fire_piecewise(params['mlp'], i, rel, c, length_l, log_transform=log_transform,
+                            threshold=threshold, freeze_at=freeze_at)
     x = fire_inputs(i, rel, c, length_l, **flags)
     return jnp.moveaxis(fire_mlp(params['mlp'], x), -1, 0)
 
@@ -307,7 +366,8 @@ class FIRE(PositionEncoding):
 
   `bias(length)` evaluates f_theta once on the distances 0 .. length-1 with the threshold
   normaliser (the table used by every block whose rows are all <= L); blocks past the threshold
-  evaluate it on each (i, j).
+  evaluate it on each (i, j), through its piecewise-affine form with one hidden layer
+  (`fire_piecewise`: the same values and gradients as the MLP at a fraction of the cost).
   """
   num_heads: int = 4
   mlp_width: int = 32

@@ -119,6 +119,42 @@ def test_fire_table_and_per_pair_paths_agree():
   assert not np.allclose(late[:, 0, 0], late[:, 1, 1])
 
 
+@pytest.mark.parametrize('flags', [
+    dict(log_transform=True, threshold=True),
+    dict(log_transform=True, threshold=True, freeze_at=20.0),
+    dict(log_transform=True, threshold=False),
+    dict(log_transform=False, threshold=True)])
+def test_fire_piecewise_form_equals_the_mlp_values_and_gradients(flags):
+  """The per-pair path's piecewise-affine evaluation against the MLP itself, on parameters with
+  kinks inside and outside [0, 1], a unit with zero weight, and both orientations."""
+  rng = np.random.default_rng(5)
+  width, heads, c, threshold = 16, 3, 0.3, 12.0
+  w0 = rng.normal(size=(1, width)).astype(np.float32)
+  w0[0, 3] = 0.0
+  b0 = (-w0[0] * rng.uniform(-0.5, 1.5, width)).astype(np.float32)
+  b0[3] = 0.4
+  mlp = [(jnp.asarray(w0), jnp.asarray(b0)),
+         (jnp.asarray(rng.normal(size=(width, heads)).astype(np.float32)),
+          jnp.asarray(rng.normal(size=(heads,)).astype(np.float32)))]
+  i = jnp.arange(8, 72)[:, None]
+  rel = jnp.maximum(i - jnp.arange(0, 48)[None, :], 0)
+  args = (jnp.float32(c), jnp.float32(threshold))
+
+  def mlp_form(mlp, c, threshold):
+    x = encodings.fire_inputs(i, rel, c, threshold, interpolate=True, **flags)
+    return jnp.moveaxis(encodings.fire_mlp(mlp, x), -1, 0)
+
+  def piecewise(mlp, c, threshold):
+    return encodings.fire_piecewise(mlp, i, rel, c, threshold, **flags)
+
+  expected, actual = mlp_form(mlp, *args), piecewise(mlp, *args)
+  np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+  cotangent = jnp.asarray(rng.normal(size=expected.shape).astype(np.float32))
+  grad = lambda fn: jax.vjp(fn, mlp, *args)[1](cotangent)
+  for a, b in zip(jax.tree.leaves(grad(piecewise)), jax.tree.leaves(grad(mlp_form))):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4 * float(np.abs(b).max()))
+
+
 def test_baseline_definitions():
   np.testing.assert_allclose(fire_pe.alibi_slopes(8), 2.0 ** -np.arange(1, 9))
   b = np.asarray(fire_pe.t5_bucket(np.array([0, 1, 15, 16, 20, 64, 127, 128, 10_000])))
