@@ -170,18 +170,24 @@ def _lm_main(args):
   """The LM shape: every arm in its own process, then recall and agreement."""
   rows, idx = {}, {}
   with tempfile.TemporaryDirectory() as tmp:
-    for arm in args.arms.split(','):
-      out = f'{tmp}/{arm}.npy'
+    arms = args.arms.split(',')
+    procs = {}
+    for arm in arms:  # one process per arm; at once with --parallel (CPU-s are per process)
       env = dict(os.environ, JAX_NUM_CPU_DEVICES='8' if arm == 'sharded' else '1')
-      cmd = [sys.executable, '-m', 'benchmarks.knn', f'--child={arm}', f'--out={out}',
+      cmd = [sys.executable, '-m', 'benchmarks.knn', f'--child={arm}', f'--out={tmp}/{arm}.npy',
              f'--q={args.q}', f'--n={args.n}', f'--d={args.d}', f'--k={args.k}']
-      done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-      lines = [l for l in done.stdout.splitlines() if l.startswith('{')]
-      if done.returncode or not lines:
-        print(f'{arm} failed:\n{done.stderr[-2000:]}', flush=True)
+      procs[arm] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+      if not args.parallel:
+        procs[arm].wait()
+    for arm, proc in procs.items():
+      stdout, stderr = proc.communicate()
+      lines = [l for l in stdout.splitlines() if l.startswith('{')]
+      if proc.returncode or not lines:
+        print(f'{arm} failed:\n{stderr[-2000:]}', flush=True)
         continue
       rows[arm] = json.loads(lines[-1])
-      idx[arm] = np.load(out)
+      idx[arm] = np.load(f'{tmp}/{arm}.npy')
       print(rows[arm], flush=True)
   queries, database = _lm_data(args)
   nr = min(args.recall_queries, args.q)
@@ -216,6 +222,9 @@ def main():
   parser.add_argument('--shape', default='default', choices=('default', 'lm'),
                       help="'lm': Q=16,384, N=2,000,000, D=64, k=32, unit-length rows, each arm "
                            'in its own process (module docstring)')
+  parser.add_argument('--parallel', action='store_true',
+                      help='--shape=lm: run the arms\' processes at once (CPU-seconds and peak '
+                           'memory stay per process; wall time is then shared)')
   parser.add_argument('--child', default=None, choices=LM_ARMS, help=argparse.SUPPRESS)
   parser.add_argument('--out', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
