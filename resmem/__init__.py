@@ -1,7 +1,7 @@
 """ResMem (Yang et al., 2023): a base model plus k-NN regression on its training residuals.
 
     from resmem import fit, tune, Memory, ResMem, knn
-    from resmem import lm            # over a TransformerLM: LMMemory, build_memory, tune_resmem, ...
+    from resmem import lm     # over a TransformerLM: LMMemory, build_memory, tune_resmem, ...
 """
 
 from resmem import lm

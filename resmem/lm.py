@@ -16,7 +16,8 @@ readout's input), L2-normalised; its residual is the next token's one-hot minus 
 at temperature T. ResMem predicts
 
     f(x) = softmax(g(x) / T) + sum_{j in N_k(x)} w_j(x) (e_{y_j} - softmax(g(x_j) / T)),
-    w_j = exp(-||phi(x) - phi(x_j)|| / sigma) normalised over the k neighbours (sigma None: uniform).
+    w_j = exp(-||phi(x) - phi(x_j)|| / sigma), normalised over the k neighbours (sigma None:
+    uniform).
 
 Storage. A residual is V floats per training token (V = 259 bytes and specials: 1 GB at 1M
 tokens). It is never stored: g(x_j) = h_j W with W the LM's readout (no bias) and h_j the hidden
@@ -309,9 +310,9 @@ class LMMemory:
     keys = _sharded_from_host(host(self.keys), rows, jax.sharding.NamedSharding(
         mesh, P(axis, None)))
     vec = jax.sharding.NamedSharding(mesh, P(axis))
-    return dataclasses.replace(self, keys=keys, norms=_sharded_from_host(host(self.norms), rows, vec),
-                               next_ids=_sharded_from_host(host(self.next_ids), rows, vec),
-                               mesh=mesh, axis=axis)
+    return dataclasses.replace(
+        self, keys=keys, norms=_sharded_from_host(host(self.norms), rows, vec),
+        next_ids=_sharded_from_host(host(self.next_ids), rows, vec), mesh=mesh, axis=axis)
 
   # -- search --------------------------------------------------------------------------------
   def search(self, hidden: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
