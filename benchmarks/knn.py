@@ -24,8 +24,9 @@ runs each arm in a child process of its own (kernel, faiss, and the kernel with 
 sharded over 8 fake CPU devices, `kernels.knn_sharded`) and reports its CPU-seconds (one timed
 search; the kernel compiled ahead of time), its peak resident memory beyond the host arrays
 (ru_maxrss after the search minus the resident set before the arm's set-up: the arm's own copy
-of the database and its working set), XLA's scratch account for the kernel, recall against a float64 brute force
-(--recall_queries queries) and whether the sharded search returns the single-device indices.
+of the database and its working set), XLA's scratch account for the kernel, recall against a
+float64 brute force (--recall_queries queries) and whether the sharded search returns the
+single-device indices.
 """
 
 import os
