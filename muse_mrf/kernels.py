@@ -14,7 +14,8 @@ learned compatibility; here the sign is explicit and tested.
 Positions whose token is known (decoded earlier) are clamped: their Q is the one-hot of the token,
 so they send exact messages and are never updated. Neighbours outside the grid send nothing
 (zero padding). mu is dense (F, V, V), or low rank mu_f = A_f B_f^T with A, B (F, V, r): then
-Phi = ((M B) A^T), O(V r) per position instead of O(V^2), the form for large codebooks.
+Phi = (window sum of Q B) A^T, O(V r) per position instead of O(V^2), the form for large codebooks
+(the projection first, so the window sums move r numbers per position, not V).
 """
 
 from __future__ import annotations
@@ -38,33 +39,43 @@ def window_offsets(window: int) -> list[tuple[int, int]]:
 
 
 def neighbour_messages(q: jax.Array, spatial: jax.Array) -> jax.Array:
-  """M (B, H, W, F, V): each kernel's weighted sum of the neighbours' label distributions.
+  """M (B, H, W, F, C): each kernel's weighted sum of the neighbours' vectors.
 
-  q: (B, H, W, V); spatial: (F, k, k) weights w_f(d) (the centre entry is ignored). A depthwise
-  convolution over the label channels written as k^2 - 1 shifted adds, which XLA fuses.
+  q: (B, H, W, C), the same for every kernel (label distributions, C = V), or (B, H, W, F, C),
+  one per kernel (their low-rank projections); spatial: (F, k, k) weights w_f(d) (the centre
+  entry is ignored). A depthwise convolution written as k^2 - 1 shifted adds, which XLA fuses.
   """
   window = spatial.shape[-1]
   r = window // 2
+  if q.ndim == 4:
+    q = q[:, :, :, None, :]
   height, width = q.shape[1], q.shape[2]
-  padded = jnp.pad(q, ((0, 0), (r, r), (r, r), (0, 0)))
+  padded = jnp.pad(q, ((0, 0), (r, r), (r, r), (0, 0), (0, 0)))
   out = None
   for dy, dx in window_offsets(window):
-    # Q_{i + d} for every i: the padded grid shifted by d.
+    # x_{i + d} for every i: the padded grid shifted by d.
     shifted = jax.lax.slice_in_dim(jax.lax.slice_in_dim(padded, r + dy, r + dy + height, axis=1),
                                    r + dx, r + dx + width, axis=2)
-    term = shifted[:, :, :, None, :] * spatial[None, None, None, :, dy + r, dx + r, None]
+    term = shifted * spatial[None, None, None, :, dy + r, dx + r, None]
     out = term if out is None else out + term
   return out
 
 
-def pairwise_energy(messages: jax.Array, compat=None, low_rank=None) -> jax.Array:
-  """Phi (B, H, W, V) from messages (B, H, W, F, V): dense mu (F, V, V) or (A, B) (F, V, r)."""
+def pairwise_energy(q: jax.Array, spatial: jax.Array, compat=None, low_rank=None) -> jax.Array:
+  """Phi (B, H, W, V) for label distributions q (B, H, W, V).
+
+  Dense mu (F, V, V): Phi = sum_f M_f mu_f^T with M_f the window sums of q. Low rank mu_f =
+  A_f B_f^T: the window sum and B commute (both linear), so q is projected first, q B_f
+  (B, H, W, F, r), and the window sums run over r numbers per position instead of V: the shifts
+  cost O(r), not O(V), and the layer stays two (V x r) GEMMs per iteration.
+  """
   if (compat is None) == (low_rank is None):
     raise MRFError('Give exactly one of a dense compatibility and a low-rank (A, B) pair.')
   if compat is not None:
-    return jnp.einsum('bhwfk,flk->bhwl', messages, compat)
+    return jnp.einsum('bhwfk,flk->bhwl', neighbour_messages(q, spatial), compat)
   a, b = low_rank
-  return jnp.einsum('bhwfr,flr->bhwl', jnp.einsum('bhwfk,fkr->bhwfr', messages, b), a)
+  projected = jnp.einsum('bhwk,fkr->bhwfr', q, b)
+  return jnp.einsum('bhwfr,flr->bhwl', neighbour_messages(projected, spatial), a)
 
 
 def _clamp(q, known, known_tokens):
@@ -80,7 +91,7 @@ def _mean_field(logits, spatial, compat, low_rank, known, known_tokens, unary_sc
   q = _clamp(jax.nn.softmax(unary, axis=-1), known, known_tokens)
   out = unary
   for _ in range(iterations):  # static and small (5): unrolled, differentiable
-    out = unary - pairwise_energy(neighbour_messages(q, spatial), compat, low_rank)
+    out = unary - pairwise_energy(q, spatial, compat, low_rank)
     q = _clamp(jax.nn.softmax(out, axis=-1), known, known_tokens)
   return out
 

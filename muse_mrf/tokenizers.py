@@ -161,8 +161,8 @@ class VQAutoencoder(nn.Module):
 
   def quantise(self, z):
     """Nearest code per position: (ids (B, h, w), code vectors (B, h, w, D))."""
-    d = (jnp.sum(z ** 2, -1, keepdims=True) - 2 * z @ self.codebook.T +
-         jnp.sum(self.codebook ** 2, -1))
+    code_norms = jnp.sum(self.codebook ** 2, -1).reshape((1,) * (z.ndim - 1) + (-1,))
+    d = jnp.sum(z ** 2, -1, keepdims=True) - 2 * z @ self.codebook.T + code_norms
     ids = jnp.argmin(d, -1)
     return ids, self.codebook[ids]
 

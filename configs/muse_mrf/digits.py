@@ -45,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mask_schedule = 'cosine'       # MaskGIT; 'arccos' (Muse), 'linear'
   config.label_smoothing = 0.1
   config.backbone = loop.get_config(
-      batch_size=32, total_steps=2000, log_every_steps=250, checkpoint_every_steps=1000,
+      batch_size=32, total_steps=1200, log_every_steps=200, checkpoint_every_steps=600,
       optimizer=loop.optimizer(learning_rate=1e-3, warmup_steps=100, grad_clip_norm=1.0))
   # The MRF layer and its training on the frozen backbone.
   config.mrf_layer = ml_collections.ConfigDict({
@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'rank': ml_collections.config_dict.placeholder(int)})   # None: dense compatibility
   config.mrf_r_range = (0.5, 0.95)      # late-stage masking: gamma(r) from 0.71 down to 0.08
   config.mrf = loop.get_config(
-      batch_size=32, total_steps=600, log_every_steps=100, checkpoint_every_steps=600,
+      batch_size=32, total_steps=400, log_every_steps=100, checkpoint_every_steps=400,
       optimizer=loop.optimizer(learning_rate=1e-2, warmup_steps=50))
   # The scorer: a classifier on tokenised real images (common.classifier).
   config.scorer = loop.get_config(batch_size=128, total_steps=600, log_every_steps=200,
@@ -62,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.scorer_model = ml_collections.ConfigDict({'name': 'mlp', 'widths': (128, 32)})
   # Sampling.
   config.sampling = ml_collections.ConfigDict({
-      'per_class': 100, 'tau': 4.5, 'plain_steps': (2, 4, 6, 8, 12), 'mrf_steps': (2, 4, 6),
+      'per_class': 50, 'tau': 4.5, 'plain_steps': (2, 4, 6, 8, 12), 'mrf_steps': (2, 4, 6),
       'mrf_fill': 'sample'})
   # The checks, stated before the run (muse_mrf/experiment.py: check_claims).
   config.claim = ml_collections.ConfigDict({

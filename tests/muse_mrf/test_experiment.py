@@ -19,12 +19,12 @@ def test_tiny_experiment_writes_summary_with_stated_checks(tmp_path):
   on_disk = json.loads((tmp_path / 'summary.json').read_text())
   assert on_disk['name'] == 'muse_mrf' and isinstance(on_disk['reproduced'], bool)
   rows = on_disk['numbers']['samplers']
-  assert set(rows) == {'maskgit_T4', 'maskgit_T8', 'mrf_T4'}
+  assert set(rows) == {'maskgit_T4', 'maskgit_T8', 'mrf_T4', 'unary_scale_only_T4'}
   assert rows['maskgit_T8']['backbone_calls'] == 8 and rows['mrf_T4']['backbone_calls'] == 4
   for row in rows.values():
     assert 0.0 <= row['accuracy'] <= 1.0 and row['fd'] >= -1e-6 and row['seconds'] > 0
   names = [c['name'] for c in on_disk['checks']]
-  assert len(names) == 6 and any('backbone calls' in n for n in names)
+  assert len(names) == 7 and any('backbone calls' in n for n in names)
   deciding = [c for c in on_disk['checks'] if not c['informational']]
   assert on_disk['reproduced'] == all(c['holds'] for c in deciding)
   assert all(os.path.exists(tmp_path / f) for f in on_disk['figures'])

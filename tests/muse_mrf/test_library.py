@@ -153,12 +153,28 @@ def test_mean_field_is_differentiable():
                              known_tokens=grid(tokens), iterations=3)
     return jnp.sum(jax.nn.log_softmax(out) * jnp.arange(3.0)[None, None, None, :])
 
+  grads = jax.grad(f, argnums=(0, 1, 2))(spatial, compat, grid(logits))
+  assert all(float(jnp.abs(g).sum()) > 0 for g in grads)
+  # Directional finite difference in float32 (the float64 check_grads is the slow test below).
+  eps, direction = 1e-2, jax.random.normal(jax.random.key(9), compat.shape)
+  numeric = (f(spatial, compat + eps * direction, grid(logits)) -
+             f(spatial, compat - eps * direction, grid(logits))) / (2 * eps)
+  assert float(jnp.sum(grads[1] * direction)) == pytest.approx(float(numeric), rel=2e-2, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_mean_field_gradients_match_finite_differences_in_float64():
+  logits, tokens, known = _grid_inputs(b=1, h=3, w=3, v=3)
+  grid = lambda x: x.reshape((1, 3, 3) + x.shape[2:])
   from jax.test_util import check_grads  # pylint: disable=g-import-not-at-top
   with jax.enable_x64(True):
-    args = tuple(x.astype(jnp.float64) for x in (spatial, compat, grid(logits)))
+    f = lambda s, c, x: jnp.sum(jax.nn.log_softmax(kernels.mean_field(
+        x, s, compat=c, known=grid(known), known_tokens=grid(tokens), iterations=3)) *
+                                jnp.arange(3.0)[None, None, None, :])
+    args = (jax.random.uniform(jax.random.key(1), (1, 3, 3), jnp.float64),
+            jax.random.normal(jax.random.key(2), (1, 3, 3), jnp.float64) * 0.5,
+            grid(logits).astype(jnp.float64))
     check_grads(f, args, order=1, modes=('rev',), atol=1e-4, rtol=1e-4)
-  grads = jax.grad(f, argnums=(0, 1))(spatial, compat, grid(logits))
-  assert all(float(jnp.abs(g).sum()) > 0 for g in grads)
 
 
 def test_mrf_layer_learns_from_its_identity_init():
@@ -340,6 +356,7 @@ def test_kmeans_tokenizer():
   np.testing.assert_array_equal(tok.encode(recon), ids)
 
 
+@pytest.mark.slow
 def test_vq_autoencoder_straight_through_and_save_load(tmp_path):
   model = tokenizers.VQAutoencoder(codebook_size=16, embed_dim=4, width=8, num_downsamples=1)
   images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 1))
