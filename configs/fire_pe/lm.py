@@ -6,14 +6,20 @@ Variants:
   cpu   the main job's run: the embedded docstring corpus (stdlib_text), 2 layers, d 64, 4 heads,
         train length 64, 1,000 Adam steps of 32 windows, 1 seed, the seven encodings the claim
         turns on (NoPE, RoPE, ALiBi, both Kerples, FIRE, FIRE without interpolation); evaluated
-        at 64 / 128 / 256 / 512. About 7 minutes on 2 cores (20 on one shared core). Prints
-        second-half losses at 1x / 8x: FIRE 1.634 / 1.980, Kerple-power 1.629 / 1.622, FIRE
-        without interpolation 1.616 / 1.612, ALiBi 1.869 / 1.865, RoPE 1.703 / 3.567, NoPE
-        2.504 / 2.639; checks 0 of 2 (FIRE 0.199 / 0.358 behind Kerple-power at 4x / 8x).
-  study every encoding and ablation (14), 1,500 steps: about 21 minutes on 2 cores. Prints
-        second-half losses at 1x / 8x: FIRE 1.565 / 1.960, Kerple-power 1.568 / 1.561, ALiBi
-        1.749 / 1.750, RoPE 1.609 / 3.799, NoPE 2.450 / 2.636 (see fire_pe/README.md).
-  tiny  4 encodings, 60 steps, train length 16 (the test).
+        at 64 / 128 / 256 / 512, by query-position bucket too; FIRE diagnosed (the frozen-
+        normaliser row, its learned c, L and f: fire_f.png). About 7 minutes on 2 cores. With
+        the previous init of f (LeCun weights, zero biases) it printed second-half losses at
+        1x / 8x: FIRE 1.634 / 1.980, Kerple-power 1.629 / 1.622, FIRE without interpolation
+        1.616 / 1.612, ALiBi 1.869 / 1.865, RoPE 1.703 / 3.567, NoPE 2.504 / 2.639. With the
+        kink-spreading init (not rerun whole here: FIRE alone, 32,768 eval tokens) FIRE printed
+        1.649 / 1.728 / 1.902 / 2.077 at 1x / 2x / 4x / 8x (see fire_pe/README.md).
+  study 15 encodings (all, and FIRE trained on randomised positions), 3 seeds, 1,500 steps;
+        diagnoses FIRE and FIRE with randomised positions; the regime trend: Kerple-log, FIRE and
+        FIRE without interpolation also trained at 128 and 256 (3 seeds), evaluated at 1x and
+        4x. Not run whole (estimated 2-3 hours on 2 cores from the 21 minutes of the earlier
+        one-seed, 14-encoding study); fire_pe/README.md says which parts were run.
+  tiny  4 encodings (NoPE, learned absolute, FIRE, FIRE on randomised positions), 30 steps of
+        16 windows, train length 16 (the slow end-to-end test).
   c4    C4 through TFDS ('c4/en', prepared as array_record: `tfds build c4/en
         --file_format=array_record`): training rows streamed (two documents packed a row, never
         the corpus in host memory), train length 2048, evaluated to 8192 with block-wise
