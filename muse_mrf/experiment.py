@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import scipy.linalg
 
 from common import app
 from common import classifier as classifier_lib
@@ -188,9 +187,14 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     raise ValueError(f'Feature sets of shapes {a.shape} and {b.shape}: need (N >= 2, D) each.')
   mu_a, mu_b = a.mean(0), b.mean(0)
   cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-  root = scipy.linalg.sqrtm(cov_a @ cov_b)
-  root = root.real if np.iscomplexobj(root) else root
-  return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * root))
+  # tr (S_a S_b)^(1/2) = tr (S_a^(1/2) S_b S_a^(1/2))^(1/2): symmetric PSD square roots by
+  # eigendecomposition, stable when a feature has no variance (a dead ReLU unit), where
+  # scipy.linalg.sqrtm of the product warns of a singular matrix.
+  w, v = np.linalg.eigh(cov_a)
+  half = (v * np.sqrt(np.clip(w, 0.0, None))[None, :]) @ v.T
+  inner = np.linalg.eigvalsh(half @ cov_b @ half)
+  trace_root = float(np.sum(np.sqrt(np.clip(inner, 0.0, None))))
+  return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_root)
 
 
 def train_scorer(config, train_images, train_labels, test_images, test_labels, workdir: str,
