@@ -8,7 +8,12 @@ Variants:
                a 3-layer d 64 bidirectional transformer with a class token (MaskGIT cosine
                masking, label smoothing 0.1); a dense 3 x 3 MRF (5 mean-field iterations) trained
                on the frozen backbone at late-stage masking rates; an MLP scorer on the tokenised
-               real digits. Samplers: plain T in (2, 4, 6, 8, 12), MRF T in (2, 4, 6).
+               real digits. Samplers: plain T in (2, 4, 6, 8, 12), MRF T in (2, 4, 6), 500
+               samples each. 343 CPU-seconds on one core. It prints (class accuracy / FD):
+               MaskGIT T = 4 0.990 / 1.35, T = 8 0.988 / 2.03, T = 4 with the MRF last step
+               0.976 / 1.58 (4 backbone calls, half of T = 8's), the pairwise term zeroed
+               0.978 / 1.26, real digits 0.986 / 0.82: 3 of 5 checks, reproduced false (plain
+               T = 4 already matches T = 8; the MRF raises FD).
   tiny         the same pipeline in seconds (the end-to-end test).
   kmeans       the cpu variant on k-means VQ tokens of 2 x 2 patches (a 4 x 4 grid, 32 codes).
   imagenet256  ImageNet 256 x 256 through a trained VQ autoencoder (f = 16: 16 x 16 tokens,
