@@ -408,8 +408,12 @@ def plot_samples(images: dict[str, np.ndarray], asked, num_classes: int, path: s
                  per_class: int = 8) -> str:
   plt = report.pyplot()
   names = list(images)
-  fig, axes = plt.subplots(1, len(names), figsize=(2.2 * len(names), 2.4))
-  axes = np.atleast_1d(axes)
+  cols = min(len(names), 5)
+  rows_ = -(-len(names) // cols)
+  fig, axes = plt.subplots(rows_, cols, figsize=(2.6 * cols, 3.4 * rows_), squeeze=False)
+  axes = axes.reshape(-1)
+  for ax in axes[len(names):]:
+    ax.axis('off')
   for ax, name in zip(axes, names):
     imgs = images[name]
     rows = []
