@@ -197,6 +197,7 @@ def test_knn_sharded_masks_padding_and_matches_knn():
     kernels.knn_sharded(q, jnp.asarray(bad), 3, mesh=mesh, num_valid=1003)
 
 
+@pytest.mark.slow  # ~40 CPU-s (two LMs trained, memories, grids): beyond the default budget
 def test_tiny_config_runs_end_to_end(tmp_path):
   from configs.resmem import lm as lm_config  # pylint: disable=g-import-not-at-top
   from resmem import main as resmem_main  # pylint: disable=g-import-not-at-top
