@@ -33,6 +33,8 @@ EXPERIMENTS = (
     ('distill', 'distill.experiment', 'configs.distill.mnist1d', 'cpu'),
     ('memorisation', 'memorisation.experiment', 'configs.memorisation.sweep', 'cpu'),
     ('pause', 'pause.experiment', 'configs.pause.lm', 'cpu'),
+    ('muse_mrf', 'muse_mrf.experiment', 'configs.muse_mrf.digits', 'cpu'),
+    ('resmem_lm', 'resmem.lm_experiment', 'configs.resmem.lm', 'cpu'),
 )
 
 
