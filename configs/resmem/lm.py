@@ -9,7 +9,10 @@ Variants:
         fire_pe study's size); a memory of every one of the 1,048,576 training positions per LM;
         k, sigma, T (ResMem) and k, sigma, lambda (k-NN-LM) tuned on 4,096 held-out bytes that
         follow the training text; bits per byte on 8,192 bytes of the test split.
-        Numbers it prints: see resmem/README.md (the LM section).
+        6.2 CPU-minutes on one core. Prints test bits per byte LM / ResMem / k-NN-LM: small
+        3.773 / 4.365 / 3.667, large 3.433 / 3.940 / 3.373; next-byte accuracy LM -> ResMem
+        0.256 -> 0.267 and 0.296 -> 0.301; checks 0 of 2 (ResMem raises bits per byte for both
+        LMs; see resmem/README.md, the LM section).
   tiny  context 16, two LMs trained 15 and 30 steps, a 4,992-position memory (the test).
   c4    C4 ('c4/en', prepared with `tfds build c4/en --file_format=array_record`): LMs of 4 x 256
         and 12 x 768 at context 512, trained on streamed rows; a memory of 16M training positions
