@@ -31,7 +31,8 @@ def _code_cells(name):
 
 # fire_pe's notebook trains a toy study of several encodings: ~5-7 minutes of XLA compiles on 2
 # cores, past the default run's budget; it runs with the slow tests (./test.sh -m slow).
-SLOW = {'fire_pe.ipynb'}
+# muse_mrf's trains a tiny backbone and its MRF: ~2.5 CPU-minutes.
+SLOW = {'fire_pe.ipynb', 'muse_mrf.ipynb'}
 
 
 @pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
