@@ -295,6 +295,13 @@ def _validate(config):
   kind = config.get('train_input', 'memory')
   if kind not in ('memory', 'stream'):
     raise config_lib.ConfigError(f"config.train_input={kind!r}: use 'memory' or 'stream'.")
+  for field in ('claim_factors', 'side_factors'):
+    missing = [f for f in config[field] if f not in config.eval_factors]
+    if missing:
+      raise config_lib.ConfigError(f'config.{field} {missing} are not in config.eval_factors '
+                                   f'{list(config.eval_factors)}.')
+  if config.regime.train_lengths and not config.regime.factors:
+    raise config_lib.ConfigError('config.regime.factors is empty: the regime needs a factor.')
   if config.seeds < 1:
     raise config_lib.ConfigError(f'config.seeds={config.seeds}: need at least 1.')
 

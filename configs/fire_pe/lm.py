@@ -126,6 +126,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train_length = 2048
     config.eval_factors = (1, 2, 4)    # 2048 ... 8192
     config.claim_factors = (2, 4)
+    config.side_factors = ()           # 8x of 2048 is not evaluated
     config.eval_tokens = 4_194_304
     config.eval_batch_size = 8
     config.eval_attention = 'blockwise'

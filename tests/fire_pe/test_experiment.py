@@ -23,6 +23,7 @@ def _config(**changes):
   config = lm_config.get_config('tiny')
   with config.unlocked():
     config.eval_factors = (1, 2)
+    config.claim_factors, config.side_factors = (2,), ()
     config.eval_tokens = 256
     for key, value in changes.items():
       setattr(config, key, value)
@@ -160,6 +161,7 @@ def test_config_errors(tmp_path):
       ({'diagnose': ('nope',)}, "config.diagnose names 'nope'"),
       ({'diagnose': ('fire_no_interpolation',)}, 'thresholded, log-transformed'),
       ({'seeds': 0}, 'config.seeds=0'),
+      ({'side_factors': (8,)}, r'config.side_factors \[8\] are not in config.eval_factors'),
   ):
     with pytest.raises(config_lib.ConfigError, match=match):
       experiment.run(_config(**changes), str(tmp_path))
