@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from common import config_lib
+from common.models.transformer import LearnedPositions
 from common.models.transformer import PositionEncoding
 
 NoPE = PositionEncoding
@@ -42,20 +43,9 @@ def _relative(q_start, k_start, q_len, k_len):
 # ---------------------------------------------------------------------------------------------
 # Absolute encodings (added to the token embeddings once).
 # ---------------------------------------------------------------------------------------------
-class LearnedAbsolute(PositionEncoding):
-  """A learned embedding per position 0 .. max_len - 1; cannot represent longer inputs."""
-  ABSOLUTE: ClassVar[bool] = True
-  max_len: int = 512
-
-  @property
-  def max_length(self) -> int:
-    return self.max_len
-
-  @nn.compact
-  def embed(self, x, positions):
-    table = self.param('table', nn.with_logical_partitioning(
-        nn.initializers.normal(0.02), (None, 'embed')), (self.max_len, x.shape[-1]))
-    return x + table[positions].astype(x.dtype)[None]
+class LearnedAbsolute(LearnedPositions):
+  """A learned embedding per position 0 .. max_len - 1 (common's LearnedPositions, the masked
+  models' encoding, under the name this study reports); cannot represent longer inputs."""
 
 
 def sinusoid(positions, dim: int, base: float = 10_000.0):
