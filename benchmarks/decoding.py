@@ -28,12 +28,12 @@ os.environ.setdefault('JAX_NUM_CPU_DEVICES', '1')
 import argparse  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import functools
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import timing
 from common.models import decoding
 from common.models import transformer
 from fire_pe import encodings
@@ -68,16 +68,6 @@ def recompute_decoder(model, prompt_length: int, new: int):
   return jax.jit(decode)
 
 
-def cpu_seconds(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())  # compile
-  best = float('inf')
-  for _ in range(repeats):
-    start = time.process_time()
-    jax.block_until_ready(fn())
-    best = min(best, time.process_time() - start)
-  return best
-
-
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--prompts', default='64,128,256,512')
@@ -99,10 +89,11 @@ def main():
   rows = []
   for p in prompt_lengths:
     prompts = rng.integers(3, PAUSE_ID, (args.batch, p)).astype(np.int32)
-    kv = cpu_seconds(lambda: decoding.generate(model, params, prompts, max_new_tokens=args.new)
-                     .tokens, args.repeats)
+    kv = timing.cpu_seconds(
+        lambda: decoding.generate(model, params, prompts, max_new_tokens=args.new).tokens,
+        args.repeats)
     fn = recompute_decoder(model, p, args.new)
-    recompute = cpu_seconds(lambda: fn(params, jnp.asarray(prompts)), args.repeats)
+    recompute = timing.cpu_seconds(lambda: fn(params, jnp.asarray(prompts)), args.repeats)
     same = np.array_equal(decoding.generate(model, params, prompts, max_new_tokens=args.new).tokens,
                           np.asarray(fn(params, jnp.asarray(prompts))))
     rows.append({'arm': 'kv_vs_recompute', 'prompt': p, 'kv_tokens_per_cpu_s': tokens / kv,
@@ -113,8 +104,9 @@ def main():
   for m in pause_counts:
     prompts = np.concatenate([rng.integers(3, PAUSE_ID, (args.batch, 128)),
                               np.full((args.batch, m), PAUSE_ID)], axis=1).astype(np.int32)
-    kv = cpu_seconds(lambda: decoding.generate(model, params, prompts, max_new_tokens=args.new)
-                     .tokens, args.repeats)
+    kv = timing.cpu_seconds(
+        lambda: decoding.generate(model, params, prompts, max_new_tokens=args.new).tokens,
+        args.repeats)
     base = kv if base is None else base
     rows.append({'arm': 'pauses', 'prompt': 128, 'pauses': m, 'kv_tokens_per_cpu_s': tokens / kv,
                  'cost_vs_first': kv / base})

@@ -25,23 +25,13 @@ os.environ.setdefault('JAX_NUM_CPU_DEVICES', '1')
 
 import argparse  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 
+from benchmarks import timing
 from common.models import transformer
 from muse_mrf import kernels
-
-
-def _cpu_seconds(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())  # compile and warm up
-  best = float('inf')
-  for _ in range(repeats):
-    start = time.process_time()
-    jax.block_until_ready(fn())
-    best = min(best, time.process_time() - start)
-  return best
 
 
 def backbone_arm(args):
@@ -54,7 +44,7 @@ def backbone_arm(args):
   params = jax.jit(model.init)(jax.random.key(0), tokens, labels)
   call = jax.jit(model.apply).lower(params, tokens, labels).compile()
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  seconds = _cpu_seconds(lambda: call(params, tokens, labels), args.repeats)
+  seconds = timing.cpu_seconds(lambda: call(params, tokens, labels), args.repeats)
   return {'arm': 'backbone', 'seconds': seconds, 'params': int(n_params),
           'gflop': round(2 * n_params * (args.grid ** 2 + 1) / 1e9, 2)}
 
@@ -67,7 +57,7 @@ def mrf_arm(args, vocab: int, rank: int | None):
     compat = jax.random.normal(key, (1, vocab, vocab)) * 0.01
     fn = jax.jit(lambda x, c: kernels.mean_field(x, spatial, compat=c, iterations=args.iterations))
     compiled = fn.lower(logits, compat).compile()
-    seconds = _cpu_seconds(lambda: compiled(logits, compat), args.repeats)
+    seconds = timing.cpu_seconds(lambda: compiled(logits, compat), args.repeats)
     flop = 2 * vocab * vocab
   else:
     a = jax.random.normal(key, (1, vocab, rank)) * 0.01
@@ -75,7 +65,7 @@ def mrf_arm(args, vocab: int, rank: int | None):
     fn = jax.jit(lambda x, a, b: kernels.mean_field(x, spatial, low_rank=(a, b),
                                                     iterations=args.iterations))
     compiled = fn.lower(logits, a, b).compile()
-    seconds = _cpu_seconds(lambda: compiled(logits, a, b), args.repeats)
+    seconds = timing.cpu_seconds(lambda: compiled(logits, a, b), args.repeats)
     flop = 4 * vocab * rank
   gflop = flop * args.grid ** 2 * args.iterations / 1e9
   name = f'{"dense" if rank is None else "lowrank"}_{vocab}'
