@@ -7,12 +7,15 @@ Variants:
         train length 64, 1,000 Adam steps of 32 windows, 1 seed, the seven encodings the claim
         turns on (NoPE, RoPE, ALiBi, both Kerples, FIRE, FIRE without interpolation); evaluated
         at 64 / 128 / 256 / 512, by query-position bucket too; FIRE diagnosed (the frozen-
-        normaliser row, its learned c, L and f: fire_f.png). About 7 minutes on 2 cores. With
-        the previous init of f (LeCun weights, zero biases) it printed second-half losses at
-        1x / 8x: FIRE 1.634 / 1.980, Kerple-power 1.629 / 1.622, FIRE without interpolation
-        1.616 / 1.612, ALiBi 1.869 / 1.865, RoPE 1.703 / 3.567, NoPE 2.504 / 2.639. With the
-        kink-spreading init (not rerun whole here: FIRE alone, 32,768 eval tokens) FIRE printed
-        1.649 / 1.728 / 1.902 / 2.077 at 1x / 2x / 4x / 8x (see fire_pe/README.md).
+        normaliser row, its learned c, L and f: fire_f.png). 13 min 12 s wall on 2 cores (16 min
+        user + 6 min sys CPU; over the 8-10 minute budget since the diagnostics were added).
+        With the kink-spreading init of f it printed second-half losses at 1x / 2x / 4x / 8x:
+        FIRE 1.629 / 1.714 / 1.876 / 2.083, the same weights with the normaliser frozen
+        (diagnostic) 1.629 / 1.655 / 1.656 / 1.642, FIRE without interpolation 1.607 / 1.616 /
+        1.619 / 1.602, Kerple-power 1.629 / 1.636 / 1.639 / 1.622, Kerple-log 1.682 / 1.689 /
+        1.690 / 1.676, ALiBi 1.869 / 1.878 / 1.883 / 1.865, RoPE 1.703 / 1.918 / 3.148 / 3.567,
+        NoPE 2.504 / 2.574 / 2.625 / 2.640; learned c 0.58 / 0.56, L 36.6 / 37.4; the claim
+        check at 4x fails (FIRE 0.237 above Kerple-power).
   study 15 encodings (all, and FIRE trained on randomised positions), 3 seeds, 1,500 steps;
         diagnoses FIRE and FIRE with randomised positions; the regime trend: Kerple-log, FIRE and
         FIRE without interpolation also trained at 128 and 256 (3 seeds), evaluated at 1x and
