@@ -156,8 +156,9 @@ class BatchIterator(BatchOrder):
     return {key: value[idx] for key, value in self.arrays.items()}
 
 
-def to_global(local: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding):
-  """Builds global arrays from this process's rows (the leading axis is split over processes)."""
+def to_global(local, sharding: jax.sharding.NamedSharding, batch_axis: int = 0):
+  """Builds global arrays from this process's rows: axis `batch_axis` of every leaf is split over
+  processes (0 for a batch; 1 for a chunk of batches, (chunk, batch, ...))."""
   if jax.process_count() == 1:
     # make_array_from_callback costs a quarter of jax.device_put's time for a batch on CPU
     # (46 vs 170 us an array, benchmarks/train_overhead.py's reference model): it skips
@@ -166,8 +167,9 @@ def to_global(local: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding
         lambda x: jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx]), local)
 
   def one(x):
-    global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
-    return jax.make_array_from_process_local_data(sharding, x, global_shape)
+    global_shape = list(x.shape)
+    global_shape[batch_axis] *= jax.process_count()
+    return jax.make_array_from_process_local_data(sharding, x, tuple(global_shape))
   return jax.tree.map(one, local)
 
 
@@ -226,7 +228,7 @@ class Prefetcher:
     if count < self.chunk:  # the run's last batches: pad to keep one compiled shape
       parts += [parts[-1]] * (self.chunk - count)
     stacked = {key: np.stack([p[key] for p in parts]) for key in parts[0]}
-    self._queue.append([to_global_chunk(stacked, self._chunk_sharding), count, 0])
+    self._queue.append([to_global(stacked, self._chunk_sharding, batch_axis=1), count, 0])
     self._next_to_schedule += count
 
   def _ready(self) -> int:
@@ -264,19 +266,6 @@ class Prefetcher:
     self._queue.clear()
     if hasattr(self.iterator, 'close'):
       self.iterator.close()  # a stream's worker threads
-
-
-def to_global_chunk(local: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding):
-  """Global arrays from this process's rows of a chunk of batches, (chunk, local batch, ...): the
-  batch axis (the second) is split over processes."""
-  if jax.process_count() == 1:
-    return jax.tree.map(
-        lambda x: jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx]), local)
-
-  def one(x):
-    global_shape = (x.shape[0], x.shape[1] * jax.process_count()) + x.shape[2:]
-    return jax.make_array_from_process_local_data(sharding, x, global_shape)
-  return jax.tree.map(one, local)
 
 
 def replicate(arrays: dict[str, np.ndarray], mesh: jax.sharding.Mesh):
