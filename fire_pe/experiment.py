@@ -230,6 +230,24 @@ def _metric(row, factor, key):
   return value[key] if isinstance(value, dict) else None
 
 
+def regime_config(config, length: int) -> ml_collections.ConfigDict:
+  """The study's config at train length `length` for the regime trend: the regime's encodings,
+  factors and seeds; with regime.same_tokens the batch shrinks so a step holds the tokens it holds
+  at config.train_length (the lengths are validated to divide them)."""
+  sub = config.copy_and_resolve_references()
+  with sub.unlocked():
+    sub.train_length = length
+    sub.encodings = tuple(config.regime.encodings)
+    sub.claim_contenders = tuple(n for n in config.regime.encodings
+                                 if n in config.claim_contenders)
+    sub.eval_factors = tuple(config.regime.factors)
+    sub.seeds = config.regime.seeds
+    if config.regime.get('same_tokens', False):
+      sub.loop.batch_size = config.loop.batch_size * config.train_length // length
+    sub.diagnose = tuple(n for n in config.diagnose if n in config.regime.encodings)
+  return sub
+
+
 def check_claim(config, table: dict[str, dict], factors=None) -> dict[str, Any]:
   """FIRE at every long factor: lowest or within the margin of the lowest; below NoPE and RoPE."""
   key, margin, checks = config.metric, config.claim_margin, {}
@@ -300,6 +318,13 @@ def _validate(config):
     if missing:
       raise config_lib.ConfigError(f'config.{field} {missing} are not in config.eval_factors '
                                    f'{list(config.eval_factors)}.')
+  if config.regime.get('same_tokens', False):
+    uneven = [n for n in config.regime.train_lengths
+              if (config.loop.batch_size * config.train_length) % n]
+    if uneven:
+      raise config_lib.ConfigError(
+          f'config.regime.same_tokens: the {config.loop.batch_size} x {config.train_length} tokens '
+          f'of a step do not divide into whole windows of {uneven}; change the batch or lengths.')
   if config.regime.train_lengths and not config.regime.factors:
     raise config_lib.ConfigError('config.regime.factors is empty: the regime needs a factor.')
   if config.seeds < 1:
@@ -393,14 +418,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   regime_tables = {config.train_length: table}
   regime_learned = {}
   for length in config.regime.train_lengths:
-    sub = config.copy_and_resolve_references()
-    with sub.unlocked():
-      sub.train_length = length
-      sub.encodings = tuple(config.regime.encodings)
-      sub.claim_contenders = base.claim_contenders
-      sub.eval_factors = tuple(config.regime.factors)
-      sub.seeds = config.regime.seeds
-      sub.diagnose = tuple(n for n in config.diagnose if n in config.regime.encodings)
+    sub = regime_config(config, length)
     result = study(sub, os.path.join(workdir, f'regime_{length}'), train_ids, test_ids)
     regime_tables[length] = result['table']
     regime_learned[length] = result['learned']

@@ -4,23 +4,17 @@ r"""Byte-level LMs with each position encoding, trained short and evaluated long
 
 Variants:
   cpu   the main job's run: the embedded docstring corpus (stdlib_text), 2 layers, d 64, 4 heads,
-        train length 64, 1,000 Adam steps of 32 windows, 1 seed, the seven encodings the claim
-        turns on (NoPE, RoPE, ALiBi, both Kerples, FIRE, FIRE without interpolation); evaluated
-        at 64 / 128 / 256 / 512, by query-position bucket too; FIRE diagnosed (the frozen-
-        normaliser row, its learned c, L and f: fire_f.png). 13 min 12 s wall on 2 cores (16 min
-        user + 6 min sys CPU; over the 8-10 minute budget since the diagnostics were added).
-        With the kink-spreading init of f it printed second-half losses at 1x / 2x / 4x / 8x:
-        FIRE 1.629 / 1.714 / 1.876 / 2.083, the same weights with the normaliser frozen
-        (diagnostic) 1.629 / 1.655 / 1.656 / 1.642, FIRE without interpolation 1.607 / 1.616 /
-        1.619 / 1.602, Kerple-power 1.629 / 1.636 / 1.639 / 1.622, Kerple-log 1.682 / 1.689 /
-        1.690 / 1.676, ALiBi 1.869 / 1.878 / 1.883 / 1.865, RoPE 1.703 / 1.918 / 3.148 / 3.567,
-        NoPE 2.504 / 2.574 / 2.625 / 2.640; learned c 0.58 / 0.56, L 36.6 / 37.4; the claim
-        check at 4x fails (FIRE 0.237 above Kerple-power).
-  study 15 encodings (all, and FIRE trained on randomised positions), 3 seeds, 1,500 steps;
-        diagnoses FIRE and FIRE with randomised positions; the regime trend: Kerple-log, FIRE and
-        FIRE without interpolation also trained at 128 and 256 (3 seeds), evaluated at 1x and
-        4x. Not run whole (estimated 2-3 hours on 2 cores from the 21 minutes of the earlier
-        one-seed, 14-encoding study); fire_pe/README.md says which parts were run.
+        train length 64, 800 Adam steps of 32 windows, 1 seed, the seven encodings the claim turns
+        on (NoPE, RoPE, ALiBi, both Kerples, FIRE, FIRE without interpolation); evaluated on
+        32,768 held-out tokens at 64 / 128 / 256 / 512, by query-position bucket too; FIRE
+        diagnosed (the frozen-normaliser row, its learned c, L and f: fire_f.png). Its numbers
+        and wall time: fire_pe/README.md.
+  study the issue's seeds and regime: the cpu settings with 3 seeds of RoPE, ALiBi, both Kerples,
+        FIRE and FIRE without interpolation (a workdir holding the cpu run reuses its seed 0), and
+        the regime trend: Kerple-log, FIRE and FIRE without interpolation trained at 128 and 256
+        with the same tokens per step (batch 16 and 8 windows; 2 seeds), evaluated at 1x and 4x.
+  full  all 15 encodings (and FIRE trained on randomised positions), 3 seeds, 1,500 steps, the
+        regime at 128 and 256 with 3 seeds; not run (estimated 2-3 hours on 2 cores).
   tiny  4 encodings (NoPE, learned absolute, FIRE, FIRE on randomised positions), 30 steps of
         16 windows, train length 16 (the slow end-to-end test).
   c4    C4 through TFDS ('c4/en', prepared as array_record: `tfds build c4/en
@@ -38,7 +32,7 @@ ALL = ('nope', 'learned_absolute', 'sinusoidal', 'rope', 'rope_pi', 'alibi', 'ke
        'fire_no_interpolation', 'fire_random_positions')
 
 
-VARIANTS = ('cpu', 'study', 'tiny', 'c4')  # get_config args (tests build each)
+VARIANTS = ('cpu', 'study', 'full', 'tiny', 'c4')  # get_config args (tests build each)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -91,17 +85,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # fire_random_positions trains FIRE on sorted random positions below this factor x T.
   config.random_positions_factor = 8
   # The regime trend: the study repeated at these train lengths for a few encodings (evaluated
-  # at `factors`); empty: not run.
+  # at `factors`); empty: not run. same_tokens: the batch shrinks with the train length (batch x
+  # length, the tokens of a step, as at config.train_length), else the batch stays.
   config.regime = ml_collections.ConfigDict({
       'train_lengths': (), 'encodings': ('kerple_log', 'fire', 'fire_no_interpolation'),
-      'factors': (1, 4), 'seeds': 1})
+      'factors': (1, 4), 'seeds': 1, 'same_tokens': True})
 
   if variant == 'cpu':
     config.encodings = ('nope', 'rope', 'alibi', 'kerple_log', 'kerple_power', 'fire',
                         'fire_no_interpolation')
     config.claim_contenders = ('nope', 'rope', 'alibi', 'kerple_log', 'kerple_power', 'fire')
-    config.loop.total_steps = 1000
+    config.loop.total_steps = 800
+    config.eval_tokens = 32_768
   elif variant == 'study':
+    config.encodings = ('rope', 'alibi', 'kerple_log', 'kerple_power', 'fire',
+                        'fire_no_interpolation')
+    config.claim_contenders = ('rope', 'alibi', 'kerple_log', 'kerple_power', 'fire')
+    config.loop.total_steps = 800
+    config.eval_tokens = 32_768
+    config.seeds = 3
+    config.regime.train_lengths = (128, 256)
+    config.regime.seeds = 2
+  elif variant == 'full':
     config.seeds = 3
     config.diagnose = ('fire', 'fire_random_positions')
     config.regime.train_lengths = (128, 256)

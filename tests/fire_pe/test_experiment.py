@@ -171,6 +171,29 @@ def test_config_errors(tmp_path):
     config.regime.encodings = ('nope',)
   with pytest.raises(config_lib.ConfigError, match="regime.encodings must include 'fire'"):
     experiment.run(config, str(tmp_path))
+  config = _config()
+  with config.unlocked():   # 16 windows of 16 tokens do not make whole windows of 96
+    config.regime.train_lengths = (32, 96)
+  assert config.regime.same_tokens
+  with pytest.raises(config_lib.ConfigError, match=r'do not divide into whole windows of \[96\]'):
+    experiment.run(config, str(tmp_path))
+
+
+def test_regime_keeps_the_tokens_of_a_step():
+  """With regime.same_tokens the batch shrinks as the train length grows (batch x length as at
+  config.train_length); without it the batch stays. The regime's encodings, factors, seeds."""
+  config = _config()
+  with config.unlocked():
+    config.regime.train_lengths = (32, 64)
+    config.regime.seeds = 2
+  for length, batch in ((32, 8), (64, 4)):
+    sub = experiment.regime_config(config, length)
+    assert (sub.train_length, sub.loop.batch_size) == (length, batch)
+    assert sub.encodings == tuple(config.regime.encodings) and sub.seeds == 2
+    assert sub.eval_factors == tuple(config.regime.factors)
+  with config.unlocked():
+    config.regime.same_tokens = False
+  assert experiment.regime_config(config, 64).loop.batch_size == 16
 
 
 def test_windows_and_text_errors():
