@@ -33,12 +33,12 @@ os.environ.setdefault('JAX_NUM_CPU_DEVICES', '1')
 
 import argparse  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import timing
 from common.models import attention
 from fire_pe import encodings
 
@@ -128,13 +128,9 @@ def main():
       temp_gb = analysis.temp_size_in_bytes / 2**30
       entry = {'temp_gb': round(temp_gb, 3)}
       if temp_gb <= args.max_temp_gb:
-        times = []
-        jax.block_until_ready(compiled(q, k, v, cot, params))
-        for _ in range(args.repeats if length <= 2048 else 1):
-          start = time.process_time()
-          jax.block_until_ready(compiled(q, k, v, cot, params))
-          times.append(time.process_time() - start)
-        entry['cpu_s'] = round(min(times), 3)
+        seconds = timing.cpu_seconds(lambda: compiled(q, k, v, cot, params),
+                                     args.repeats if length <= 2048 else 1)
+        entry['cpu_s'] = round(seconds, 3)
       else:
         entry['cpu_s'] = None
       row[arm] = entry

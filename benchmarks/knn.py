@@ -51,18 +51,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import timing
 from resmem import kernels
-
-
-def _cpu_seconds(fn, repeats):
-  fn()  # warm-up (compilation)
-  times = []
-  for _ in range(repeats):
-    start = time.process_time()
-    out = fn()
-    jax.block_until_ready(out)
-    times.append(time.process_time() - start)
-  return min(times), out
 
 
 @functools.partial(jax.jit, static_argnames=('k', 'block'))
@@ -290,7 +280,7 @@ def main():
   for name in args.arms.split(','):
     if name not in arms:
       continue
-    seconds, out = _cpu_seconds(arms[name], args.repeats)
+    seconds, out = timing.timed(arms[name], args.repeats)
     row = {'cpu_s': round(seconds, 3)}
     if name != 'gemm_floor':
       row['recall'] = round(kernels.recall(np.asarray(out)[:nr], reference), 5)

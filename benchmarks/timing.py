@@ -5,13 +5,19 @@ import time
 import jax
 
 
-def cpu_seconds(fn, repeats: int) -> float:
-  """The least CPU time of `repeats` calls of fn() (noise only adds time), after one call that
-  compiles and warms up; waits for the results each time."""
+def timed(fn, repeats: int):
+  """(the least CPU time of `repeats` calls of fn(), the last call's output), after one call that
+  compiles and warms up; waits for the results each time (noise only adds time)."""
   jax.block_until_ready(fn())
-  best = float('inf')
+  best, out = float('inf'), None
   for _ in range(repeats):
     start = time.process_time()
-    jax.block_until_ready(fn())
+    out = jax.block_until_ready(fn())
     best = min(best, time.process_time() - start)
-  return best
+  return best, out
+
+
+def cpu_seconds(fn, repeats: int) -> float:
+  """The least CPU time of `repeats` calls of fn(), compilation excluded (`timed` without the
+  output)."""
+  return timed(fn, repeats)[0]

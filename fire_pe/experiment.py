@@ -408,10 +408,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   checks = check_claim(config, table)
   side = check_claim(config, table, config.side_factors)
   # The regime trend: the same study at longer train lengths, a few encodings.
-  base = config.copy_and_resolve_references()
-  with base.unlocked():   # the regime compares the same encodings at every train length
-    base.claim_contenders = tuple(n for n in config.regime.encodings
-                                  if n in config.claim_contenders)
+  base = regime_config(config, config.train_length)   # the same contenders at every length
   regime = {config.train_length: check_claim(
       base, {n: table[n] for n in config.regime.encodings if n in table},
       config.regime.factors)} if config.regime.train_lengths else {}

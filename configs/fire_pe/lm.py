@@ -7,12 +7,17 @@ Variants:
         train length 64, 800 Adam steps of 32 windows, 1 seed, the seven encodings the claim turns
         on (NoPE, RoPE, ALiBi, both Kerples, FIRE, FIRE without interpolation); evaluated on
         32,768 held-out tokens at 64 / 128 / 256 / 512, by query-position bucket too; FIRE
-        diagnosed (the frozen-normaliser row, its learned c, L and f: fire_f.png). Its numbers
-        and wall time: fire_pe/README.md.
+        diagnosed (the frozen-normaliser row, its learned c, L and f: fire_f.png). 842 CPU-s
+        (14 min alone on one core). It printed second-half losses at 1x / 4x / 8x: FIRE 1.705 /
+        1.942 / 2.090, normaliser frozen (diagnostic) 1.705 / 1.736 / 1.697, FIRE without
+        interpolation 1.670 / 1.681 / 1.644, Kerple-power 1.684 / 1.698 / 1.664, RoPE 1.779 /
+        3.042 / 3.460; the claim check at 4x fails (FIRE 0.243 above Kerple-power).
   study the issue's seeds and regime: the cpu settings with 3 seeds of RoPE, ALiBi, both Kerples,
         FIRE and FIRE without interpolation (a workdir holding the cpu run reuses its seed 0), and
         the regime trend: Kerple-log, FIRE and FIRE without interpolation trained at 128 and 256
         with the same tokens per step (batch 16 and 8 windows; 2 seeds), evaluated at 1x and 4x.
+        65 min alone on one core after the cpu run. FIRE 0.243 +- 0.01 above Kerple-power at 4x
+        over 3 seeds; FIRE minus Kerple-log at 4x 0.160 / 0.106 / 0.066 at train 64 / 128 / 256.
   full  all 15 encodings (and FIRE trained on randomised positions), 3 seeds, 1,500 steps, the
         regime at 128 and 256 with 3 seeds; not run (estimated 2-3 hours on 2 cores).
   tiny  4 encodings (NoPE, learned absolute, FIRE, FIRE on randomised positions), 30 steps of
