@@ -21,9 +21,10 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    'test': ['pytest~=9.0', 'pytest-xdist~=3.8'],
-    # seqio pulls in tensorflow-text; only the text pipelines through seqio need it.
-    'text': ['seqio~=0.0.20'],
+    # seqio (it pulls in tensorflow-text) is in [test] so that the default suite runs the seqio
+    # Task test; [text] alone installs it for users of the text pipelines.
+    'test': ['pytest~=9.0', 'pytest-xdist~=3.8', 'seqio~=0.0.20', 'tensorflow-text~=2.21.0'],
+    'text': ['seqio~=0.0.20', 'tensorflow-text~=2.21.0'],
     # benchmarks/knn.py compares the k-NN kernel with faiss; nothing else imports it.
     'bench': ['faiss-cpu~=1.15'],
 }
