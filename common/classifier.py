@@ -133,6 +133,31 @@ def stream_inputs(config: ml_collections.ConfigDict):
   return train_iter, evals, loader.num_classes(config.dataset)
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for a reference-classifier config that cannot run; reads only the config.
+
+  The loop's fields (common.config_lib.check_loop), the input kind, the length, the eval splits,
+  the model, optimizer and sharding names: what would otherwise fail after the data is loaded,
+  or, for eval_batch_size, only at the first evaluation.
+  """
+  config_lib.get_or_fail(config, 'dataset')
+  config_lib.check_loop(config)
+  kind = config.get('input', 'memory')
+  if kind not in ('memory', 'stream'):
+    raise config_lib.ConfigError(f"config.input={kind!r}: use 'memory' or 'stream'.")
+  if config.get('total_steps') is None and config.get('total_epochs') is None:
+    raise config_lib.ConfigError('config.total_steps and config.total_epochs are both unset: '
+                                 'set one of them.')
+  for pair in config.get('eval_splits') or ():
+    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+        or not all(isinstance(p, str) and p for p in pair)):
+      raise config_lib.ConfigError(f'config.eval_splits entry {pair!r}: expected a (name, split) '
+                                   "pair of strings, e.g. ('test', 'test').")
+  models.build(config.model, 1)  # a module object only: names and fields checked, no compute
+  train_lib.make_optimizer(config.optimizer, 1)
+  mesh_lib.rules_from_config(config)
+
+
 def train_classifier(config: ml_collections.ConfigDict, workdir: str, *,
                      train_arrays: dict[str, np.ndarray] | None = None,
                      eval_arrays: dict[str, dict[str, np.ndarray]] | None = None,
@@ -175,7 +200,7 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: str, *,
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """The reference experiment: trains, evaluates on every eval split, writes summary.json."""
-  config_lib.get_or_fail(config, 'dataset')
+  check_config(config)
   classifier = train_classifier(config, workdir)
   history = classifier.result.history
   final = {k: v for r in history for k, v in r.items() if '/' in k}  # newest eval values

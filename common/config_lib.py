@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Iterable
 
 import ml_collections
@@ -108,21 +109,32 @@ LOOP_MINIMUMS = {
     'checkpoint_every_steps': 1,
     'keep_checkpoints': 1,
     'device_data_max_mb': 0,
+    'eval_batch_size': 1,
 }
 
 
-def check_loop(config: ml_collections.ConfigDict) -> None:
+def check_loop(config: ml_collections.ConfigDict, section: str = 'config') -> None:
   """Raises ConfigError for a training-loop field that would run wrongly or not at all.
 
   Without this, `keep_checkpoints=0` deletes every checkpoint, `checkpoint_every_steps=0` saves
-  at every step, `total_steps=0` exits having trained nothing and `batch_size=0` divides by zero.
+  at every step, `total_steps=0` exits having trained nothing, `batch_size=0` divides by zero,
+  `eval_batch_size=0` fails at the first evaluation (after training) and a negative learning rate
+  climbs the loss to 1e10 and exits 0. The loop fields are shared by every paper: the fields
+  checked are those present (`eval_batch_size`, `optimizer.learning_rate` when set).
+  `section` names the section in the messages (e.g. 'finetune' for a paper's `config.finetune`).
   """
   for name, minimum in LOOP_MINIMUMS.items():
     value = config.get(name)
     if value is None:
       continue
     if not _whole(value) or value < minimum:
-      raise ConfigError(f'config.{name}={value!r}: expected a whole number >= {minimum}.')
+      raise ConfigError(f'{section}.{name}={value!r}: expected a whole number >= {minimum}.')
   epochs = config.get('total_epochs')
   if epochs is not None and (isinstance(epochs, bool) or not epochs > 0):
-    raise ConfigError(f'config.total_epochs={epochs!r}: expected a number > 0.')
+    raise ConfigError(f'{section}.total_epochs={epochs!r}: expected a number > 0.')
+  optimizer = config.get('optimizer')
+  if optimizer is not None and optimizer.get('learning_rate') is not None:
+    lr = optimizer.learning_rate
+    if (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
+        or lr <= 0):
+      raise ConfigError(f'{section}.optimizer.learning_rate={lr!r}: expected a finite number > 0.')

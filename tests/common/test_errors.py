@@ -89,3 +89,47 @@ def test_bad_splits():
     loader.load('digits', 'train[:x]')
   with pytest.raises(loader.DatasetError, match='"train" and "test"'):
     loader.load('digits', 'validation')
+
+
+@pytest.mark.parametrize('field,value,expected', [
+    ('eval_batch_size', 0, r'config\.eval_batch_size=0: expected a whole number >= 1'),
+    ('optimizer.learning_rate', -0.01, r'config\.optimizer\.learning_rate=-0\.01: expected a '
+                                       r'finite number > 0'),
+    ('optimizer.learning_rate', 0.0, r'learning_rate=0\.0'),
+    ('optimizer.learning_rate', float('nan'), r'learning_rate=nan'),
+    ('optimizer.learning_rate', float('inf'), r'learning_rate=inf'),
+])
+def test_eval_batch_and_learning_rate_that_cannot_train_stop_before_compute(
+    tmp_path, field, value, expected):
+  config = tiny_config(**{field: value})
+  with pytest.raises(config_lib.ConfigError, match=expected):
+    classifier.check_config(config)
+  with pytest.raises(config_lib.ConfigError, match=expected):
+    classifier.run(config, str(tmp_path))
+  with pytest.raises(config_lib.ConfigError, match=expected):  # the papers' path too
+    classifier.train_classifier(config, str(tmp_path))
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_loop_errors_name_the_section_they_are_in():
+  with pytest.raises(config_lib.ConfigError, match=r'finetune\.batch_size=0'):
+    config_lib.check_loop(tiny_config(batch_size=0), section='finetune')
+
+
+@pytest.mark.parametrize('field,value,expected', [
+    ('input', 'disk', "config.input='disk'"),
+    ('total_steps', None, 'both unset'),
+    ('eval_splits', (('test',),), 'eval_splits entry'),
+    ('model.name', 'resnte', "did you mean 'resnet'"),
+    ('optimizer.name', 'adma', "did you mean 'adam'"),
+    ('sharding', 'fdsp', "did you mean 'fsdp'"),
+])
+def test_classifier_check_config_reads_only_the_config(field, value, expected):
+  with pytest.raises(config_lib.ConfigError, match=expected):
+    classifier.check_config(tiny_config(**{field: value}))
+
+
+def test_every_classifier_variant_passes_its_check():
+  from configs.common import classifier as classifier_config  # pylint: disable=g-import-not-at-top
+  for variant in classifier_config.VARIANTS:
+    classifier.check_config(classifier_config.get_config(variant))
