@@ -77,7 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.tune = ml_collections.ConfigDict({
       'ks': (1, 2, 4, 8, 16, 32), 'sigmas': (0.01, 0.03, 0.1, 0.3, 1.0, None),
       'temperatures': (0.75, 1.0, 1.5, 2.0), 'lambdas': (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)})
-  # ResMem's output is clipped at floor x the base distribution and renormalised (resmem/lm.py).
+  # ResMem's output is clipped at floor x the base distribution and renormalised (resmem/lm/).
   config.floor = 0.01
   config.knn = ml_collections.ConfigDict({'query_block': 256, 'db_block': 65536, 'mode': 'exact'})
   # Shard the memory's keys over the loop mesh's 'data' axis (from files on disk) and search
