@@ -15,7 +15,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from common import app
 from common import report
 from memorisation import figures
 from memorisation import study
@@ -26,11 +25,6 @@ CLAIM = ('Per-example memorisation trajectories across model sizes are diverse (
          'examples among the increasing); proxies of memorisation correlate with it at a fixed '
          'size but do not capture these trends; distillation inhibits memorisation, mostly on the '
          'increasing examples, without hurting generalisation.')
-
-
-def compile_cache(enabled: bool, directory: str):
-  """XLA's persistent compilation cache in `directory` for the block (common.app's)."""
-  return app.compilation_cache(directory if enabled else None)
 
 
 @contextlib.contextmanager
@@ -162,8 +156,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
   start = time.time()
   numbers, checks, figs = {}, [], []
-  with compile_cache(config.compile_cache, os.path.join(workdir, 'xla_cache')), \
-      prng_impl(config.prng_impl):
+  with prng_impl(config.prng_impl):
     for name in config.dataset_names:
       result = study.run_dataset(config, name, workdir)
       numbers[name] = result['numbers']

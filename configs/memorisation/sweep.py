@@ -76,7 +76,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.fraction = 0.7           # f: each subset holds int(f N) training examples
   config.mask_seed = 0
   config.chunk_target = 0         # models per dispatch (0: common.ensemble's cost-based choice)
-  config.compile_cache = True     # XLA's persistent cache under the workdir (reruns skip compiles)
   # jax's PRNG for the run ('' keeps the default threefry): XLA:CPU takes ~20 s to compile a
   # vmapped threefry initialisation of 72 small MLPs on this machine, ~3 s with 'rbg'.
   config.prng_impl = 'rbg'
@@ -122,7 +121,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.distill.student_sizes = (1,)
     config.trajectory.bootstrap = 200
     config.trajectory.model_bootstrap = 20
-    config.compile_cache = False
   elif variant == 'study':
     config.datasets.digits.sizes = ((2,), (4,), (8,), (16,), (32,), (64,), (256,), (1024,))
     config.datasets.mnist1d.sizes = ((4,), (8,), (16,), (32,), (64,), (128,), (512,), (2048,))
@@ -156,7 +154,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset_names = (variant,)
     config.num_full_models = 8
     config.chunk_target = 0
-    config.compile_cache = False
     config.distill.datasets = (variant,)
     config.distill.student_sizes = (1, 2)
   else:
