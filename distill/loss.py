@@ -7,7 +7,8 @@
 with p(x; tau) = softmax(logits / tau). The tau^2 keeps the soft term's gradient on the scale of the
 hard term's (Hinton et al.); at tau = 1 it changes nothing. The teacher's probabilities carry no
 gradient. Every check that can be made before compute is made: shapes and class counts always,
-label ranges and probability rows when the arrays are concrete (not traced inside jit).
+label ranges, probability rows and teacher logits (finite, not probabilities) when the arrays are
+concrete (not traced inside jit); under jit a NaN teacher makes the loss NaN, never finite.
 """
 
 from __future__ import annotations
@@ -100,6 +101,43 @@ def check_probs(probs, batch: int, num_classes: int, name: str = 'teacher_probs'
                          f'sums to {sums[worst]:.4g}.')
 
 
+def looks_like_probabilities(values, atol: float = 1e-5) -> bool:
+  """True when every row of `values` (..., C) is non-negative and sums to 1 within `atol`: softmax
+  outputs where logits belong. Real logits essentially never satisfy this for every row."""
+  array = np.asarray(values, np.float64)
+  if array.ndim < 1 or array.size == 0 or not np.all(np.isfinite(array)):
+    return False
+  return bool(array.min() >= 0 and np.max(np.abs(array.sum(-1) - 1.0)) <= atol)
+
+
+def check_teacher_logits(logits, name: str = 'teacher_logits') -> None:
+  """Concrete teacher scores (..., C) must be logits: no NaN or +inf (a row with one would drop
+  its soft term or make it NaN), not every class -inf, and not probability rows (every row
+  non-negative, summing to 1), which the softmax would flatten toward uniform. -inf for a class
+  the teacher rules out is allowed. Traced scores are not checked (see distillation_loss)."""
+  if not _concrete(logits):
+    return
+  values = np.asarray(logits, np.float64)
+  if values.size == 0:
+    return
+  rows = values.reshape(-1, values.shape[-1])
+  bad = np.isnan(rows) | (rows == np.inf)
+  if np.any(bad):
+    row, col = (int(i) for i in np.argwhere(bad)[0])
+    count = int(bad.any(1).sum())
+    raise DistillError(f'{name} row {row} has {rows[row, col]} at class {col} ({count} such '
+                       'row(s)): a teacher\'s logits must be finite (-inf only for a class it '
+                       'rules out). Check the teacher\'s outputs on these inputs.')
+  dead = np.all(rows == -np.inf, axis=1)
+  if np.any(dead):
+    raise DistillError(f'{name} row {int(np.flatnonzero(dead)[0])} is -inf for every class: '
+                       'the teacher gives that example no probability anywhere.')
+  if looks_like_probabilities(rows):
+    raise DistillError(f'{name} look like probabilities (every row is non-negative and sums to 1): '
+                       'softmax would treat them as logits and flatten them. Pass them as '
+                       'teacher_probs=... instead, or pass the teacher\'s logits.')
+
+
 def tempered_probs(logits, tau: float = 1.0):
   """softmax(logits / tau): p(x; tau), the teacher's soft targets at temperature tau."""
   check_tau(tau)
@@ -110,8 +148,9 @@ def soft_cross_entropy(student_logits, teacher_log_targets, tau: float = 1.0):
   """(B,) tau^2 sum_c -softmax(t / tau)_c log_softmax(s / tau)_c for teacher log-scores t."""
   targets = jax.lax.stop_gradient(jax.nn.softmax(teacher_log_targets / tau, axis=-1))
   log_p = jax.nn.log_softmax(student_logits / tau, axis=-1)
-  # 0 * log p must be 0 even where the teacher's probability underflows and log p is -inf.
-  return tau**2 * -jnp.sum(jnp.where(targets > 0, targets * log_p, 0.0), axis=-1)
+  # 0 * log p must be 0 even where the teacher's probability underflows and log p is -inf; a NaN
+  # target (a NaN or +inf teacher score under jit) must stay NaN, so the loop's guard stops it.
+  return tau**2 * -jnp.sum(jnp.where(targets == 0, 0.0, targets * log_p), axis=-1)
 
 
 def cross_entropy(student_logits, labels):
@@ -129,11 +168,20 @@ def distillation_loss(student_logits, labels=None, teacher_logits=None, *, teach
   Args:
     student_logits: (B, C) scores of the student.
     labels: (B,) integer class ids; may be None only when alpha == 0 (teacher only).
-    teacher_logits: (B, C) scores of the teacher on the same (augmented) inputs; or
+    teacher_logits: (B, C) scores of the teacher on the same (augmented) inputs (-inf allowed
+      for a class the teacher rules out); or
     teacher_probs: (B, C) probabilities of the teacher at temperature 1 (e.g. an ensemble's
       mean); tempered as softmax(log p / tau). Give exactly one of the two.
     alpha: weight of the one-hot term in [0, 1]; may be traced (late distillation's schedule).
     tau: temperature > 0 applied to both the teacher and the student in the soft term.
+
+  Concrete teacher logits with a NaN or +inf are refused with the row named, and so are rows that
+  are all probabilities (non-negative, summing to 1 within 1e-5: pass those as teacher_probs).
+  Under jit neither can raise: a NaN or +inf teacher score makes that example's loss NaN (never a
+  silently dropped soft term), which the training loop's non-finite guard stops; probabilities
+  passed as logits are not detected inside a traced step (a check there could only turn the loss
+  NaN on inputs that may be genuine logits), so distill's teachers are checked once, eagerly, on a
+  sample batch before training (`Teacher.check`).
   """
   check_alpha(alpha)
   check_tau(tau)
@@ -148,6 +196,7 @@ def distillation_loss(student_logits, labels=None, teacher_logits=None, *, teach
     if t_shape != (batch, num_classes):
       raise DistillError(f'teacher_logits has shape {t_shape}, expected ({batch}, {num_classes}).')
     check_logits(teacher_logits, 'teacher_logits')
+    check_teacher_logits(teacher_logits)
     teacher_scores = jnp.asarray(teacher_logits, jnp.float32)
   else:
     check_probs(teacher_probs, batch, num_classes)

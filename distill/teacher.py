@@ -87,7 +87,10 @@ class Teacher:
     return loss_lib.tempered_probs(self.logits_fn(inputs), tau)
 
   def check(self, sample_inputs, num_classes: int) -> None:
-    """Fails before compute when the teacher's outputs do not fit the data (shapes only)."""
+    """Fails before compute when the teacher's outputs do not fit the data: their shape always;
+    when `sample_inputs` are concrete arrays the teacher also runs on them once, and outputs with
+    a NaN or +inf, or rows that are probabilities (non-negative, summing to 1) rather than
+    logits, are refused (inside the training step they could not be)."""
     if int(num_classes) != self.num_classes:
       raise loss_lib.DistillError(
           f'The teacher ({self.description}) predicts {self.num_classes} classes but the data '
@@ -107,3 +110,12 @@ class Teacher:
           f'The teacher ({self.description}) returns shape {shape or out} for inputs '
           f'{sample.shape}; expected logits with {self.num_classes} classes (those of the data: '
           f'{num_classes}) and one row per example.')
+    if isinstance(sample_inputs, (jax.ShapeDtypeStruct, jax.core.Tracer)):
+      return
+    outputs = np.asarray(self.logits_fn(jnp.asarray(sample_inputs, jnp.float32)))
+    if loss_lib.looks_like_probabilities(outputs):
+      raise loss_lib.DistillError(
+          f'The teacher ({self.description}) returns probabilities (every row non-negative and '
+          'summing to 1 on the sample inputs), not logits: return the scores before the softmax '
+          '(the loss applies softmax(logits / tau) itself).')
+    loss_lib.check_teacher_logits(outputs, f'The teacher ({self.description})\'s logits')

@@ -113,3 +113,63 @@ def test_wrong_shapes_and_class_ids_are_refused():
     distill.distillation_loss(s, None, t, alpha=0.5)
   with pytest.raises(distill.DistillError, match='switch_step must be'):
     distill.late_alpha(0, -1, 0.5)
+
+
+def test_a_nan_teacher_logit_is_refused_naming_its_row():
+  s, t, y = _inputs()
+  t[2, 1] = np.nan
+  with pytest.raises(distill.DistillError, match=r'teacher_logits row 2 has nan at class 1'):
+    distill.distillation_loss(s, y, t, alpha=0.5)
+  t[2, 1] = np.inf
+  with pytest.raises(distill.DistillError, match=r'row 2 has inf'):
+    distill.distillation_loss(s, y, t, alpha=0.5)
+  t[2] = -np.inf
+  with pytest.raises(distill.DistillError, match=r'row 2 is -inf for every class'):
+    distill.distillation_loss(s, y, t, alpha=0.5)
+
+
+def test_a_nan_teacher_logit_makes_that_rows_loss_nan_under_jit():
+  """Under jit nothing can raise: the row's loss must be NaN (the loop's guard stops it), not the
+  hard term alone (0.595 instead of 1.509 before)."""
+  s, t, y = _inputs()
+  clean = distill.distillation_loss(s, y, t, alpha=0.5)
+  t[2, 1] = np.nan
+  got = np.asarray(jax.jit(lambda t: distill.distillation_loss(s, y, t, alpha=0.5, tau=2.0))(t))
+  assert np.isnan(got[2]) and np.all(np.isfinite(np.delete(got, 2)))
+  assert np.isnan(np.mean(got))
+  t[2, 1] = np.inf
+  got = np.asarray(jax.jit(lambda t: distill.distillation_loss(s, y, t, alpha=0.5))(t))
+  assert np.isnan(got[2])
+  np.testing.assert_allclose(np.delete(got, 2), np.delete(np.asarray(clean), 2), rtol=1e-6)
+  probs = _softmax(_inputs()[1])
+  probs[4, 0] = np.nan
+  got = np.asarray(jax.jit(lambda p: distill.distillation_loss(s, y, teacher_probs=p))(probs))
+  assert np.isnan(got[4]) and np.all(np.isfinite(np.delete(got, 4)))
+
+
+def test_a_teacher_logit_of_minus_inf_rules_that_class_out():
+  s, t, y = _inputs()
+  t[:, 0] = -np.inf
+  probs = _softmax(np.where(np.isinf(t), -1e30, t).astype(np.float64))
+  np.testing.assert_allclose(distill.distillation_loss(s, y, t, alpha=0.3, tau=2.0),
+                             distill.distillation_loss(s, y, teacher_probs=probs, alpha=0.3,
+                                                       tau=2.0), rtol=1e-5)
+
+
+def test_probabilities_passed_as_teacher_logits_are_refused_with_the_fix():
+  s, t, y = _inputs()
+  probs = _softmax(t).astype(np.float32)
+  wrong = distill.distillation_loss(s, y, teacher_probs=probs, alpha=0.0)
+  with pytest.raises(distill.DistillError, match=r'look like probabilities.*teacher_probs='):
+    distill.distillation_loss(s, y, probs, alpha=0.0)
+  # One-hot rows are probabilities too.
+  with pytest.raises(distill.DistillError, match='look like probabilities'):
+    distill.distillation_loss(s, y, np.eye(4, dtype=np.float32)[y], alpha=0.0)
+  # Under jit the mistake cannot be seen: the loss is that of flattened targets (documented).
+  jitted = jax.jit(lambda p: distill.distillation_loss(s, y, p, alpha=0.0))(probs)
+  assert np.max(np.abs(np.asarray(jitted) - np.asarray(wrong))) > 0.05
+  # Logits that happen to be non-negative but do not sum to one pass.
+  distill.distillation_loss(s, y, np.abs(t), alpha=0.0)
+  assert loss_lib.looks_like_probabilities(probs)
+  assert not loss_lib.looks_like_probabilities(t)
+  assert not loss_lib.looks_like_probabilities(probs * 1.001)
