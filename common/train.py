@@ -223,9 +223,120 @@ def open_checkpoints(config: ml_collections.ConfigDict, workdir: str, abstract, 
   return checkpointer, restored
 
 
+def _check_and_plan(config: ml_collections.ConfigDict, train_iter: pipeline.BatchOrder,
+                    mesh: jax.sharding.Mesh | None):
+  """(mesh, rules, total_steps) after the checks that must fail before any compute."""
+  config_lib.check_loop(config)
+  mesh = mesh or mesh_lib.mesh_from_config(config)
+  rules = mesh_lib.rules_from_config(config)
+  mesh_lib.check_rules(rules, mesh)
+  data_ways = mesh_lib.batch_axis_size(mesh, rules)
+  if train_iter.global_batch_size % data_ways:
+    raise config_lib.ConfigError(
+        f'batch_size={train_iter.global_batch_size} does not divide over the {data_ways}-way data '
+        f'axis of the mesh {dict(mesh.shape)}.')
+  total_steps = config_lib.num_steps(config, 'total', train_iter.num_examples,
+                                     train_iter.global_batch_size)
+  return mesh, rules, total_steps
+
+
+@dataclasses.dataclass
+class _Start:
+  """Where a run starts: a fresh or restored state, its shardings and the open checkpoints."""
+  state: TrainState
+  shardings: Any
+  checkpointer: ckpt_lib.Checkpointer
+  meta: dict[str, Any]  # what every checkpoint of this run records
+  resumed_from: int | None
+  saved_history: list[dict[str, float]] | None
+
+
+def _build_or_restore(config: ml_collections.ConfigDict, workdir: str, init_fn, tx, mesh, rules,
+                      total_steps: int, train_iter: pipeline.BatchOrder,
+                      identity: dict[str, Any] | None) -> _Start:
+  """The state born sharded, or restored (with the data position) from the newest checkpoint
+  that this run may resume."""
+  rng_init = jax.random.key(config.seed)
+  abstract, shardings = state_shardings(init_fn, tx, rng_init, mesh, rules)
+  meta = {'fingerprint': ckpt_lib.fingerprint(abstract), 'total_steps': total_steps,
+          'run': run_identity(config, train_iter.fingerprint(), identity)}
+  checkpointer, restored = open_checkpoints(config, workdir, abstract, shardings, meta)
+  resumed_from, saved_history = None, None
+  if restored is not None:
+    resumed_from, state, data_state, saved_meta = restored
+    saved_history = saved_meta.get('history')
+    train_iter.set_state(data_state)
+    logging.info('Resumed from step %d (data position %d).', resumed_from, train_iter.position)
+  else:
+    with jax.set_mesh(mesh):
+      state = jax.jit(lambda r: _init_state(init_fn, tx, r), out_shardings=shardings)(rng_init)
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+  logging.info('Parameters: %s; total steps %d; state shardings:\n%s', f'{num_params:,}',
+               total_steps, _describe_shardings(shardings.params))
+  return _Start(state=state, shardings=shardings, checkpointer=checkpointer, meta=meta,
+                resumed_from=resumed_from, saved_history=saved_history)
+
+
+def _compile_step(config: ml_collections.ConfigDict, loss_fn: LossFn, tx, shardings, mesh, rules,
+                  train_iter: pipeline.BatchOrder, total_steps: int):
+  """(batches, jitted step): the input source and the update step that reads its items."""
+  batch_sharding = mesh_lib.batch_sharding(mesh, rules)
+  step_fn = make_train_step(loss_fn, tx, config.seed + 1)
+  # One input shape whatever the source: `batches` yields items and `batches.materialise(item)`,
+  # traced inside the step, turns one into the global batch. A training set that fits lives on
+  # the devices and an item is the row indices of a step (gathered there: no per-step host work);
+  # larger ones stream from the host and an item is the batch itself.
+  batches = pipeline.make_batches(train_iter, mesh, batch_sharding, limit=total_steps,
+                                  device_max_bytes=config.get('device_data_max_mb', 256) * 2**20)
+  jitted = jax.jit(lambda state, item: step_fn(state, batches.materialise(item)),
+                   donate_argnums=(0,), out_shardings=(shardings, mesh_lib.replicated(mesh)))
+  logging.info('Training data: %d examples, %s.', train_iter.num_examples, batches.description)
+  return batches, jitted
+
+
 def _mean_metrics(buffer: list[dict[str, jax.Array]]) -> dict[str, float]:
   stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *buffer)  # one transfer per metric
   return {k: float(np.mean(v)) for k, v in jax.device_get(stacked).items()}
+
+
+class _Records:
+  """metrics.jsonl and the history: the train metrics averaged over the steps since the last
+  record (with examples/s and the ETA in the log line), and the evaluations."""
+
+  def __init__(self, writer: metrics_lib.MetricWriter, total_steps: int, global_batch_size: int,
+               start: int):
+    self.writer, self.history = writer, list(writer.records)
+    self.total_steps, self.global_batch_size = total_steps, global_batch_size
+    self.buffer: list[dict[str, jax.Array]] = []
+    self.t_last, self.step_last = time.perf_counter(), start
+
+  def add(self, metrics: dict[str, jax.Array]) -> None:
+    self.buffer.append(metrics)  # device arrays: read once per record, not per step
+
+  def _write(self, step: int, record: dict[str, float]) -> None:
+    self.writer.write(step, record)
+    self.history.append({'step': step, **record})
+
+  def train(self, step: int) -> None:
+    record = _mean_metrics(self.buffer)
+    self.buffer = []
+    now = time.perf_counter()
+    steps_per_s = (step - self.step_last) / max(now - self.t_last, 1e-9)
+    record['examples_per_s'] = steps_per_s * self.global_batch_size
+    self.t_last, self.step_last = now, step
+    self._write(step, record)
+    eta = (self.total_steps - step) / max(steps_per_s, 1e-9)
+    logging.info('step %d/%d loss=%.4f %.0f ex/s ETA %s', step, self.total_steps, record['loss'],
+                 record['examples_per_s'], _hms(eta))
+
+  def evaluate(self, evaluators: Sequence[Evaluator], step: int, state: TrainState) -> None:
+    record = {}
+    for evaluator in evaluators:
+      record.update(evaluator.run(state))
+    if record:
+      self._write(step, record)
+      logging.info('step %d eval: %s', step,
+                   ', '.join(f'{k}={v:.4f}' for k, v in sorted(record.items())))
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[[jax.Array], Any],
@@ -245,113 +356,60 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, init_fn: Callable[
   for what the loop config does not hold, such as a model defined elsewhere, and the training
   data), or with a smaller total_steps; `resume_despite_changes=True` continues deliberately.
   A larger total_steps continues a run.
+
+  The phases: check and plan (mesh, rules, length), build or restore the state, compile the
+  step over its input, then the steps with their records, evaluations and checkpoints.
   """
-  # Mesh, shapes and the checks that must fail before any compute.
-  config_lib.check_loop(config)
-  mesh = mesh or mesh_lib.mesh_from_config(config)
-  rules = mesh_lib.rules_from_config(config)
-  mesh_lib.check_rules(rules, mesh)
-  data_ways = mesh_lib.batch_axis_size(mesh, rules)
-  if train_iter.global_batch_size % data_ways:
-    raise config_lib.ConfigError(
-        f'batch_size={train_iter.global_batch_size} does not divide over the {data_ways}-way data '
-        f'axis of the mesh {dict(mesh.shape)}.')
-  total_steps = config_lib.num_steps(config, 'total', train_iter.num_examples,
-                                     train_iter.global_batch_size)
+  mesh, rules, total_steps = _check_and_plan(config, train_iter, mesh)
   tx = tx or make_optimizer(config.optimizer, total_steps)
-  rng_init = jax.random.key(config.seed)
-  abstract, shardings = state_shardings(init_fn, tx, rng_init, mesh, rules)
-  meta = {'fingerprint': ckpt_lib.fingerprint(abstract), 'total_steps': total_steps,
-          'run': run_identity(config, train_iter.fingerprint(), identity)}
-  checkpointer, restored = open_checkpoints(config, workdir, abstract, shardings, meta)
-  resumed_from, saved_history = None, None
-  if restored is not None:
-    resumed_from, state, data_state, saved_meta = restored
-    saved_history = saved_meta.get('history')
-    train_iter.set_state(data_state)
-    logging.info('Resumed from step %d (data position %d).', resumed_from, train_iter.position)
-  else:
-    with jax.set_mesh(mesh):
-      state = jax.jit(lambda r: _init_state(init_fn, tx, r), out_shardings=shardings)(rng_init)
-  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
-  logging.info('Parameters: %s; total steps %d; state shardings:\n%s', f'{num_params:,}',
-               total_steps, _describe_shardings(shardings.params))
-
-  batch_sharding = mesh_lib.batch_sharding(mesh, rules)
-  step_fn = make_train_step(loss_fn, tx, config.seed + 1)
-  # One input shape whatever the source: `batches` yields items and `batches.materialise(item)`,
-  # traced inside the step, turns one into the global batch. A training set that fits lives on
-  # the devices and an item is the row indices of a step (gathered there: no per-step host work);
-  # larger ones stream from the host and an item is the batch itself.
-  batches = pipeline.make_batches(train_iter, mesh, batch_sharding, limit=total_steps,
-                                  device_max_bytes=config.get('device_data_max_mb', 256) * 2**20)
-  jitted = jax.jit(lambda state, item: step_fn(state, batches.materialise(item)),
-                   donate_argnums=(0,), out_shardings=(shardings, mesh_lib.replicated(mesh)))
-  logging.info('Training data: %d examples, %s.', train_iter.num_examples, batches.description)
-
-  writer = metrics_lib.MetricWriter(workdir, resume_step=resumed_from or 0,
-                                    saved_records=saved_history)
-  history = list(writer.records)
-
+  start = _build_or_restore(config, workdir, init_fn, tx, mesh, rules, total_steps, train_iter,
+                            identity)
+  state, checkpointer = start.state, start.checkpointer
+  batches, jitted = _compile_step(config, loss_fn, tx, start.shardings, mesh, rules, train_iter,
+                                  total_steps)
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start.resumed_from or 0,
+                                    saved_records=start.saved_history)
   log_every = max(1, int(config.get('log_every_steps', 100)))
   eval_every = int(config.get('eval_every_steps', 0) or 0)
-  start = int(jax.device_get(state.step))
-  buffer: list[dict[str, jax.Array]] = []
+  first = int(jax.device_get(state.step))
+  records = _Records(writer, total_steps, train_iter.global_batch_size, first)
+
+  def save(step, current, force=False):
+    checkpointer.save(step, current, data_state=train_iter.get_state(),
+                      meta=dict(start.meta, history=records.history), force=force)
+
   # On the CPU backend with several devices (fake devices in one process, or several processes
   # over gloo), steps left in flight can interleave their collectives: the all-reduce rendezvous
   # then waits for a device thread that is busy with the next step and aborts after 40 s (seen on
   # 2 cores). One step at a time there; accelerators keep their steps in flight.
   sync_every_step = mesh.size > 1 and jax.default_backend() == 'cpu'
-  t_last, step_last = time.perf_counter(), start
-
-  def run_evaluators(step, state):
-    record = {}
-    for evaluator in evaluators:
-      record.update(evaluator.run(state))
-    if record:
-      writer.write(step, record)
-      history.append({'step': step, **record})
-      logging.info('step %d eval: %s', step,
-                   ', '.join(f'{k}={v:.4f}' for k, v in sorted(record.items())))
-
   try:
     # The rules also lay out activations that models constrain by logical axes.
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      for step in range(start + 1, total_steps + 1):
+      for step in range(first + 1, total_steps + 1):
         state, metrics = jitted(state, next(batches))
-        buffer.append(metrics)
+        records.add(metrics)
         if sync_every_step:
           jax.block_until_ready(metrics)
         if step % log_every == 0 or step == total_steps:
           _check_finite(state, checkpointer)
-          record = _mean_metrics(buffer)
-          buffer = []
-          now = time.perf_counter()
-          steps_per_s = (step - step_last) / max(now - t_last, 1e-9)
-          record['examples_per_s'] = steps_per_s * train_iter.global_batch_size
-          t_last, step_last = now, step
-          writer.write(step, record)
-          history.append({'step': step, **record})
-          eta = (total_steps - step) / max(steps_per_s, 1e-9)
-          logging.info('step %d/%d loss=%.4f %.0f ex/s ETA %s', step, total_steps,
-                       record['loss'], record['examples_per_s'], _hms(eta))
+          records.train(step)
         if eval_every and step % eval_every == 0 and step != total_steps:
-          run_evaluators(step, state)
+          records.evaluate(evaluators, step, state)
         if checkpointer.should_save(step) and step != total_steps:
           _check_finite(state, checkpointer)
-          checkpointer.save(step, state, data_state=train_iter.get_state(),
-                            meta=dict(meta, history=history))
+          save(step, state)
       _check_finite(state, checkpointer)
-      if start < total_steps:  # else a finished run was resumed: its results are in history
-        run_evaluators(total_steps, state)
-        checkpointer.save(total_steps, state, data_state=train_iter.get_state(),
-                          meta=dict(meta, history=history), force=True)
+      if first < total_steps:  # else a finished run was resumed: its results are in history
+        records.evaluate(evaluators, total_steps, state)
+        save(total_steps, state, force=True)
   finally:
     batches.close()
     checkpointer.close()
     writer.close()
-  return TrainResult(state=state, history=history, mesh=mesh, state_shardings=shardings,
-                     total_steps=total_steps, resumed_from=resumed_from)
+  return TrainResult(state=state, history=records.history, mesh=mesh,
+                     state_shardings=start.shardings, total_steps=total_steps,
+                     resumed_from=start.resumed_from)
 
 
 def _describe_shardings(tree) -> str:
