@@ -1,7 +1,7 @@
 """ResMem over a trained decoder-only LM (common.models.TransformerLM), and k-NN-LM beside it.
 
     memory = lm.build_memory(model, params, train_ids, context=64, path='/tmp/mem')  # in chunks
-    val = lm.lm_outputs(model, params, val_ids, context=64)     # hidden, logits, targets
+    val = lm.lm_outputs(model, params, val_ids, context=64)     # hidden, logits, targets, LM
     test = lm.lm_outputs(model, params, test_ids, context=64)
     nb_val, nb_test = lm.neighbours(memory, val, 32), lm.neighbours(memory, test, 32)
     kernel = lm.readout(params)                                 # (D, V): logits = hidden @ W
@@ -46,6 +46,10 @@ key width, vocabulary, context). `LMMemory.load(path, mesh=)` lays the keys out 
 from the files, each device reading its own rows: the database never sits in one host array.
 The search is `resmem.kernels.knn` (one device) or `kernels.knn_sharded` (over the mesh).
 
+Provenance. `lm_outputs` records the LM's fingerprint and its readout's (`kernel_fingerprint`)
+with the arrays, and `neighbours` the memory's; `neighbours`, the ResMem and k-NN-LM scores and
+the tuning refuse a memory, neighbours or readout kernel of another LM, naming both fingerprints.
+
 The package, by what each module holds (everything is re-exported here: `from resmem import lm`):
   outputs.py   the LM: fingerprint, readout, forward pass, windows of text, `lm_outputs`
   store.py     the memory: `build_memory`, `LMMemory` (files, layout over a mesh, search, gather)
@@ -53,14 +57,16 @@ The package, by what each module holds (everything is re-exported here: `from re
   tuning.py    `tune_resmem`, `tune_knnlm`, `best_of` on held-out text
 """
 
-from resmem.lm.outputs import (LMMemoryError, LMOutputs, fingerprint, forward, lm_outputs,
-                               model_fields, readout, windows)
+from resmem.lm.outputs import (LMMemoryError, LMOutputs, check_readout_of, check_same_lm,
+                               fingerprint, forward, kernel_fingerprint, lm_outputs, model_fields,
+                               readout, windows)
 from resmem.lm.predict import (Neighbours, knnlm_bits, knnlm_grid, lm_bits, neighbours,
                                resmem_bits, resmem_grid, resmem_probs)
 from resmem.lm.store import FORMAT, LMMemory, build_memory, check_k
 from resmem.lm.tuning import best_of, tune_knnlm, tune_resmem
 
 __all__ = ['FORMAT', 'LMMemory', 'LMMemoryError', 'LMOutputs', 'Neighbours', 'best_of',
-           'build_memory', 'check_k', 'fingerprint', 'forward', 'knnlm_bits', 'knnlm_grid',
-           'lm_bits', 'lm_outputs', 'model_fields', 'neighbours', 'readout', 'resmem_bits',
-           'resmem_grid', 'resmem_probs', 'tune_knnlm', 'tune_resmem', 'windows']
+           'build_memory', 'check_k', 'check_readout_of', 'check_same_lm', 'fingerprint',
+           'forward', 'kernel_fingerprint', 'knnlm_bits', 'knnlm_grid', 'lm_bits', 'lm_outputs',
+           'model_fields', 'neighbours', 'readout', 'resmem_bits', 'resmem_grid', 'resmem_probs',
+           'tune_knnlm', 'tune_resmem', 'windows']

@@ -56,6 +56,16 @@ def readout(params) -> np.ndarray:
                         'common.models.TransformerLM.') from None
 
 
+def kernel_fingerprint(kernel) -> str:
+  """A hash of a (D, V) readout kernel's float32 values: what `LMOutputs.readout_fingerprint`
+  holds for the LM's own readout, so a kernel of another LM is recognised."""
+  a = np.ascontiguousarray(np.asarray(jax.device_get(kernel), np.float32))
+  h = hashlib.blake2b(digest_size=16)
+  h.update(f'{a.shape}'.encode())
+  h.update(a.view(np.uint8).reshape(-1).tobytes())
+  return h.hexdigest()
+
+
 @functools.lru_cache(maxsize=16)
 def _forward(model):
   def forward(params, tokens):
@@ -128,10 +138,16 @@ def batches(model, params, ids, context, batch_size, max_tokens
 
 @dataclasses.dataclass
 class LMOutputs:
-  """The LM over held-out text: one row per target position."""
+  """The LM over held-out text: one row per target position, and which LM it was.
+
+  The fingerprints travel with the arrays: every function that mixes these outputs with a memory
+  (`neighbours`) or with a readout kernel (ResMem's scores) refuses another LM's (`check_same_lm`).
+  """
   hidden: np.ndarray    # (Q, D) float32, unnormalised
   logits: np.ndarray    # (Q, V) float32
   targets: np.ndarray   # (Q,) int32
+  fingerprint: str      # the LM's `fingerprint(model, params)`
+  readout_fingerprint: str  # `kernel_fingerprint(readout(params))`
 
   def __len__(self) -> int:
     return len(self.targets)
@@ -139,11 +155,37 @@ class LMOutputs:
 
 def lm_outputs(model, params, ids: np.ndarray, *, context: int, batch_size: int = 64,
                max_tokens: int | None = None) -> LMOutputs:
-  """Hidden states, logits and targets of every position of `ids` (windows at stride context)."""
+  """Hidden states, logits and targets of every position of `ids` (windows at stride context),
+  with the LM's fingerprint and its readout's."""
   parts = list(batches(model, params, ids, context, batch_size, max_tokens))
   hidden, logits, targets = (np.concatenate(p) for p in zip(*parts))
   check_finite(hidden, 'held-out hidden states')
-  return LMOutputs(hidden=hidden, logits=logits, targets=targets)
+  check_finite(logits, 'held-out logits')
+  return LMOutputs(hidden=hidden, logits=logits, targets=targets,
+                   fingerprint=fingerprint(model, params),
+                   readout_fingerprint=kernel_fingerprint(readout(params)))
+
+
+def check_same_lm(memory_fingerprint: str, outputs: LMOutputs, what: str = 'The memory') -> None:
+  """LMMemoryError unless `what` (a memory, or neighbours found in one) was built by the LM whose
+  outputs these are: its keys and residuals belong to that LM."""
+  if memory_fingerprint != outputs.fingerprint:
+    raise LMMemoryError(
+        f'{what} was built by the LM with fingerprint {memory_fingerprint}, but the outputs come '
+        f'from the LM with fingerprint {outputs.fingerprint}: a memory serves only the LM that '
+        'built it (its keys, residuals and readout are that LM\'s). Compute the outputs with the '
+        'memory\'s LM, or build a memory with this one.')
+
+
+def check_readout_of(kernel, outputs: LMOutputs) -> None:
+  """LMMemoryError unless `kernel` is the readout of the LM whose outputs these are."""
+  mine = kernel_fingerprint(kernel)
+  if mine != outputs.readout_fingerprint:
+    raise LMMemoryError(
+        f'The readout kernel (fingerprint {mine}) is not the readout of the LM that gave the '
+        f'outputs (LM fingerprint {outputs.fingerprint}, readout fingerprint '
+        f'{outputs.readout_fingerprint}): ResMem recomputes residuals with it. Pass '
+        'lm.readout(params) of that LM.')
 
 
 def check_finite(x: np.ndarray, what: str, offset: int = 0) -> None:
@@ -152,7 +194,6 @@ def check_finite(x: np.ndarray, what: str, offset: int = 0) -> None:
     rows = np.flatnonzero(bad)[:5] + offset
     raise LMMemoryError(f'{int(bad.sum())} {what} contain NaN or inf (first rows: '
                         f'{rows.tolist()}); the LM may have diverged.')
-
 
 
 def token_bits(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -19,10 +19,12 @@ from resmem.lm.store import LMMemory
 
 @dataclasses.dataclass
 class Neighbours:
-  """The k nearest training positions of each query: distances, hidden states, next ids."""
+  """The k nearest training positions of each query: distances, hidden states, next ids, and the
+  fingerprint of the LM that built the memory (checked against the outputs they are mixed with)."""
   dist: np.ndarray      # (Q, k) float32 Euclidean distance between normalised keys
   hidden: np.ndarray    # (Q, k, D) float32
   next_ids: np.ndarray  # (Q, k) int32
+  fingerprint: str      # the memory's meta['fingerprint']
 
   @property
   def k(self) -> int:
@@ -30,10 +32,15 @@ class Neighbours:
 
 
 def neighbours(memory: LMMemory, outputs: LMOutputs, k: int) -> Neighbours:
-  """One search of the memory for every query (the largest k of a grid serves every smaller)."""
+  """One search of the memory for every query (the largest k of a grid serves every smaller).
+
+  LMMemoryError when the memory was built by another LM than the outputs' (fingerprints differ).
+  """
+  outputs_lib.check_same_lm(memory.meta['fingerprint'], outputs)
   dist, idx = memory.search(outputs.hidden, k)
   hidden, nxt = memory.gather(idx)
-  return Neighbours(dist=dist.astype(np.float32), hidden=hidden, next_ids=nxt)
+  return Neighbours(dist=dist.astype(np.float32), hidden=hidden, next_ids=nxt,
+                    fingerprint=memory.meta['fingerprint'])
 
 
 def _sigma_value(sigma) -> float:
@@ -79,9 +86,14 @@ def _knnlm_probs(lm_logits, nb_next, dist, sigma, lam, k):
 
 
 def _score(probs, targets):
-  """(bits (c,), correct (c,)) of distributions (c, V) against targets."""
+  """(bits (c,), correct (c,)) of distributions (c, V) against targets.
+
+  A row holding NaN (traced values cannot be refused) scores NaN bits, which carry into any mean,
+  and is never correct: argmax would read it as class 0.
+  """
   p_y = jnp.take_along_axis(probs, targets[:, None], axis=1)[:, 0]
-  return -jnp.log2(p_y), (jnp.argmax(probs, -1) == targets)
+  finite = jnp.all(jnp.isfinite(probs), axis=-1)
+  return -jnp.log2(p_y), (jnp.argmax(probs, -1) == targets) & finite
 
 
 @functools.partial(jax.jit, static_argnames=('ks',))
@@ -116,7 +128,10 @@ def _chunks(n: int, size: int):
     yield slice(start, min(start + size, n))
 
 
-def _check_outputs(outputs: LMOutputs, nb: Neighbours | None = None, k_max: int | None = None):
+def _check_outputs(outputs: LMOutputs, nb: Neighbours | None = None, k_max: int | None = None,
+                   kernel=None):
+  """Lengths and k; and that the neighbours (their memory) and the readout kernel belong to the
+  LM whose outputs these are (their fingerprints)."""
   if not len(outputs.hidden) == len(outputs.logits) == len(outputs.targets):
     raise LMMemoryError(f'{len(outputs.hidden)} hidden states, {len(outputs.logits)} logits and '
                         f'{len(outputs.targets)} targets.')
@@ -126,6 +141,9 @@ def _check_outputs(outputs: LMOutputs, nb: Neighbours | None = None, k_max: int 
     if k_max is not None and k_max > nb.k:
       raise LMMemoryError(f'k={k_max} needs at least {k_max} neighbours per query; the search '
                           f'found {nb.k}.')
+    outputs_lib.check_same_lm(nb.fingerprint, outputs, 'The memory of the neighbours')
+  if kernel is not None:
+    outputs_lib.check_readout_of(kernel, outputs)
 
 
 def lm_bits(outputs: LMOutputs) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +159,7 @@ def resmem_grid(outputs: LMOutputs, nb: Neighbours, kernel: np.ndarray, *, ks: S
   """Per-token (bits, correct), each (Q, len(ks), len(sigmas), len(scales)), of ResMem at one
   temperature. `scales` multiply the correction (1: the paper's ResMem; below 1 shrinks it)."""
   ks = tuple(int(k) for k in ks)
-  _check_outputs(outputs, nb, max(ks))
+  _check_outputs(outputs, nb, max(ks), kernel)
   memory_lib.check_temperature(temperature)
   if not 0 < floor <= 1:
     raise LMMemoryError(f'floor must lie in (0, 1], got {floor!r}.')
@@ -192,7 +210,7 @@ def resmem_probs(outputs: LMOutputs, nb: Neighbours, kernel: np.ndarray, *, k: i
                  sigma: float | None, temperature: float, floor: float,
                  scale: float = 1.0) -> np.ndarray:
   """(Q, V) ResMem distributions (non-negative, rows summing to 1)."""
-  _check_outputs(outputs, nb, k)
+  _check_outputs(outputs, nb, k, kernel)
   return np.asarray(jax.jit(_resmem_probs, static_argnames=('k',))(
       jnp.asarray(outputs.logits), jnp.asarray(nb.hidden), jnp.asarray(nb.next_ids),
       jnp.asarray(nb.dist), jnp.asarray(kernel, jnp.float32), float(temperature),

@@ -89,6 +89,45 @@ def test_memory_of_another_lm_is_refused(lm_pair, memory, tmp_path):
     memory.search(np.ones((2, 32), np.float32), 1)
 
 
+def test_a_memory_serves_only_the_outputs_and_readout_of_its_own_lm(lm_pair, memory):
+  model, params, ids = lm_pair
+  other = jax.tree.map(lambda x: x + 1e-3, params)  # LM B: same shapes, other weights
+  out_a = lm.lm_outputs(model, params, ids[:200], context=CONTEXT, batch_size=8)
+  out_b = lm.lm_outputs(model, other, ids[:200], context=CONTEXT, batch_size=8)
+  fp_a, fp_b = memory.meta['fingerprint'], out_b.fingerprint
+  assert out_a.fingerprint == fp_a != fp_b
+  both = f'fingerprint {fp_a}.*fingerprint {fp_b}'
+  # The issue's call: A's memory searched with B's outputs.
+  with pytest.raises(lm.LMMemoryError, match=both):
+    lm.neighbours(memory, out_b, 4)
+  nb_a = lm.neighbours(memory, out_a, 4)  # the matching call works
+  assert nb_a.fingerprint == fp_a
+  grid = dict(ks=(1, 4), sigmas=(0.1,), temperatures=(1.0,), floor=0.01)
+  best, _ = lm.tune_resmem(out_a, nb_a, lm.readout(params), **grid)
+  best_knn, _ = lm.tune_knnlm(out_a, nb_a, ks=(4,), sigmas=(None,), lambdas=(0.3,))
+  # A's neighbours mixed with B's outputs (and B's readout), in every function that mixes them.
+  kernel_b = lm.readout(other)
+  for mixed in (lambda: lm.tune_resmem(out_b, nb_a, kernel_b, **grid),
+                lambda: lm.resmem_bits(out_b, nb_a, kernel_b, floor=0.01, **best),
+                lambda: lm.resmem_probs(out_b, nb_a, kernel_b, floor=0.01, **best),
+                lambda: lm.tune_knnlm(out_b, nb_a, ks=(4,), sigmas=(None,), lambdas=(0.3,)),
+                lambda: lm.knnlm_bits(out_b, nb_a, **best_knn)):
+    with pytest.raises(lm.LMMemoryError, match=both):
+      mixed()
+  # A's outputs and neighbours with B's readout: the residuals would be B's.
+  with pytest.raises(lm.LMMemoryError, match=(
+      rf'readout kernel \(fingerprint {lm.kernel_fingerprint(kernel_b)}\).*LM fingerprint '
+      rf'{fp_a}, readout fingerprint {out_a.readout_fingerprint}')):
+    lm.tune_resmem(out_a, nb_a, kernel_b, **grid)
+
+
+def test_a_nan_distribution_scores_nan_bits_and_is_never_correct():
+  # Under jit a NaN row cannot be refused; argmax would read it as class 0 (the target here).
+  probs = jnp.array([[np.nan] * 3, [0.7, 0.2, 0.1]], jnp.float32)
+  bits, correct = jax.jit(lm.predict._score)(probs, jnp.array([0, 0]))
+  assert np.isnan(bits[0]) and not correct[0] and correct[1]
+
+
 def test_bad_input_is_refused(lm_pair, memory):
   model, params, ids = lm_pair
   with pytest.raises(lm.LMMemoryError, match='has 13 tokens, shorter than the LM\'s context of 13'):
@@ -117,8 +156,11 @@ def test_zero_residuals_give_the_lm_and_lambda_zero_gives_the_lm(lm_pair, memory
   nxt = nb.next_ids
   np.put_along_axis(hidden, nxt[..., None], 1.0, axis=2)
   kernel = 1e4 * np.eye(vocab, dtype=np.float32)
-  zero_res = lm.Neighbours(dist=nb.dist, hidden=hidden, next_ids=nxt)
-  out_v = lm.LMOutputs(hidden=outputs.hidden, logits=outputs.logits, targets=outputs.targets)
+  zero_res = lm.Neighbours(dist=nb.dist, hidden=hidden, next_ids=nxt, fingerprint=nb.fingerprint)
+  # Hand-made: the outputs claim the test's kernel as their LM's readout.
+  out_v = lm.LMOutputs(hidden=outputs.hidden, logits=outputs.logits, targets=outputs.targets,
+                       fingerprint=outputs.fingerprint,
+                       readout_fingerprint=lm.kernel_fingerprint(kernel))
   # The base then reads logits through the same kernel: give it logits / 1e4 in a V-wide space.
   probs = lm.resmem_probs(out_v, zero_res, kernel, k=8, sigma=0.1, temperature=1.0, floor=0.01)
   base = jax.nn.softmax(outputs.logits, axis=-1)
