@@ -40,12 +40,13 @@ import numpy as np
 
 from benchmarks import timing
 from common.models import attention
+from common.models import positions
 from fire_pe import encodings
 
 
 def _fire_naive_bias(params, q_start, k_start, q_len, k_len):
   """The straightforward FIRE bias: the MLP on every (i, j) (no distance table)."""
-  i, _, rel = encodings._relative(q_start, k_start, q_len, k_len)
+  i, _, rel = positions.relative(q_start, k_start, q_len, k_len)
   x = encodings.fire_inputs(i, rel, params['c'], params['threshold'], log_transform=True,
                             threshold=True, interpolate=True)
   return jnp.moveaxis(encodings.fire_mlp(params['mlp'], x), -1, 0)
@@ -54,7 +55,7 @@ def _fire_naive_bias(params, q_start, k_start, q_len, k_len):
 def _fire_mlp_pairs_bias(params, q_start, k_start, q_len, k_len):
   """FIRE's bias as the kernel computed it before the piecewise form: the distance table for
   blocks within the threshold, the MLP on every pair past it."""
-  _, _, rel = encodings._relative(q_start, k_start, q_len, k_len)
+  _, _, rel = positions.relative(q_start, k_start, q_len, k_len)
   table = params['table']
   from_table = lambda: table[:, jnp.minimum(rel, table.shape[1] - 1)]
   full = jax.checkpoint(lambda: _fire_naive_bias(params, q_start, k_start, q_len, k_len))

@@ -35,14 +35,14 @@ import numpy as np
 
 from benchmarks import timing
 from common.models import decoding
+from common.models import positions
 from common.models import transformer
-from fire_pe import encodings
 
 PAUSE_ID = 259  # the first id after the 259 byte ids (pause.PAUSE_ID)
 
 
 def make_model(args, max_length: int) -> transformer.TransformerLM:
-  encoding = encodings.build('rope', num_heads=args.heads, train_length=max_length)['encoding']
+  encoding = positions.build('rope', num_heads=args.heads, train_length=max_length)['encoding']
   return transformer.TransformerLM(vocab_size=PAUSE_ID, num_special_tokens=1,
                                    num_layers=args.layers,
                                    d_model=args.d_model, num_heads=args.heads,

@@ -1,15 +1,19 @@
-"""Position encodings for common.models.transformer.TransformerLM: FIRE and the paper's baselines.
+"""FIRE (Li et al., 2023) for common.models.transformer.TransformerLM, its ablations, and `build`.
 
-    from fire_pe import FIRE, ALiBi, build
+    from fire_pe import FIRE, build
     model = TransformerLM(vocab_size=259, encoding=functools.partial(FIRE, num_heads=4))
     model = TransformerLM(..., **build('fire_s', num_heads=4, train_length=64))  # FIRE-S
 
-Relative encodings return `(bias_fn, params)` from `bias(length)`; `bias_fn(params, q_start,
-k_start, q_len, k_len)` is the (H, q_len, k_len) additive bias for one block of query and key
-positions (common.models.attention), pure, so the block-wise kernel can evaluate and differentiate
-it block by block. Future keys (i < j) get arbitrary values: the causal mask removes them.
+The baselines (RoPE, ALiBi, Kerple, T5, sinusoidal, learned absolute, NoPE) are the platform's
+standard encodings, in common.models.positions; importing this module registers FIRE's names there
+too, so `positions.build('fire', ...)` works once fire_pe is imported.
 
-FIRE (Li et al., 2023):  b(i, j) = f_theta( psi(i - j) / psi(max(L, i)) ),  psi(x) = log(c x + 1),
+FIRE is a relative encoding: `bias(length)` returns `(bias_fn, params)`, `bias_fn(params,
+q_start, k_start, q_len, k_len)` the (H, q_len, k_len) additive bias of one block of positions
+(common.models.attention), pure, so the block-wise kernel can evaluate and differentiate it block
+by block.
+
+FIRE:  b(i, j) = f_theta( psi(i - j) / psi(max(L, i)) ),  psi(x) = log(c x + 1),
 f_theta an MLP 1 -> width (x depth) -> H with ReLU, c > 0 and the threshold L = |L_mult * init_L|
 learnable. Ablations: `log_transform=False` (psi(x) = x), `threshold=False` (normalise by psi(i)),
 `interpolate=False` (f(psi(i - j)), no normalisation), `learn_threshold=False`.
@@ -18,161 +22,20 @@ learnable. Ablations: `log_transform=False` (psi(x) = x), `threshold=False` (nor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from common import config_lib
-from common.models.transformer import LearnedPositions
+from common.models import positions as positions_lib
 from common.models.transformer import PositionEncoding
 
-NoPE = PositionEncoding
-
-
-def _relative(q_start, k_start, q_len, k_len):
-  """(i, j, i - j) for one block; i - j is clipped at 0 (future keys are masked anyway)."""
-  i = q_start + jnp.arange(q_len)[:, None]
-  j = k_start + jnp.arange(k_len)[None, :]
-  return i, j, jnp.maximum(i - j, 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Absolute encodings (added to the token embeddings once).
-# ---------------------------------------------------------------------------------------------
-class LearnedAbsolute(LearnedPositions):
-  """A learned embedding per position 0 .. max_len - 1 (common's LearnedPositions, the masked
-  models' encoding, under the name this study reports); cannot represent longer inputs."""
-
-
-def sinusoid(positions, dim: int, base: float = 10_000.0):
-  half = dim // 2
-  freqs = base ** (-jnp.arange(half) / half)
-  angles = positions[:, None].astype(jnp.float32) * freqs[None, :]
-  out = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
-  return jnp.pad(out, ((0, 0), (0, dim - 2 * half)))
-
-
-class Sinusoidal(PositionEncoding):
-  """The original Transformer's fixed sin/cos embedding."""
-  ABSOLUTE: ClassVar[bool] = True
-
-  def embed(self, x, positions):
-    return x + sinusoid(positions, x.shape[-1]).astype(x.dtype)[None]
-
-
-# ---------------------------------------------------------------------------------------------
-# Rotary.
-# ---------------------------------------------------------------------------------------------
-class RoPE(PositionEncoding):
-  """Rotary embedding; `interpolate` rescales positions by train_length / L beyond train_length
-  (position interpolation, Chen et al. 2023), for evaluation past the training length."""
-  base: float = 10_000.0
-  train_length: int | None = None
-  interpolate: bool = False
-
-  def rotate(self, q, k, positions):
-    length, dim = q.shape[1], q.shape[-1]
-    pos = positions.astype(jnp.float32)
-    if self.interpolate and self.train_length and length > self.train_length:
-      pos = pos * (self.train_length / length)
-    half = dim // 2
-    freqs = self.base ** (-jnp.arange(half) / half)
-    angles = pos[:, None] * freqs[None, :]                      # (L, D/2)
-    cos, sin = jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
-
-    def apply(x):
-      x1, x2 = x[..., :half], x[..., half:2 * half]
-      rotated = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
-      return jnp.concatenate([rotated, x[..., 2 * half:]], axis=-1).astype(x.dtype)
-
-    return apply(q), apply(k)
-
-
-# ---------------------------------------------------------------------------------------------
-# Additive relative biases.
-# ---------------------------------------------------------------------------------------------
-def alibi_slopes(num_heads: int) -> jnp.ndarray:
-  """The geometric slopes 2^(-8 h / H), h = 1 .. H."""
-  return 2.0 ** (-8.0 * jnp.arange(1, num_heads + 1) / num_heads)
-
-
-def _alibi_bias(params, q_start, k_start, q_len, k_len):
-  _, _, rel = _relative(q_start, k_start, q_len, k_len)
-  return -params['slopes'][:, None, None] * rel.astype(jnp.float32)[None]
-
-
-class ALiBi(PositionEncoding):
-  """b_h(i, j) = -m_h (i - j) with fixed geometric slopes m_h."""
-  num_heads: int = 4
-
-  def bias(self, length):
-    del length
-    return _alibi_bias, {'slopes': alibi_slopes(self.num_heads)}
-
-
-def _kerple_bias(params, q_start, k_start, q_len, k_len, *, kind):
-  _, _, rel = _relative(q_start, k_start, q_len, k_len)
-  rel = rel.astype(jnp.float32)[None]
-  r1 = jax.nn.softplus(params['r1'])[:, None, None]
-  if kind == 'log':
-    r2 = jax.nn.softplus(params['r2'])[:, None, None]
-    return -r1 * jnp.log1p(r2 * rel)
-  r2 = 2.0 * jax.nn.sigmoid(params['r2'])[:, None, None]   # power in (0, 2)
-  return -r1 * jnp.where(rel > 0, jnp.exp(r2 * jnp.log(jnp.maximum(rel, 1.0))), 0.0)
-
-
-class Kerple(PositionEncoding):
-  """Kerple (Chi et al., 2022): 'log' -r1 log(1 + r2 (i - j)), or 'power' -r1 (i - j)^r2,
-  r1, r2 > 0 learnable per head (r2 < 2 for the power kernel)."""
-  num_heads: int = 4
-  kind: str = 'log'
-
-  def setup(self):
-    if self.kind not in ('log', 'power'):
-      raise config_lib.ConfigError(f"Kerple kind must be 'log' or 'power', got {self.kind!r}.")
-    inv_softplus_1 = math.log(math.e - 1.0)   # softplus(x) = 1
-    self.r1 = self.param('r1', nn.initializers.constant(inv_softplus_1), (self.num_heads,))
-    self.r2 = self.param('r2', nn.initializers.constant(inv_softplus_1 if self.kind == 'log'
-                                                        else 0.0), (self.num_heads,))
-
-  def bias(self, length):
-    del length
-    return functools.partial(_kerple_bias, kind=self.kind), {'r1': self.r1, 'r2': self.r2}
-
-
-def t5_bucket(rel, num_buckets: int = 32, max_distance: int = 128):
-  """T5's causal relative-position bucket of i - j >= 0: exact below num_buckets / 2, then
-  logarithmic up to max_distance, then the last bucket."""
-  exact = num_buckets // 2
-  rel = jnp.maximum(rel, 0)
-  log_bucket = exact + (jnp.log(jnp.maximum(rel, 1).astype(jnp.float32) / exact)
-                        / math.log(max_distance / exact) * (num_buckets - exact)).astype(jnp.int32)
-  return jnp.where(rel < exact, rel, jnp.minimum(log_bucket, num_buckets - 1))
-
-
-def _t5_bias(params, q_start, k_start, q_len, k_len, *, num_buckets, max_distance):
-  _, _, rel = _relative(q_start, k_start, q_len, k_len)
-  return params['table'][:, t5_bucket(rel, num_buckets, max_distance)]
-
-
-class T5Bias(PositionEncoding):
-  """T5's relative bias: a learned scalar per head and log-spaced distance bucket."""
-  num_heads: int = 4
-  num_buckets: int = 32
-  max_distance: int = 128
-
-  def setup(self):
-    self.table = self.param('table', nn.initializers.zeros_init(),
-                            (self.num_heads, self.num_buckets))
-
-  def bias(self, length):
-    del length
-    return (functools.partial(_t5_bias, num_buckets=self.num_buckets,
-                              max_distance=self.max_distance), {'table': self.table})
+_relative = positions_lib.relative
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,58 +303,63 @@ def random_positions(key, length: int, max_position: int):
 
 
 # ---------------------------------------------------------------------------------------------
-# By name, from a config.
+# By name, from a config (registered in common.models.positions).
 # ---------------------------------------------------------------------------------------------
-ENCODINGS = ('nope', 'learned_absolute', 'sinusoidal', 'rope', 'rope_pi', 'alibi', 'kerple_log',
-             'kerple_power', 't5', 'fire', 'fire_s', 'fire_no_log', 'fire_no_threshold',
-             'fire_no_interpolation', 'fire_fixed_threshold', 'fire_random_positions')
-# FIRE itself, trained with randomised positions (an extension: the experiment draws them,
-# `training_positions`); evaluated at 0 .. L-1 like FIRE.
+# The ablations: FIRE with one field changed, and whether one encoding serves every layer.
+FIRE_VARIANTS = {
+    'fire': ({}, False),
+    'fire_s': ({}, True),
+    'fire_no_log': ({'log_transform': False}, False),
+    'fire_no_threshold': ({'threshold': False}, False),
+    'fire_no_interpolation': ({'interpolate': False}, False),
+    'fire_fixed_threshold': ({'learn_threshold': False}, False),
+    # FIRE itself, trained with randomised positions (an extension: the experiment draws them,
+    # `training_positions`); evaluated at 0 .. L-1 like FIRE.
+    'fire_random_positions': ({}, False),
+}
 RANDOM_POSITIONS = ('fire_random_positions',)
+# The study's encodings: the standard ones, then FIRE's.
+ENCODINGS = ('nope', 'learned_absolute', 'sinusoidal', 'rope', 'rope_pi', 'alibi', 'kerple_log',
+             'kerple_power', 't5', *FIRE_VARIANTS)
+# FIRE's fields a config may set (`fire={...}`); num_heads comes from the model.
+FIRE_FIELDS = tuple(f.name for f in dataclasses.fields(FIRE)
+                    if f.name not in ('parent', 'name', 'num_heads'))
+
+
+def check_fire_fields(fire: dict[str, Any]) -> None:
+  """Refuses a FIRE field that does not exist (a misspelt one would be ignored)."""
+  for key in fire:
+    if key not in FIRE_FIELDS:
+      raise config_lib.ConfigError(f'FIRE has no field {key!r}'
+                                   f'{config_lib.closest(key, FIRE_FIELDS)}; fields: '
+                                   f'{list(FIRE_FIELDS)}.')
+
+
+def _fire_builder(changes: dict[str, Any], shared: bool):
+  def builder(*, num_heads, train_length, max_len, fire=None):
+    del max_len
+    fields = dict(fire or {})
+    check_fire_fields(fields)
+    fields.setdefault('init_threshold', float(train_length))
+    return functools.partial(FIRE, num_heads=num_heads, **{**fields, **changes}), shared
+  return builder
+
+
+for _name, (_changes, _shared) in FIRE_VARIANTS.items():
+  positions_lib.register(_name, _fire_builder(_changes, _shared), options=('fire',))
+del _name, _changes, _shared
 
 
 def build(name: str, *, num_heads: int, train_length: int, max_len: int | None = None,
           fire: dict[str, Any] | None = None) -> dict[str, Any]:
-  """The TransformerLM fields (`encoding`, `share_encoding`) for an encoding name.
+  """The TransformerLM fields (`encoding`, `share_encoding`) for one of the study's ENCODINGS.
 
-  Args:
-    name: one of ENCODINGS.
-    num_heads: the model's heads (the bias's H); TransformerLM refuses a bias for other heads.
-    train_length: the training sequence length (RoPE's interpolation; FIRE's default threshold).
-    max_len: learned absolute's table size (default: train_length).
-    fire: FIRE fields overriding the defaults (mlp_width, mlp_depth, init_c, init_threshold...).
+  `fire` (FIRE fields overriding the defaults: mlp_width, mlp_depth, init_c, init_threshold...)
+  applies to FIRE's variants; the study passes its one `fire` section for every encoding, and the
+  standard ones ignore it. Everything else is common.models.positions.build.
   """
-  if isinstance(num_heads, bool) or int(num_heads) != num_heads or num_heads < 1:
-    raise config_lib.ConfigError(f'num_heads must be a positive integer (the model\'s heads), got '
-                                 f'{num_heads!r}.')
-  fire = dict(fire or {})
-  fire.setdefault('init_threshold', float(train_length))
-  partial = functools.partial
-  table = {
-      'nope': (None, False),
-      'learned_absolute': (partial(LearnedAbsolute, max_len=max_len or train_length), False),
-      'sinusoidal': (Sinusoidal, False),
-      'rope': (partial(RoPE, train_length=train_length), False),
-      'rope_pi': (partial(RoPE, train_length=train_length, interpolate=True), False),
-      'alibi': (partial(ALiBi, num_heads=num_heads), False),
-      'kerple_log': (partial(Kerple, num_heads=num_heads, kind='log'), False),
-      'kerple_power': (partial(Kerple, num_heads=num_heads, kind='power'), False),
-      't5': (partial(T5Bias, num_heads=num_heads), False),
-      'fire': (partial(FIRE, num_heads=num_heads, **fire), False),
-      'fire_s': (partial(FIRE, num_heads=num_heads, **fire), True),
-      'fire_no_log': (partial(FIRE, num_heads=num_heads, **{**fire, 'log_transform': False}),
-                      False),
-      'fire_no_threshold': (partial(FIRE, num_heads=num_heads, **{**fire, 'threshold': False}),
-                            False),
-      'fire_no_interpolation': (partial(FIRE, num_heads=num_heads,
-                                        **{**fire, 'interpolate': False}), False),
-      'fire_fixed_threshold': (partial(FIRE, num_heads=num_heads,
-                                       **{**fire, 'learn_threshold': False}), False),
-      'fire_random_positions': (partial(FIRE, num_heads=num_heads, **fire), False),
-  }
-  if name not in table:
-    raise config_lib.ConfigError(f'Unknown position encoding {name!r}'
-                                 f'{config_lib.closest(name, ENCODINGS)}; available: '
-                                 f'{list(ENCODINGS)}.')
-  encoding, shared = table[name]
-  return {'encoding': encoding, 'share_encoding': shared}
+  if fire:
+    check_fire_fields(fire)
+  options = {'fire': fire} if name in FIRE_VARIANTS else {}
+  return positions_lib.build(name, num_heads=num_heads, train_length=train_length,
+                             max_len=max_len, **options)

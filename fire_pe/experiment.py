@@ -26,205 +26,19 @@ from typing import Any
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import optax
 
 from common import config_lib
 from common import report
-from common import train as train_lib
 from common.data import loader
-from common.data import pipeline
-from common.data import stream
-from common.models import transformer
+from fire_pe import diagnostics
 from fire_pe import encodings
+from fire_pe import evaluation
+from fire_pe import lm
 
 CLAIM = ('FIRE generalises to sequences longer than those seen in training better than NoPE, '
          'RoPE, ALiBi, Kerple and T5\'s relative bias: at 4x and 8x the training length its loss '
          'is the lowest (or within a small margin of it) and below NoPE\'s and RoPE\'s.')
-NOT_REPRESENTABLE = 'not representable'
-
-
-def windows(ids: np.ndarray, length: int, max_windows: int | None = None) -> np.ndarray:
-  """Non-overlapping (N, length) windows of a token stream."""
-  count = len(ids) // length
-  if max_windows is not None:
-    count = min(count, max_windows)
-  if count == 0:
-    raise loader.DatasetError(f'The text has {len(ids)} tokens: not one window of {length}.')
-  return ids[:count * length].reshape(count, length)
-
-
-def make_model(config: ml_collections.ConfigDict, name: str, *, attention: str | None = None,
-               fire_overrides: dict[str, Any] | None = None):
-  m = config.model
-  fire = dict(config.fire.to_dict())
-  fraction = fire.pop('init_threshold_fraction')
-  fire['init_threshold'] = float(fraction * config.train_length)
-  fire.update(fire_overrides or {})
-  fields = encodings.build(name, num_heads=m.num_heads, train_length=config.train_length,
-                           fire=fire)
-  return transformer.TransformerLM(
-      vocab_size=loader.BYTE_VOCAB_SIZE, num_layers=m.num_layers, d_model=m.d_model,
-      num_heads=m.num_heads, mlp_dim=m.mlp_dim, attention=attention or m.attention,
-      block_size=m.block_size, **fields)
-
-
-def lm_loss(logits, targets, weights=None):
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-  if weights is None:
-    return jnp.mean(losses)
-  return jnp.sum(losses * weights) / jnp.sum(weights)
-
-
-def train_iterator(config, seed: int, train_ids: np.ndarray | None):
-  """Windows of the in-memory corpus, or (config.train_input='stream') rows packed on demand from
-  a TFDS text dataset's documents, for corpora larger than a host (c4)."""
-  if config.get('train_input', 'memory') == 'stream':
-    documents = stream.tfds_source(config.dataset, config.train_split,
-                                   data_dir=config.get('data_dir'))
-    rows = stream.TextRows(documents, config.train_length, config.docs_per_row)
-    return stream.StreamIterator(rows, config.loop.batch_size, seed=seed)
-  data = {'tokens': windows(train_ids, config.train_length + 1)}
-  return pipeline.BatchIterator(data, config.loop.batch_size, seed=seed)
-
-
-def train_encoding(config, name: str, seed: int, train_ids: np.ndarray | None, workdir: str):
-  model = make_model(config, name)
-  loop = config.loop.copy_and_resolve_references()
-  with loop.unlocked():
-    loop.seed = seed
-  sample = jnp.zeros((1, config.train_length), jnp.int32)
-  init_fn = lambda rng: model.init(rng, sample)
-
-  randomised = name in encodings.RANDOM_POSITIONS
-  max_position = config.random_positions_factor * config.train_length
-
-  def loss_fn(params, model_state, batch, rng):
-    tokens = batch['tokens']
-    if randomised:   # one sorted draw per step, shared by the batch and the layers
-      positions = encodings.random_positions(rng, config.train_length, max_position)
-      with encodings.training_positions(positions):
-        logits = model.apply({'params': params}, tokens[:, :-1])
-    else:
-      logits = model.apply({'params': params}, tokens[:, :-1])
-    return lm_loss(logits, tokens[:, 1:], batch.get('weights')), ({}, model_state)
-
-  train_iter = train_iterator(config, seed, train_ids)
-  # The model is defined outside the loop config: what determines it joins the run's identity.
-  identity = {'encoding': name, 'model': config.model.to_dict(), 'fire': config.fire.to_dict(),
-              'train_length': config.train_length}
-  if randomised:
-    identity['random_positions_factor'] = config.random_positions_factor
-  result = train_lib.train(loop, workdir, init_fn=init_fn, loss_fn=loss_fn, train_iter=train_iter,
-                           identity=identity)
-  return result
-
-
-def query_buckets(train_length: int, length: int) -> list[tuple[int, int]]:
-  """Query rows [start, end) by position: 0..T/2-1, T/2..T-1, then doublings T..2T-1, ... up to
-  the window's length (T the train length)."""
-  edges = [0, train_length // 2, train_length]
-  while edges[-1] < length:
-    edges.append(edges[-1] * 2)
-  edges = sorted({min(e, length) for e in edges})
-  return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-
-
-def bucket_name(bucket: tuple[int, int]) -> str:
-  return f'{bucket[0]}-{bucket[1] - 1}'
-
-
-def evaluate(config, name: str, params, test_ids: np.ndarray, *,
-             fire_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-  """{factor: {'second_half', 'all', 'buckets': {rows: loss}, 'windows'} or NOT_REPRESENTABLE}
-  for every eval factor; `fire_overrides` changes FIRE's fields for evaluation (diagnostics)."""
-  model = make_model(config, name, attention=config.eval_attention, fire_overrides=fire_overrides)
-  out = {}
-  for factor in config.eval_factors:
-    length = int(factor * config.train_length)
-    try:
-      jax.eval_shape(model.apply, {'params': params}, jax.ShapeDtypeStruct((1, length), jnp.int32))
-    except transformer.SequenceTooLongError:
-      out[factor] = NOT_REPRESENTABLE
-      continue
-    data = windows(test_ids, length + 1, max(1, config.eval_tokens // length))
-    apply = jax.jit(lambda p, t: model.apply({'params': p}, t))
-    row_sums, n = np.zeros(length, np.float64), 0
-    for start in range(0, len(data), config.eval_batch_size):
-      batch = jnp.asarray(data[start:start + config.eval_batch_size])
-      logits = apply(params, batch[:, :-1])
-      losses = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]))
-      row_sums += losses.sum(axis=0)
-      n += len(batch)
-    row_means = row_sums / n                                   # mean loss at each query row
-    out[factor] = {
-        'second_half': float(row_means[length // 2:].mean()), 'all': float(row_means.mean()),
-        'buckets': {bucket_name(b): float(row_means[b[0]:b[1]].mean())
-                    for b in query_buckets(config.train_length, length)},
-        'windows': n}
-  return out
-
-
-def _affine_r2(x, y):
-  """R^2 of the least-squares affine fit of y(x) (1 when y is constant)."""
-  design = np.stack([x, np.ones_like(x)], axis=1)
-  residual = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
-  total = ((y - y.mean()) ** 2).sum()
-  return 1.0 if total < 1e-12 else float(1.0 - (residual ** 2).sum() / total)
-
-
-def learned_fire(config, params) -> dict[str, Any]:
-  """FIRE's learned c, L and f per layer (or the shared module): f on a grid of [0, 1] per head,
-  its affine fit's R^2 per head, its hidden units dead on all of [0, 1], and the factor by which
-  the growing normaliser shrinks the last row's inputs at each eval length, psi(max(L, T-1)) /
-  psi(max(L, N-1)) (1 at the train length)."""
-  modules = ({'shared': params['position']} if 'position' in params else
-             {name: p['position'] for name, p in sorted(params.items())
-              if isinstance(p, dict) and 'position' in p})
-  fraction = config.fire.init_threshold_fraction
-  init_threshold = fraction * config.train_length
-  grid = np.linspace(0.0, 1.0, 101)
-  out = {}
-  for name, p in modules.items():
-    depth = sum(1 for k in p if k.startswith('w')) - 1
-    mlp = [(np.asarray(p[f'w{n}'], np.float64), np.asarray(p[f'b{n}'], np.float64))
-           for n in range(depth + 1)]
-    h, dead = grid[:, None], []
-    for w, b in mlp[:-1]:
-      h = np.maximum(h @ w + b, 0.0)
-      dead.append(int(((h > 0).sum(axis=0) == 0).sum()))
-    f = h @ mlp[-1][0] + mlp[-1][1]                            # (grid, H)
-    c = abs(float(p['c']))
-    threshold = abs(float(p.get('threshold_mult', 1.0)) * init_threshold)
-    psi = lambda pos: np.log1p(c * max(threshold, pos))
-    out[name] = {
-        'c': round(c, 4), 'threshold': round(threshold, 2),
-        'affine_r2': [round(_affine_r2(grid, f[:, k]), 5) for k in range(f.shape[1])],
-        'dead_units': dead,
-        'normaliser_scale': {str(factor): round(float(psi(config.train_length - 1)
-                                                      / psi(factor * config.train_length - 1)), 3)
-                             for factor in config.eval_factors},
-        'f': {'x': grid.round(3).tolist(), 'heads': f.T.round(4).tolist()}}
-  return out
-
-
-def _plot_f(learned: dict[str, dict], path: str):
-  """f per head for each diagnosed encoding's layers (one panel per layer)."""
-  plt = report.pyplot()
-  panels = [(enc, layer, d) for enc, layers in learned.items() for layer, d in layers.items()]
-  fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), squeeze=False)
-  for ax, (enc, layer, d) in zip(axes[0], panels):
-    for k, ys in enumerate(d['f']['heads']):
-      ax.plot(d['f']['x'], ys, label=f'head {k} (R^2 {d["affine_r2"][k]:.3f})')
-    ax.set_title(f'{enc} {layer}: c {d["c"]:.2f}, L {d["threshold"]:.0f}', fontsize=8)
-    ax.set_xlabel('input psi(i-j) / psi(max(L, i))')
-    ax.legend(fontsize=6)
-  axes[0][0].set_ylabel('learned f (bias)')
-  return report.save_figure(fig, path, dpi=90)
-
-
 def _metric(row, factor, key):
   value = row.get(factor)
   return value[key] if isinstance(value, dict) else None
@@ -273,7 +87,7 @@ def _plot(config, table, path):
   factors = list(config.eval_factors)
   colours = plt.get_cmap('tab20').colors  # 14 encodings: more than the default 10 colours
   for n, (name, row) in enumerate(table.items()):
-    if name.endswith(FROZEN):
+    if name.endswith(diagnostics.FROZEN):
       continue
     xs = [f * config.train_length for f in factors if _metric(row, f, config.metric) is not None]
     ys = [_metric(row, f, config.metric) for f in factors
@@ -290,10 +104,8 @@ def _plot(config, table, path):
   return report.save_figure(fig, path, dpi=90)
 
 
-FROZEN = '_frozen_normaliser'   # suffix of a diagnostic row (a FIRE encoding's name before it)
-
-
-def _validate(config):
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Everything that can be wrong with the study's fields, before any compute (no data read)."""
   for name in (*config.encodings, *config.regime.encodings):
     if name not in encodings.ENCODINGS:
       encodings.build(name, num_heads=1, train_length=1)  # raises with the available names
@@ -329,23 +141,9 @@ def _validate(config):
     raise config_lib.ConfigError('config.regime.factors is empty: the regime needs a factor.')
   if config.seeds < 1:
     raise config_lib.ConfigError(f'config.seeds={config.seeds}: need at least 1.')
-
-
-def _mean_row(rows: list[dict], factors) -> dict[str, Any]:
-  """The seeds' mean (and, with several seeds, the standard deviation) of each metric."""
-  out = {}
-  for factor in factors:
-    if any(r[factor] == NOT_REPRESENTABLE for r in rows):
-      out[factor] = NOT_REPRESENTABLE
-      continue
-    cell = {k: round(float(np.mean([r[factor][k] for r in rows])), 4)
-            for k in ('second_half', 'all')}
-    if len(rows) > 1:
-      cell['second_half_std'] = round(float(np.std([r[factor]['second_half'] for r in rows])), 4)
-    cell['buckets'] = {b: round(float(np.mean([r[factor]['buckets'][b] for r in rows])), 4)
-                       for b in rows[0][factor]['buckets']}
-    out[factor] = cell
-  return out
+  encodings.check_fire_fields({k: v for k, v in config.fire.items()
+                               if k != 'init_threshold_fraction'})
+  config_lib.check_loop(config.loop)
 
 
 def study(config, workdir: str, train_ids, test_ids) -> dict[str, Any]:
@@ -361,19 +159,19 @@ def study(config, workdir: str, train_ids, test_ids) -> dict[str, Any]:
     for seed in range(config.seeds):
       if (train_name, seed) not in trained:
         model_dir = os.path.join(workdir, 'models', train_name, f'seed{seed}')
-        trained[(train_name, seed)] = train_encoding(config, train_name, seed, train_ids,
+        trained[(train_name, seed)] = lm.train_encoding(config, train_name, seed, train_ids,
                                                      model_dir)
       params = trained[(train_name, seed)].state.params
-      per_seed.setdefault(name, []).append(evaluate(config, name, params, test_ids))
+      per_seed.setdefault(name, []).append(evaluation.evaluate(config, name, params, test_ids))
       if name in config.diagnose:
-        per_seed.setdefault(name + FROZEN, []).append(
-            evaluate(config, name, params, test_ids, fire_overrides=freeze))
-        learned.setdefault(name, []).append(learned_fire(config, params))
+        per_seed.setdefault(name + diagnostics.FROZEN, []).append(
+            evaluation.evaluate(config, name, params, test_ids, fire_overrides=freeze))
+        learned.setdefault(name, []).append(diagnostics.learned_fire(config, params))
     logging.info('%s (train length %d): %s', name, config.train_length, per_seed[name])
   table = {}
   for name, rows in per_seed.items():
-    table[name] = _mean_row(rows, config.eval_factors)
-    base = name[:-len(FROZEN)] if name.endswith(FROZEN) else name
+    table[name] = evaluation.mean_row(rows, config.eval_factors)
+    base = name[:-len(diagnostics.FROZEN)] if name.endswith(diagnostics.FROZEN) else name
     first = trained[('rope' if base == 'rope_pi' and 'rope' in config.encodings else base, 0)]
     table[name]['final_train_loss'] = round(
         float([r for r in first.history if 'loss' in r][-1]['loss']), 4)
@@ -389,14 +187,14 @@ def _cell(row, factor, key):
 
 
 def _label(name):
-  if name.endswith(FROZEN):
-    return f'{name[:-len(FROZEN)]}, normaliser frozen at row T-1 (diagnostic, not FIRE)'
+  if name.endswith(diagnostics.FROZEN):
+    return f'{name[:-len(diagnostics.FROZEN)]}, normaliser frozen at row T-1 (diagnostic, not FIRE)'
   return name
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  check_config(config)
   os.makedirs(workdir, exist_ok=True)
-  _validate(config)
   train_ids = None
   if config.get('train_input', 'memory') == 'memory':
     train_ids = loader.load_text(config.dataset, config.train_split, data_dir=config.get('data_dir'),
@@ -424,7 +222,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if jax.process_index() == 0:
     figures.append(_plot(config, table, os.path.join(workdir, 'loss_vs_length.png')))
     if main['learned']:
-      figures.append(_plot_f({n: v[0] for n, v in main['learned'].items()},
+      figures.append(diagnostics.plot_f({n: v[0] for n, v in main['learned'].items()},
                              os.path.join(workdir, 'fire_f.png')))
   notes = (f'Byte-level LM ({config.model.num_layers} layers, d {config.model.d_model}, '
            f'{config.model.num_heads} heads) on {config.dataset}, trained at length '
@@ -435,7 +233,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
            f'and RoPE; the paper evaluates at up to 4x its train length, so 4x decides and '
            f'{list(config.side_factors)}x are reported beside it. FIRE\'s threshold starts at '
            f'{config.fire.init_threshold_fraction} x the train length (the paper: 512 at 2048). '
-           f'Rows named *{FROZEN} are a diagnostic (the same FIRE weights with the normaliser '
+           f'Rows named *{diagnostics.FROZEN} are a diagnostic (the same FIRE weights with the normaliser '
            'psi(max(L, i)) frozen at row T-1), not an encoding.')
   numbers = {
       'losses': {name: {str(k): v for k, v in row.items()} for name, row in table.items()},
@@ -479,7 +277,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
        for name, row in table.items()])]
   bucket_rows = []
   for name, row in table.items():
-    if name in config.diagnose or name.endswith(FROZEN) or name in config.bucket_table:
+    if name in config.diagnose or name.endswith(diagnostics.FROZEN) or name in config.bucket_table:
       for f in factors:
         if isinstance(row.get(f), dict):
           bucket_rows.append([_label(name), f * config.train_length,

@@ -1,7 +1,5 @@
-"""The encodings: FIRE's representation theorem (ALiBi, Kerple-log, T5), each baseline's
-definition, FIRE's two evaluation paths, names and bad input."""
-
-import functools
+"""FIRE: its representation theorem (ALiBi, Kerple-log, T5), its two evaluation paths and its
+piecewise-affine form, names and bad input. The baselines themselves: tests/common/test_positions.py."""
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +8,7 @@ import pytest
 
 import fire_pe
 from common import config_lib
+from common.models import positions
 from common.models.transformer import TransformerLM
 from fire_pe import encodings
 
@@ -44,7 +43,7 @@ def _rel(length=LENGTH):
 
 def test_fire_represents_alibi_as_c_goes_to_zero():
   heads = 8
-  slopes = np.asarray(fire_pe.alibi_slopes(heads))
+  slopes = np.asarray(positions.alibi_slopes(heads))
   alibi = _causal(-slopes[:, None, None] * np.maximum(_rel(), 0)[None])
   errors = []
   for c in (1e-1, 1e-2, 1e-3, 1e-4):
@@ -54,7 +53,7 @@ def test_fire_represents_alibi_as_c_goes_to_zero():
   assert errors[-1] < errors[-2] / 5 < errors[-3] / 25, errors        # O(c) as c -> 0
   assert errors[-1] < 1e-3 * np.abs(alibi).max()
   # And ALiBi's own bias is that function.
-  fn, p = fire_pe.ALiBi(num_heads=heads).apply({}, LENGTH, method='bias')
+  fn, p = positions.ALiBi(num_heads=heads).apply({}, LENGTH, method='bias')
   np.testing.assert_allclose(_causal(np.asarray(fn(p, 0, 0, LENGTH, LENGTH))), alibi, rtol=1e-6)
 
 
@@ -65,7 +64,7 @@ def test_fire_represents_kerple_log_exactly():
   np.testing.assert_allclose(_causal(_fire_bias(module, params)), kerple, rtol=1e-5, atol=1e-5)
   # Kerple's own module (r1 and r2 through softplus; r2 is per head there, one value here).
   inv = lambda y: np.log(np.expm1(y))
-  fn, p = encodings.Kerple(num_heads=4, kind='log').apply(
+  fn, p = positions.Kerple(num_heads=4, kind='log').apply(
       {'params': {'r1': inv(r1), 'r2': inv(np.full(4, r2))}}, LENGTH, method='bias')
   np.testing.assert_allclose(_causal(np.asarray(fn(p, 0, 0, LENGTH, LENGTH))), kerple,
                              rtol=1e-5, atol=1e-5)
@@ -78,7 +77,7 @@ def test_fire_fits_a_t5_bias_table():
   heads, length, width = 4, 128, 64
   table = np.random.default_rng(0).normal(size=(heads, 32)).astype(np.float32)
   distances = np.arange(length)
-  target = table[:, np.asarray(fire_pe.t5_bucket(distances))]          # (H, distance)
+  target = table[:, np.asarray(positions.t5_bucket(distances))]          # (H, distance)
   module = fire_pe.FIRE(num_heads=heads, mlp_width=width, init_threshold=length)
   params = jax.tree.map(np.asarray, module.init(jax.random.key(1), length, method='bias')['params'])
   _, prepared = module.apply({'params': params}, length, method='bias')
@@ -110,7 +109,7 @@ def test_fire_table_and_per_pair_paths_agree():
   flags = dict(log_transform=True, threshold=True, interpolate=True)
   for q_start, k_start in ((0, 0), (8, 0), (16, 8)):              # rows <= 20: the table
     block = np.asarray(fn(prepared, q_start, k_start, 4, 8))
-    i, _, rel = encodings._relative(q_start, k_start, 4, 8)
+    i, _, rel = positions.relative(q_start, k_start, 4, 8)
     x = encodings.fire_inputs(i, rel, prepared['c'], prepared['threshold'], **flags)
     direct = np.moveaxis(np.asarray(encodings.fire_mlp(prepared['mlp'], x)), -1, 0)
     np.testing.assert_allclose(block, direct, rtol=1e-5, atol=1e-6)
@@ -154,29 +153,25 @@ def test_fire_piecewise_form_equals_the_mlp_values_and_gradients(flags):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4 * float(np.abs(b).max()))
 
 
-def test_baseline_definitions():
-  np.testing.assert_allclose(fire_pe.alibi_slopes(8), 2.0 ** -np.arange(1, 9))
-  b = np.asarray(fire_pe.t5_bucket(np.array([0, 1, 15, 16, 20, 64, 127, 128, 10_000])))
-  assert b[:3].tolist() == [0, 1, 15] and b[3] == 16 and (np.diff(b) >= 0).all() and b[-1] == 31
-  # RoPE: q . k depends on i - j only.
-  rope = fire_pe.RoPE()
-  q = jnp.asarray(np.random.default_rng(4).normal(size=(1, 40, 1, 16)).astype(np.float32))
-  same = jnp.broadcast_to(q[:, :1], q.shape)
-  rq, rk = rope.apply({}, same, same, jnp.arange(40), method='rotate')
-  dots = np.einsum('bqhd,bkhd->qk', rq, rk)
-  np.testing.assert_allclose(np.diag(dots, -3)[:-1], np.diag(dots, -3)[1:], rtol=1e-4)
-  # Position interpolation squeezes 4x the train length into the trained range of angles.
-  pi = fire_pe.RoPE(train_length=10, interpolate=True)
-  rq_pi, _ = pi.apply({}, same, same, jnp.arange(40), method='rotate')
-  rq_10, _ = rope.apply({}, same[:, :10], same[:, :10], jnp.arange(10) * 0.25, method='rotate')
-  np.testing.assert_allclose(rq_pi[:, :10], rq_10, rtol=1e-5, atol=1e-6)
+def test_a_misspelt_fire_field_is_refused_with_the_closest_one():
+  with pytest.raises(config_lib.ConfigError, match=r"FIRE has no field 'mlp_widht'.*'mlp_width'"):
+    fire_pe.build('fire', num_heads=4, train_length=64, fire={'mlp_widht': 8})
+  with pytest.raises(config_lib.ConfigError, match="FIRE has no field 'mlp_widht'"):
+    positions.build('fire_s', num_heads=4, train_length=64, fire={'mlp_widht': 8})
+
+
+def test_fire_is_built_through_the_platform_registry():
+  fields = positions.build('fire_s', num_heads=4, train_length=64, fire={'mlp_width': 8})
+  assert fields['share_encoding'] and fields['encoding'].func is fire_pe.FIRE
+  assert fields['encoding'].keywords['mlp_width'] == 8
+  assert fields['encoding'].keywords['init_threshold'] == 64.0
 
 
 def test_unknown_encoding_lists_the_available_ones():
   with pytest.raises(config_lib.ConfigError, match=r"Unknown position encoding 'fier'.*'fire'"):
     fire_pe.build('fier', num_heads=4, train_length=64)
   with pytest.raises(config_lib.ConfigError, match="'log' or 'power'"):
-    encodings.Kerple(num_heads=2, kind='cubic').init(jax.random.key(0), 8, method='bias')
+    positions.Kerple(num_heads=2, kind='cubic').init(jax.random.key(0), 8, method='bias')
 
 
 def test_every_encoding_runs_in_the_model_and_fire_s_shares():
@@ -203,15 +198,6 @@ def test_an_encoding_built_for_other_heads_is_refused_by_name(name, attention):
     model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))
   with pytest.raises(config_lib.ConfigError, match='num_heads must be a positive integer'):
     fire_pe.build(name, num_heads=0, train_length=16)
-
-
-def test_an_encoding_without_a_bias_works_with_any_heads():
-  tokens = jax.ShapeDtypeStruct((1, 16), jnp.int32)
-  for encoding in (None, fire_pe.RoPE, fire_pe.Sinusoidal,
-                   functools.partial(fire_pe.LearnedAbsolute, max_len=16)):
-    model = TransformerLM(vocab_size=7, num_layers=1, d_model=16, num_heads=4, encoding=encoding)
-    variables = jax.eval_shape(model.init, jax.random.key(0), tokens)
-    assert jax.eval_shape(model.apply, variables, tokens).shape == (1, 16, 7)
 
 
 def _hidden_units(params, depth, x):

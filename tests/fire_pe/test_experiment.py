@@ -14,9 +14,13 @@ import fire_pe
 from common import config_lib
 from common import report
 from common.data import loader
+from common.models import positions as positions_lib
 from configs.fire_pe import lm as lm_config
+from fire_pe import diagnostics
 from fire_pe import encodings
+from fire_pe import evaluation
 from fire_pe import experiment
+from fire_pe import lm
 
 
 def _config(**changes):
@@ -32,13 +36,13 @@ def _config(**changes):
 
 def _params(config, name, seed=0):
   """Random model parameters of the right shapes (no init compile); FIRE's from its own init."""
-  model = experiment.make_model(config, name)
+  model = lm.make_model(config, name)
   shapes = jax.eval_shape(model.init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1, config.train_length), jnp.int32))['params']
   rng = np.random.default_rng(seed)
   params = jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(np.float32),
                         shapes)
-  fire = experiment.make_model(config, name).encoding(name='position')
+  fire = lm.make_model(config, name).encoding(name='position')
   for layer in [k for k in params if k.startswith('layer_')]:
     if 'position' in params[layer]:
       params[layer]['position'] = fire.init(jax.random.key(seed), 8, method='bias')['params']
@@ -46,24 +50,24 @@ def _params(config, name, seed=0):
 
 
 def test_query_buckets():
-  assert experiment.query_buckets(64, 512) == [(0, 32), (32, 64), (64, 128), (128, 256),
+  assert evaluation.query_buckets(64, 512) == [(0, 32), (32, 64), (64, 128), (128, 256),
                                               (256, 512)]
-  assert experiment.query_buckets(64, 64) == [(0, 32), (32, 64)]
-  assert experiment.query_buckets(16, 40) == [(0, 8), (8, 16), (16, 32), (32, 40)]
-  assert experiment.bucket_name((256, 512)) == '256-511'
+  assert evaluation.query_buckets(64, 64) == [(0, 32), (32, 64)]
+  assert evaluation.query_buckets(16, 40) == [(0, 8), (8, 16), (16, 32), (32, 40)]
+  assert evaluation.bucket_name((256, 512)) == '256-511'
 
 
 def test_buckets_average_to_the_loss_and_the_frozen_normaliser_changes_only_long_rows():
   config = _config()
   params = _params(config, 'fire')
   test_ids = loader.load_text('stdlib_text', 'test', max_bytes=20_000)
-  normal = experiment.evaluate(config, 'fire', params, test_ids)
-  frozen = experiment.evaluate(config, 'fire', params, test_ids, fire_overrides={
+  normal = evaluation.evaluate(config, 'fire', params, test_ids)
+  frozen = evaluation.evaluate(config, 'fire', params, test_ids, fire_overrides={
       'freeze_normaliser_at': float(config.train_length - 1)})
   for out in (normal, frozen):
     for factor, row in out.items():
       length = factor * config.train_length
-      sizes = [b - a for a, b in experiment.query_buckets(config.train_length, length)]
+      sizes = [b - a for a, b in evaluation.query_buckets(config.train_length, length)]
       mean = np.dot(sizes, list(row['buckets'].values())) / length
       np.testing.assert_allclose(mean, row['all'], rtol=1e-6)
       half = row['buckets'][f'{length // 2}-{length - 1}']
@@ -92,7 +96,7 @@ def test_frozen_normaliser_bias():
 def test_learned_fire_report():
   config = _config()
   params = _params(config, 'fire')
-  learned = experiment.learned_fire(config, params)
+  learned = diagnostics.learned_fire(config, params)
   assert set(learned) == {'layer_0', 'layer_1'}
   layer = learned['layer_0']
   assert layer['c'] == pytest.approx(config.fire.init_c)
@@ -108,7 +112,7 @@ def test_learned_fire_report():
   p['w0'] = np.zeros_like(p['w0'])
   p['w0'][0, 0] = 2.0
   p['b0'] = np.zeros_like(p['b0'])
-  layer = experiment.learned_fire(config, params)['layer_0']
+  layer = diagnostics.learned_fire(config, params)['layer_0']
   assert min(layer['affine_r2']) == pytest.approx(1.0) and layer['dead_units'] == [31]
 
 
@@ -146,7 +150,7 @@ def test_training_positions_reach_fire_only():
   causal = np.tril(np.ones((8, 8), bool))
   np.testing.assert_allclose(moved[:, causal], expected[:, causal], rtol=1e-5, atol=1e-6)
   assert not np.allclose(moved[:, causal], plain[:, causal])
-  kerple = fire_pe.Kerple(num_heads=2)
+  kerple = positions_lib.Kerple(num_heads=2)
   kp = kerple.init(jax.random.key(0), 8, method='bias')['params']
   with fire_pe.training_positions(positions):
     np.testing.assert_array_equal(bias(kerple, kp), bias(kerple, kp))
@@ -199,10 +203,10 @@ def test_regime_keeps_the_tokens_of_a_step():
 def test_windows_and_text_errors():
   ids = loader.load_text('stdlib_text', 'test', max_bytes=1000)
   assert len(ids) == 1000 and ids.min() >= loader.BYTE_OFFSET
-  w = experiment.windows(ids, 65, max_windows=3)
+  w = lm.windows(ids, 65, max_windows=3)
   assert w.shape == (3, 65) and (w[1] == ids[65:130]).all()
   with pytest.raises(loader.DatasetError, match='not one window of 2000'):
-    experiment.windows(ids, 2000)
+    lm.windows(ids, 2000)
   with pytest.raises(loader.DatasetError, match='Unknown text corpus'):
     loader.load_text('no_such_corpus', 'train')
 
@@ -218,15 +222,15 @@ def test_tiny_config_runs_end_to_end(tmp_path):
   assert summary['checks'] and summary['tables'] and all(t['rows'] for t in summary['tables'])
   assert summary['reproduced'] == report.verdict_from(summary['checks'])
   losses = summary['numbers']['losses']
-  assert set(losses) == {*config.encodings, 'fire' + experiment.FROZEN}
+  assert set(losses) == {*config.encodings, 'fire' + diagnostics.FROZEN}
   # Learned absolute positions stop at the train length: reported, not clipped or crashed.
-  assert losses['learned_absolute']['2'] == experiment.NOT_REPRESENTABLE
+  assert losses['learned_absolute']['2'] == evaluation.NOT_REPRESENTABLE
   assert isinstance(losses['learned_absolute']['1'], dict)
-  for name in ('nope', 'fire', 'fire_random_positions', 'fire' + experiment.FROZEN):
+  for name in ('nope', 'fire', 'fire_random_positions', 'fire' + diagnostics.FROZEN):
     for factor in ('1', '2', '4', '8'):
       assert 0 < losses[name][factor]['second_half'] < 6   # below log(259) = 5.56 + slack
     assert losses[name]['final_train_loss'] < 4.5         # below a uniform guess
-  assert losses['fire' + experiment.FROZEN]['1'] == losses['fire']['1']
+  assert losses['fire' + diagnostics.FROZEN]['1'] == losses['fire']['1']
   assert set(summary['numbers']['checks']) == {'4x'}
   assert set(summary['numbers']['side_checks']) == {'8x'}
   assert [c['informational'] for c in summary['checks']] == [False, True]

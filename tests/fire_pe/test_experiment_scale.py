@@ -4,7 +4,7 @@ import pytest
 
 from common.data import loader
 from configs.fire_pe import lm as lm_config
-from fire_pe import experiment
+from fire_pe import lm
 
 
 @pytest.mark.slow
@@ -21,7 +21,7 @@ def test_lm_with_fire_trains_the_same_on_a_sharded_mesh(tmp_path):
     config.loop.mesh = mesh
     config.loop.sharding = sharding
     config.loop.num_devices = devices
-    result = experiment.train_encoding(config, 'fire', 0, ids, str(tmp_path / name))
+    result = lm.train_encoding(config, 'fire', 0, ids, str(tmp_path / name))
     losses[name] = np.array([r['loss'] for r in result.history if 'loss' in r])
     if name == 'tp':
       query = result.state.params['layer_0']['attention']['query']['kernel']
@@ -49,7 +49,7 @@ def test_c4_rows_stream_from_a_tfds_text_dataset():
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   config = _c4_config()
   with tfds.testing.mock_data(num_examples=32):
-    train_iter = experiment.train_iterator(config, 0, None)
+    train_iter = lm.train_iterator(config, 0, None)
     batch = train_iter.batch(0)
   assert batch['tokens'].shape == (8, config.train_length + 1)
   assert batch['weights'].shape == (8, config.train_length)
@@ -59,5 +59,5 @@ def test_c4_rows_stream_from_a_tfds_text_dataset():
 def test_c4_rows_train_the_lm(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   with tfds.testing.mock_data(num_examples=32):
-    result = experiment.train_encoding(_c4_config(), 'fire', 0, None, str(tmp_path))
+    result = lm.train_encoding(_c4_config(), 'fire', 0, None, str(tmp_path))
   assert int(result.state.step) == 3
