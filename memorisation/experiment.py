@@ -2,11 +2,15 @@
 bootstrap intervals, proxies, distillation; the checks fixed in the config; figures.
 
     python -m memorisation.main --config=configs/memorisation/sweep.py:cpu --workdir=/tmp/mem
+
+`check_config(config)` refuses a config that cannot run or would run wrongly (before any data is
+loaded or anything compiled); `run` calls it first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from typing import Any
@@ -15,6 +19,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from common import config_lib
+from common import models
 from common import report
 from memorisation import figures
 from memorisation import study
@@ -39,6 +45,164 @@ def prng_impl(name: str | None):
     yield
   finally:
     jax.config.update('jax_default_prng_impl', old)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config checks (before any data is loaded or anything compiled).
+# ---------------------------------------------------------------------------------------------
+PRNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')  # jax's documented implementations
+
+
+def _fail(field: str, value, expected: str) -> None:
+  raise config_lib.ConfigError(f'{field}={value!r}: expected {expected}.')
+
+
+def _is_number(value) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def _is_whole(value) -> bool:
+  return _is_number(value) and float(value).is_integer()
+
+
+def _whole(config, field: str, minimum: int, prefix: str = '') -> None:
+  value = config[field]
+  if not _is_whole(value) or value < minimum:
+    _fail(prefix + field, value, f'a whole number >= {minimum}')
+
+
+def _number(config, field: str, lo: float, hi: float, prefix: str = '', *,
+            lo_open: bool = False, hi_open: bool = False) -> None:
+  """config[field] a finite number in the interval; an infinite bound is not checked."""
+  value = config[field]
+  if not _is_number(value) or (value <= lo if lo_open else value < lo) or (
+      value >= hi if hi_open else value > hi):
+    interval = (('(' if lo_open else '[') + f'{lo:g}, {hi:g}'
+                + (')' if hi_open or math.isinf(hi) else ']'))
+    _fail(prefix + field, value, f'a number in {interval}')
+
+
+def _size_tuple(size) -> tuple | None:
+  """A size as a tuple of whole numbers >= 1 (an int is a 1-tuple); None when it is not one."""
+  parts = tuple(size) if isinstance(size, (tuple, list)) else (size,)
+  if not parts or not all(_is_whole(p) and p >= 1 for p in parts):
+    return None
+  return parts
+
+
+def _check_loop(loop, section: str) -> None:
+  """common.config_lib.check_loop, and the fields this experiment reads from the loop (it sets
+  total_steps itself from total_epochs)."""
+  config_lib.check_loop(loop, section)
+  if loop.get('total_steps') is not None:
+    _fail(f'{section}.total_steps', loop.total_steps,
+          f'None: the sweep counts epochs (set {section}.total_epochs; steps follow from int(f N))')
+  _number(loop, 'total_epochs', 0, math.inf, section + '.', lo_open=True)
+  _whole(loop, 'seed', 0, section + '.')
+  axes = [axis[0] for axis in loop.mesh]
+  if 'model' not in axes:
+    _fail(f'{section}.mesh', loop.mesh, "a 'model' axis (the ensemble spreads its models over it)")
+
+
+def _check_dataset(ds, section: str) -> None:
+  for field in ('dataset', 'train_split', 'test_split'):
+    if not isinstance(ds[field], str) or not ds[field]:
+      _fail(f'{section}.{field}', ds[field], 'a non-empty name')
+  _number(ds, 'label_noise', 0, 1, section + '.', hi_open=True)
+  name = ds.model.get('name')
+  if name not in models.MODELS:
+    _fail(f'{section}.model.name', name, f'one of {sorted(models.MODELS)}')
+  fields = set(models.MODELS[name].__dataclass_fields__) - {'parent', 'name', 'num_outputs'}
+  if ds.size_field not in fields:
+    _fail(f'{section}.size_field', ds.size_field,
+          f'a field of the {name!r} model{config_lib.closest(str(ds.size_field), fields)} '
+          f'(one of {sorted(fields)})')
+  sizes = [_size_tuple(s) for s in ds.sizes]
+  if len(sizes) < 2:
+    _fail(f'{section}.sizes', ds.sizes, 'at least two sizes (a trajectory runs across sizes)')
+  for j, (raw, size) in enumerate(zip(ds.sizes, sizes)):
+    if size is None:
+      _fail(f'{section}.sizes[{j}]', raw,
+            f'a whole number >= 1 or a non-empty tuple of them (the model\'s {ds.size_field})')
+  # The trajectory classes read sizes as smallest -> largest: a sweep out of order would swap
+  # "increasing" and "decreasing" without a word.
+  for j in range(1, len(sizes)):
+    a, b = sizes[j - 1], sizes[j]
+    larger = (all(y >= x for x, y in zip(a, b)) and a != b) if len(a) == len(b) else len(b) > len(a)
+    if not larger:
+      _fail(f'{section}.sizes', ds.sizes,
+            f'sizes from smallest to largest (size {j}, {ds.sizes[j]}, is not larger than size '
+            f'{j - 1}, {ds.sizes[j - 1]})')
+  shape = ds.image_shape
+  if not isinstance(shape, (tuple, list)) or not all(_is_whole(d) and d >= 1 for d in shape):
+    _fail(f'{section}.image_shape', shape, 'a tuple of whole numbers >= 1 (empty: as stored)')
+  _check_loop(ds.loop, section + '.loop')
+  _number(ds, 'holdout_epochs', 0, math.inf, section + '.', lo_open=True)
+  _number(ds, 'holdout_learning_rate', 0, math.inf, section + '.', lo_open=True)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises common.config_lib.ConfigError, naming the dotted field, for a config that cannot run
+  or would run wrongly; reads the config only (no data, no compile, no files)."""
+  names = tuple(config.dataset_names)
+  if not names:
+    _fail('dataset_names', config.dataset_names, 'at least one dataset')
+  for name in names:
+    if name not in config.datasets:
+      _fail('dataset_names', config.dataset_names,
+            f'names of sections of `datasets` ({sorted(config.datasets.keys())}); {name!r} has '
+            f'none{config_lib.closest(str(name), config.datasets.keys())}')
+  if len(set(names)) != len(names):
+    _fail('dataset_names', config.dataset_names, 'each dataset once')
+  _whole(config, 'num_models', 2)          # K: in and out of every example needs two subsets
+  _whole(config, 'num_full_models', 1)     # R: the loss/confidence/gradient proxies average them
+  _number(config, 'fraction', 0, 1, lo_open=True, hi_open=True)
+  _whole(config, 'mask_seed', 0)
+  _whole(config, 'chunk_target', 0)
+  if config.prng_impl and config.prng_impl not in PRNG_IMPLS:
+    _fail('prng_impl', config.prng_impl, f"'' (jax's default) or one of {PRNG_IMPLS}")
+  for name in names:
+    _check_dataset(config.datasets[name], f'datasets.{name}')
+
+  d = config.distill
+  for name in d.datasets:
+    if name not in names:
+      _fail('distill.datasets', d.datasets, f'datasets of the run (dataset_names {names}); '
+            f'{name!r} is not one')
+  # alpha weighs the one-hot term: at 1 (or above) no soft label is left and the "students"
+  # would be one-hot models reported as distilled ones.
+  if not _is_number(d.alpha) or not 0 <= d.alpha <= 1 or (d.datasets and d.alpha == 1):
+    _fail('distill.alpha', d.alpha, 'a number in [0, 1): the weight of the one-hot term '
+          '(0: soft labels only; at 1 the students would be one-hot models)')
+  _number(d, 'tau', 0, math.inf, 'distill.', lo_open=True)
+  if d.datasets and not d.student_sizes:
+    _fail('distill.student_sizes', d.student_sizes,
+          f'at least one index into the sizes when distill.datasets={d.datasets!r} (or set '
+          'distill.datasets=() to skip distillation)')
+  for name in d.datasets:
+    sizes = config.datasets[name].sizes
+    valid = f'an index into datasets.{name}.sizes (-{len(sizes)} to {len(sizes) - 1}: {sizes})'
+    for field, values in (('teacher_size', (d.teacher_size,)), ('student_sizes', d.student_sizes)):
+      for j in values:
+        if not _is_whole(j) or not -len(sizes) <= j < len(sizes):
+          _fail(f'distill.{field}', getattr(d, field), valid)
+    positions = [j % len(sizes) for j in d.student_sizes]
+    if len(set(positions)) != len(positions):
+      _fail('distill.student_sizes', d.student_sizes, 'each size once')
+
+  t = config.trajectory
+  _number(t, 'z', 0, math.inf, 'trajectory.')
+  _number(t, 'floor', 0, math.inf, 'trajectory.')
+  _whole(t, 'bootstrap', 1, 'trajectory.')
+  _whole(t, 'model_bootstrap', 1, 'trajectory.')
+
+  c = config.checks
+  _number(c, 'min_class_fraction', 0, 1, 'checks.')
+  _number(c, 'mislabelled_increasing', 0, 1, 'checks.')
+  _number(c, 'fixed_size_corr', 0, 1, 'checks.')
+  _number(c, 'trend_ratio', 0, math.inf, 'checks.')
+  _number(c, 'distill_accuracy_margin', -1, 1, 'checks.')
 
 
 def _median_abs(values) -> float:
@@ -153,6 +317,7 @@ def tables(config, numbers) -> list[dict[str, Any]]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  check_config(config)
   os.makedirs(workdir, exist_ok=True)
   start = time.time()
   numbers, checks, figs = {}, [], []
