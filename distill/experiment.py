@@ -21,6 +21,7 @@ import numpy as np
 from common import config_lib
 from common import report
 from common.data import loader
+from distill import config_check
 from distill import copies
 from distill import deviations as dev_lib
 from distill import eigenspace
@@ -34,6 +35,16 @@ CLAIM = ('Self-distilled students deviate from their teachers systematically: th
          'student\'s coefficients are a second spectral filter that shrinks small-eigenvalue '
          'directions.')
 ROLES = ('teacher', 'onehot', 'distilled', 'late')
+
+
+# ---------------------------------------------------------------------------------------------
+# The config, checked before anything runs (distill/config_check.py holds the field checks).
+# ---------------------------------------------------------------------------------------------
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Every field of every regime, dataset and check, from the config alone (no data, no compile);
+  a ConfigError names the dotted field. run() calls it first, then loads every regime's data
+  before any training (a train_size larger than its split stops the run there)."""
+  config_check.check(config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,12 +97,13 @@ def _loop(config, ds, steps: int, seed: int) -> ml_collections.ConfigDict:
   return loop
 
 
-def run_regime(config, regime_name: str, workdir: str) -> list[dict[str, Any]]:
+def run_regime(config, regime_name: str, workdir: str,
+               data: tuple[dict, dict, int] | None = None) -> list[dict[str, Any]]:
   """Trains a regime's teachers and students; returns one row per seed: each role's
-  probabilities on train and test, test accuracies, labels."""
+  probabilities on train and test, test accuracies, labels. `data`: regime_data's result."""
   regime = config.regimes[regime_name]
   ds = config.datasets[regime.data]
-  train, test, num_classes = regime_data(config, regime_name)
+  train, test, num_classes = data or regime_data(config, regime_name)
   seeds = int(config.seeds)
   student_steps = int(round(ds.steps * regime.student_length))
   switch = loss_lib.switch_step_of(config.switch_fraction, student_steps)
@@ -282,16 +294,11 @@ def _verdict(values) -> bool | None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  check_config(config)
+  # Every regime's data before any training: a train_size beyond its split or a dataset that does
+  # not load stops the run here, not after the earlier regimes trained (loads are cached).
+  data = {name: regime_data(config, name) for name in config.regime_names}
   os.makedirs(workdir, exist_ok=True)
-  loss_lib.check_alpha(config.alpha)
-  loss_lib.check_tau(config.tau)
-  loss_lib.switch_step_of(config.switch_fraction, 1)
-  for name in config.regime_names:  # unknown names fail before any training
-    config_lib.get_or_fail(config.datasets, config_lib.get_or_fail(config.regimes, name).data)
-  for name in config.deviation_regimes:
-    if name not in config.regime_names:
-      raise config_lib.ConfigError(f'deviation_regimes names {name!r}, which is not in '
-                                   f'regime_names {tuple(config.regime_names)}.')
 
   numbers: dict[str, Any] = {}
   checks: dict[str, Any] = {}
@@ -306,7 +313,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   table, tables = {}, {}
   for name in config.regime_names:
-    rows = run_regime(config, name, workdir)
+    rows = run_regime(config, name, workdir, data[name])
     accuracy = {role: [r['accuracy'][role] for r in rows] for role in ROLES}
     tables[name] = deviation_table(config, rows)
     table[name] = {

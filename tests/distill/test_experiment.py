@@ -61,10 +61,10 @@ def test_bad_experiment_configs_fail_before_training(tmp_path):
     experiment.run(config, str(tmp_path))
   config = distill_config.get_config('tiny')
   config.tau = 0.0
-  with pytest.raises(distill.DistillError, match='tau must be'):
+  with pytest.raises(config_lib.ConfigError, match='tau=0.0: tau must be'):
     experiment.run(config, str(tmp_path))
   config = distill_config.get_config('tiny')
   config.alpha = 1.5
-  with pytest.raises(distill.DistillError, match='alpha must'):
+  with pytest.raises(config_lib.ConfigError, match='alpha=1.5: alpha must'):
     experiment.run(config, str(tmp_path))
   assert not os.path.exists(tmp_path / 'models')
