@@ -43,6 +43,9 @@ MODES = ('exact', 'approx')
 # Defaults measured on one CPU core (benchmarks/knn.py): few, wide database blocks are fastest,
 # since every lax.top_k call has a large fixed cost; 256 x 65536 scores are 64 MiB.
 QUERY_BLOCK, DB_BLOCK, GROUP = 256, 65536, 16
+# The search runs in float32, which holds every integer of magnitude up to 2^24 exactly and no
+# longer all of them beyond (16,777,217 becomes 16,777,216): larger integer inputs are refused.
+FLOAT32_EXACT_INTEGERS = 2 ** 24
 
 
 class KnnError(ValueError):
@@ -58,8 +61,30 @@ def check_k(k) -> int:
   return int(k)
 
 
+def check_integers(x, name: str, error: type[Exception] | None = None) -> None:
+  """Refuses integer arrays holding values float32 cannot represent exactly (|v| > 2^24).
+
+  Searched in float32 they would be rounded first, and the neighbours found between the rounded
+  points (e.g. 16,777,219 and 16,777,221 both become 16,777,220). Floats are the caller's
+  precision choice and are not checked.
+  """
+  if np.dtype(x.dtype).kind not in 'iu' or not x.size:
+    return
+  lo, hi = (int(v) for v in jax.device_get((x.min(), x.max())))
+  if max(-lo, hi) > FLOAT32_EXACT_INTEGERS:
+    raise (error or KnnError)(
+        f'{name} are integers of magnitude up to {max(-lo, hi):,}, but the search runs in '
+        f'float32, which holds integers exactly only up to 2^24 = {FLOAT32_EXACT_INTEGERS:,}: '
+        'they would be rounded and the neighbours found between the rounded points. Subtract an '
+        'offset or rescale them into that range (or cast them to float yourself, accepting the '
+        'rounding); brute_force searches in float64.')
+
+
 def as_array(x, name: str):
-  """jax arrays as they are (no copy to the host); lists and other array-likes via np.asarray."""
+  """jax arrays as they are (no copy to the host); lists and other array-likes via np.asarray.
+
+  Integer arrays must fit float32's exact range (`check_integers`): the search casts to float32.
+  """
   if not isinstance(x, jax.Array):
     try:
       x = np.asarray(x)
@@ -68,6 +93,7 @@ def as_array(x, name: str):
   dtype = np.dtype(x.dtype)
   if dtype.kind not in 'biuf' and dtype.name != 'bfloat16':  # complex, strings, objects
     raise KnnError(f'{name} must hold real numbers, got dtype {dtype}.')
+  check_integers(x, name)
   return x
 
 
@@ -230,7 +256,8 @@ def knn(queries, database, k: int, *, query_block: int = QUERY_BLOCK, db_block: 
 
   Args:
     queries: (Q, D) array.
-    database: (N, D) array, N >= k.
+    database: (N, D) array, N >= k. Both are searched in float32 (float64 rounded to it); integer
+      inputs beyond float32's exact range (|v| > 2^24) are refused (`check_integers`).
     k: neighbours per query.
     query_block, db_block: block sizes (the working set is about query_block x db_block floats).
     group: columns per group of the two-level top-k (1 turns it off: a plain top-k per block).
@@ -354,6 +381,7 @@ def knn_sharded(queries, database: jax.Array, k: int, *, mesh: jax.sharding.Mesh
                    f'axis {axis!r}: pad it to {_round_up(total, shards)} (num_valid marks the '
                    'padding).')
   check_inputs(queries, _ShapeOnly(database.shape[1], num_valid), k, finite=False)
+  check_integers(database, 'database')
   per_shard = total // shards
   if k > per_shard:
     raise KnnError(f'k={k} exceeds the {per_shard} database rows per shard ({total} rows over '

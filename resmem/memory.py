@@ -39,8 +39,15 @@ class ResMemError(ValueError):
   """Inputs ResMem cannot use (the message says which and why)."""
 
 
+def as_float32(embeddings, name: str = 'embeddings') -> np.ndarray:
+  """The embeddings as float32, refusing integers float32 cannot hold exactly (|v| > 2^24)."""
+  x = np.asarray(embeddings)
+  kernels.check_integers(x, name, ResMemError)
+  return x.astype(np.float32, copy=False)
+
+
 def normalize(embeddings: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-  x = np.asarray(embeddings, np.float32)
+  x = as_float32(embeddings)
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
@@ -57,18 +64,33 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
   return z / z.sum(axis=-1, keepdims=True)
 
 
+def _check_finite_outputs(outputs: np.ndarray) -> None:
+  # A NaN logit makes its row's prediction NaN, which argmax then reads as class 0.
+  bad = ~np.isfinite(outputs).reshape(len(outputs), -1).all(axis=1)
+  if bad.any():
+    rows = np.flatnonzero(bad)
+    raise ResMemError(f'{len(rows)} rows of the base model\'s outputs contain NaN or inf (first '
+                      f'rows: {rows[:5].tolist()}): their predictions would be NaN (argmax reads '
+                      'such a row as class 0); the base model may have diverged.')
+
+
 def base_predictions(outputs: np.ndarray, task: str, temperature: float = 1.0) -> np.ndarray:
-  """p(x): softmax(g / T) for classification, g itself (as (N, outputs)) for regression."""
+  """p(x): softmax(g / T) for classification, g itself (as (N, outputs)) for regression.
+
+  Non-finite outputs are refused (ResMemError naming the rows).
+  """
   outputs = np.asarray(outputs)
   if task == 'classification':
     # 1-D logits would be softmaxed across the examples: a probability vector, silently wrong.
     if outputs.ndim != 2:
       raise ResMemError(f'Classification logits must be a (N, classes) array, got shape '
                         f'{outputs.shape}.')
+    _check_finite_outputs(outputs)
     return softmax(outputs, temperature)
   if outputs.ndim not in (1, 2):
     raise ResMemError(f'Regression outputs must be (N,) or (N, outputs), got shape '
                       f'{outputs.shape}.')
+  _check_finite_outputs(outputs)
   outputs = outputs.astype(np.float64)
   return outputs[:, None] if outputs.ndim == 1 else outputs
 
@@ -155,7 +177,7 @@ class Memory:
 
   def __post_init__(self):
     _check_task(self.task)
-    self.keys = np.asarray(self.keys, np.float32)
+    self.keys = as_float32(self.keys, 'keys')
     self.residuals = np.asarray(self.residuals, np.float32)
     if len(self.keys) == 0:
       raise ResMemError('The memory is empty: fit it on at least one training example.')
@@ -191,7 +213,7 @@ class Memory:
 
   def correction(self, embeddings: np.ndarray) -> np.ndarray:
     """sum_i w_i(x) r_i for each query embedding: (Q, C). The whole prediction when zero_base."""
-    queries = normalize(embeddings) if self.normalize_keys else np.asarray(embeddings, np.float32)
+    queries = normalize(embeddings) if self.normalize_keys else as_float32(embeddings, 'queries')
     dist, idx = search(queries, self.keys, self.k, mesh=self.mesh, **self.knn_kwargs)
     w = neighbour_weights(dist, self.sigma)
     return np.einsum('qk,qkc->qc', w, self.residuals[idx].astype(np.float64))
@@ -209,7 +231,9 @@ class Memory:
     """f(x) = p(x) + correction: class scores (classification) or values (regression).
 
     `base_outputs` may be None only for a zero_base memory (it ignores them; given, they are still
-    checked against the memory's number of classes or outputs).
+    checked against the memory's number of classes or outputs). Outputs holding NaN or inf are
+    refused (ResMemError naming the rows), never returned as a NaN row that argmax would read as
+    class 0. (This runs on the host with concrete arrays; it is not traced under jit.)
     """
     if base_outputs is None:
       if not self.zero_base:
@@ -275,7 +299,7 @@ def fit(embeddings: np.ndarray, outputs: np.ndarray, targets: np.ndarray, *, tas
     **knn_kwargs: passed to `kernels.knn` (block sizes, mesh, mode); the mesh is not saved.
   """
   _check_task(task)
-  embeddings = np.asarray(embeddings, np.float32)
+  embeddings = as_float32(embeddings, 'training embeddings')
   if embeddings.ndim != 2 or len(embeddings) == 0:
     raise ResMemError(f'Embeddings must be a non-empty (N, D) array, got shape {embeddings.shape}.')
   if not np.isfinite(embeddings).all():
@@ -334,7 +358,8 @@ def tune(train: tuple[np.ndarray, np.ndarray, np.ndarray],
     temperatures = (1.0,)
   probe = fit(emb, out, y, task=task, k=ks[-1], sigma=None, normalize_keys=normalize_keys,
               zero_base=zero_base, **knn_kwargs)
-  queries = normalize(val_emb) if probe.normalize_keys else np.asarray(val_emb, np.float32)
+  queries = (normalize(val_emb) if probe.normalize_keys
+             else as_float32(val_emb, 'validation embeddings'))
   dist, idx = search(queries, probe.keys, ks[-1], **knn_kwargs)  # one search for the whole grid
   grid, best = [], None
   for temperature in temperatures:

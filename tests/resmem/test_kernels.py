@@ -157,3 +157,25 @@ def test_bad_k_and_array_likes():
     kernels.knn(q, db, 2, mode='approx', recall_target=1.5)
   with pytest.raises(kernels.KnnError, match="no axis 'model'"):
     kernels.knn(q, db, 1, mesh=mesh_lib.make_mesh((('data', 8),)), axis='model')
+
+
+def test_integer_coordinates_float32_cannot_hold_are_refused_not_rounded():
+  # In float32 the query 16,777,219 and the second row 16,777,221 both round to 16,777,220, so
+  # the search used to return row 1 at distance 0; the true nearest row is 0 (distance 1).
+  db = np.array([[16_777_218], [16_777_221]], np.int64)
+  q = np.array([[16_777_219]], np.int64)
+  with pytest.raises(kernels.KnnError, match=r'queries are integers of magnitude up to '
+                                             r'16,777,219.*2\^24 = 16,777,216'):
+    kernels.knn(q, db, 1)
+  with pytest.raises(kernels.KnnError, match='database are integers'):
+    kernels.knn(q - 16_777_000, db, 1)
+  with pytest.raises(kernels.KnnError, match='queries are integers'):  # jax integers too
+    kernels.knn(jnp.asarray(-q.astype(np.int32)), db - 16_777_000, 1)
+  mesh = mesh_lib.make_mesh((('data', 8),))
+  sharded = jax.device_put(jnp.asarray(np.repeat(db.astype(np.int32), 4, 0)),
+                           jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data')))
+  with pytest.raises(kernels.KnnError, match='database are integers'):
+    kernels.knn_sharded(np.zeros((1, 1), np.float32), sharded, 1, mesh=mesh)
+  # Within float32's exact range integers are searched exactly: the true neighbour.
+  sq, idx = kernels.knn(q - 16_777_000, db - 16_777_000, 1)
+  assert int(idx[0, 0]) == 0 and float(sq[0, 0]) == 1.0

@@ -116,6 +116,42 @@ def test_bad_inputs():
                 sigmas=(None,))
 
 
+def test_a_nan_base_logit_is_refused_not_predicted_as_class_0():
+  # predict used to return a NaN row, which argmax reads as class 0.
+  emb, logits, labels = _classification(10, n=40)
+  mem = resmem.fit(emb, logits, labels, task='classification', k=3, sigma=0.1)
+  bad = logits[:5].copy()
+  bad[3, 1] = np.nan
+  with pytest.raises(resmem.ResMemError, match=r'1 rows of the base model\'s outputs contain NaN '
+                                               r'or inf \(first rows: \[3\]\).*class 0'):
+    mem.predict(emb[:5], bad)
+  bad[3, 1] = np.inf
+  with pytest.raises(resmem.ResMemError, match=r'first rows: \[3\]'):
+    mem.predict(emb[:5], bad)
+  train_bad = logits.copy()
+  train_bad[7] = np.nan
+  with pytest.raises(resmem.ResMemError, match=r'first rows: \[7\]'):  # NaN residuals otherwise
+    resmem.fit(emb, train_bad, labels, task='classification', k=3, sigma=0.1)
+  with pytest.raises(resmem.ResMemError, match=r'first rows: \[7\]'):
+    resmem.tune((emb, logits, labels), (emb, train_bad, labels), task='classification', ks=(3,),
+                sigmas=(None,))
+  reg = resmem.fit(emb, logits[:, 0], logits[:, 1], task='regression', k=3, sigma=None)
+  with pytest.raises(resmem.ResMemError, match=r'first rows: \[3\]'):
+    reg.predict(emb[:5], bad[:, 1])
+  assert np.isfinite(mem.predict(emb[:5], logits[:5])).all()
+
+
+def test_integer_embeddings_float32_cannot_hold_are_refused():
+  emb = np.array([[16_777_218], [16_777_221], [0]], np.int64)
+  logits, labels = np.zeros((3, 2)), np.array([0, 1, 0])
+  with pytest.raises(resmem.ResMemError, match='training embeddings are integers.*2\\^24'):
+    resmem.fit(emb, logits, labels, task='regression', k=1, sigma=None)
+  mem = resmem.fit(emb - 16_777_000, logits[:, 0], labels, task='regression', k=1, sigma=None)
+  with pytest.raises(resmem.ResMemError, match='queries are integers'):
+    mem.predict(np.array([[16_777_219]]), np.zeros(1))
+  np.testing.assert_allclose(mem.predict(np.array([[219]]), np.zeros(1)), [0.0])  # row 0's
+
+
 def _angle_task(seed=5, n=600):
   """Labels a function of the embedding, 20% flipped (so the k-NN vote is rarely unanimous and
   an added base can overturn it); base logits confidently wrong half of the time."""
