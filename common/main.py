@@ -4,4 +4,4 @@ from common import app
 from common import classifier
 
 if __name__ == '__main__':
-  app.run(classifier.run)
+  app.run(classifier.run, classifier.check_config)

@@ -110,6 +110,8 @@ def test_refused_run_keeps_config_json_and_success_archives_it(tmp_path):
            '--config.model.widths=(32,)', '--config.eval_every_steps=0')
   first = run_cli(tmp_path, *flags)
   assert first.returncode == 0, first.stderr
+  assert (tmp_path / 'jax_cache').is_dir()  # --compilation_cache's default: <workdir>/jax_cache
+  assert not (tmp_path / 'workdir.lock').exists()  # the lock is released at exit
   with open(tmp_path / 'config.json', encoding='utf-8') as f:
     original = json.load(f)
   refused = run_cli(tmp_path, *flags, '--config.optimizer.learning_rate=0.01')
