@@ -21,6 +21,7 @@ from common import classifier
 from common import config_lib
 from common import report
 from common.data import loader
+from resmem import config_checks as checks
 from resmem import memory as memory_lib
 from resmem import regression
 
@@ -38,6 +39,57 @@ def _model_config(base: ml_collections.ConfigDict, model: ml_collections.ConfigD
     config.dataset_kwargs = ml_collections.ConfigDict(dict(dataset.get('dataset_kwargs', {})))
     config.train_split = dataset.train_split
   return config
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError (naming the dotted field) for a config this study cannot run; reads only
+  the config: no data, no compile. Called at the top of `run`."""
+  checks.names_in(config.dataset_names, 'dataset_names', config.datasets.keys(), 'datasets')
+  for data_name in config.dataset_names:
+    ds = config.datasets[data_name]
+    for key in ('dataset', 'train_split', 'val_split', 'test_split'):
+      checks.text(ds.get(key), f'datasets.{data_name}.{key}')
+    models = config_lib.get_or_fail(config.dataset_models, data_name)
+    checks.names_in(models, f'dataset_models.{data_name}', config.models.keys(), 'models')
+  growth = tuple(config.growth_datasets)
+  if growth and (len(growth) != 2 or len(set(growth)) != 2):
+    raise config_lib.ConfigError(f'growth_datasets={growth!r}: expected () or two different '
+                                 'datasets (the smaller training set, then the larger).')
+  if growth:
+    checks.names_in(growth, 'growth_datasets', config.dataset_names, 'dataset_names')
+  checks.whole(config.seeds, 'seeds')
+  checks.number(config.interpolation_threshold, 'interpolation_threshold', low=0, high=1,
+                low_open=True)
+  checks.number(config.no_gain_margin, 'no_gain_margin', low=0)
+  checks.tuning_grid(config.tune)
+  checks.knn_options(config.knn, 'knn', memory_lib.KNN_OPTIONS)
+  config_lib.check_loop(config.classifier, 'classifier')
+  for data_name in config.dataset_names:
+    for model_name in config.dataset_models[data_name]:
+      m = config.models[model_name]
+      checks.whole(m.total_steps, f'models.{model_name}.total_steps')
+      checks.number(m.learning_rate, f'models.{model_name}.learning_rate', low=0, low_open=True)
+      try:  # the model, optimizer and sharding names, as each base model will train
+        classifier.check_config(_model_config(config.classifier, m, 0, config.datasets[data_name]))
+      except config_lib.ConfigError as e:
+        raise config_lib.ConfigError(f'models.{model_name} (with classifier, on datasets.'
+                                     f'{data_name}): {e}') from None
+  rc = config.regression
+  if rc.dims:
+    for i, dim in enumerate(rc.dims):
+      checks.whole(dim, f'regression.dims[{i}]')
+    sizes = [checks.whole(n, f'regression.sizes[{i}]')
+             for i, n in enumerate(checks.sequence(rc.sizes, 'regression.sizes'))]
+    if len(sizes) < 2 or any(b <= a for a, b in zip(sizes, sizes[1:])):
+      raise config_lib.ConfigError(f'regression.sizes={tuple(rc.sizes)!r}: expected at least two '
+                                   'increasing training-set sizes (the risk must fall with n).')
+    checks.number(rc.noise, 'regression.noise', low=0)
+    checks.number(rc.norm_fraction, 'regression.norm_fraction', low=0, high=1, low_open=True)
+    checks.whole(rc.test_size, 'regression.test_size')
+    checks.number(rc.k_exponent, 'regression.k_exponent', low=0, high=1, low_open=True,
+                  high_open=True)
+    checks.whole(rc.seeds, 'regression.seeds')
+    checks.number(rc.flat_ratio, 'regression.flat_ratio', low=1)
 
 
 def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -193,11 +245,8 @@ def _plot_regression(results, path):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  check_config(config)
   os.makedirs(workdir, exist_ok=True)
-  for data_name in config.dataset_names:
-    config_lib.get_or_fail(config.datasets, data_name)
-    for model_name in config.dataset_models[data_name]:
-      config_lib.get_or_fail(config.models, model_name)
   table = {}
   for data_name in config.dataset_names:
     table[data_name] = {}

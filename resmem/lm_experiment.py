@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from common import app
 from common import config_lib
 from common import lm as lm_data
 from common import mesh as mesh_lib
@@ -30,11 +29,62 @@ from common.data import loader
 from common.data import pipeline
 from common.data import stream
 from common.models import transformer
+from resmem import config_checks as checks
 from resmem import lm
 
 CLAIM = ('ResMem over a language model (k-NN regression of next-token residuals on the LM\'s '
          'last hidden states) lowers held-out bits per byte for an LM that underfits its '
          'training text; the gain shrinks for a larger LM.')
+
+
+# The k-NN options the LM memory passes to kernels.knn / knn_sharded.
+KNN_OPTIONS = ('query_block', 'db_block', 'group', 'mode', 'recall_target')
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError (naming the dotted field) for a config this study cannot run; reads only
+  the config: no data, no compile. Called at the top of `run`."""
+  for key in ('dataset', 'train_split', 'val_split', 'test_split'):
+    checks.text(config[key], key)
+  for key in ('max_train_bytes', 'max_eval_bytes'):
+    checks.optional_whole(config.get(key), key)
+  context = checks.whole(config.context, 'context')
+  for key in ('memory_tokens', 'val_tokens', 'test_tokens'):
+    checks.whole(config[key], key, minimum=context)  # below the context: one window, silently
+  checks.whole(config.forward_batch, 'forward_batch')
+  if config.train_input not in ('memory', 'stream'):
+    raise config_lib.ConfigError(f"train_input={config.train_input!r}: use 'memory' or "
+                                 "'stream'.")
+  checks.whole(config.docs_per_row, 'docs_per_row')
+  checks.names_in(config.model_names, 'model_names', config.models.keys(), 'models')
+  for key in ('claim_underfit', 'claim_larger'):
+    if config[key] not in config.model_names:
+      raise config_lib.ConfigError(f'{key}={config[key]!r} is not in model_names '
+                                   f'{list(config.model_names)}.')
+  if config.claim_underfit == config.claim_larger:
+    raise config_lib.ConfigError(f'claim_underfit and claim_larger are both '
+                                 f'{config.claim_larger!r}: the check compares two LMs.')
+  for name in config.model_names:
+    m = config.models[name]
+    for key in ('num_layers', 'd_model', 'num_heads', 'mlp_dim', 'total_steps'):
+      checks.whole(m[key], f'models.{name}.{key}')
+    if m.d_model % m.num_heads:
+      raise config_lib.ConfigError(f'models.{name}.d_model={m.d_model} is not a multiple of '
+                                   f'models.{name}.num_heads={m.num_heads}.')
+    checks.number(m.learning_rate, f'models.{name}.learning_rate', low=0, low_open=True)
+  config_lib.check_loop(config.loop, 'loop')
+  try:  # the optimizer's name: an optax object, no compute
+    train_lib.make_optimizer(config.loop.optimizer, 1)
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(f'loop.optimizer.name: {e}') from None
+  checks.tuning_grid(config.tune, lambdas=True)
+  keys = config.memory_tokens // context * context  # the memory holds at most this many keys
+  if max(config.tune.ks) > keys:
+    raise config_lib.ConfigError(f'tune.ks={tuple(config.tune.ks)!r}: k={max(config.tune.ks)} '
+                                 f'exceeds the memory of at most {keys} keys (memory_tokens).')
+  checks.number(config.floor, 'floor', low=0, high=1, low_open=True)
+  checks.knn_options(config.knn, 'knn', KNN_OPTIONS)
+  checks.flag(config.shard_memory, 'shard_memory')
 
 
 def make_model(m: ml_collections.ConfigDict) -> transformer.TransformerLM:
@@ -211,26 +261,16 @@ def _load(config, split: str, max_bytes) -> np.ndarray:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  check_config(config)
   os.makedirs(workdir, exist_ok=True)
-  for name in config.model_names:
-    config_lib.get_or_fail(config.models, name)
-  for key in ('claim_underfit', 'claim_larger'):
-    if config[key] not in config.model_names:
-      raise config_lib.ConfigError(f'config.{key}={config[key]!r} is not in config.model_names '
-                                   f'{list(config.model_names)}.')
-  if config.memory_tokens < config.context:
-    raise config_lib.ConfigError(f'memory_tokens={config.memory_tokens} is below the context '
-                                 f'{config.context}.')
-  cache = os.path.join(workdir, 'jax_cache') if config.compilation_cache else None
-  with app.compilation_cache(cache):
-    data = {'train': _load(config, 'train', config.get('max_train_bytes')),
-            'val': _load(config, 'val', config.get('max_eval_bytes')),
-            'test': _load(config, 'test', config.get('max_eval_bytes'))}
-    for split, ids in data.items():
-      lm.windows(ids, config.context)  # a corpus shorter than the context fails here, named
-      logging.info('%s: %d tokens', split, len(ids))
-    mesh = mesh_lib.mesh_from_config(config.loop) if config.shard_memory else None
-    table = {name: run_model(config, name, data, workdir, mesh) for name in config.model_names}
+  data = {'train': _load(config, 'train', config.get('max_train_bytes')),
+          'val': _load(config, 'val', config.get('max_eval_bytes')),
+          'test': _load(config, 'test', config.get('max_eval_bytes'))}
+  for split, ids in data.items():
+    lm.windows(ids, config.context)  # a corpus shorter than the context fails here, named
+    logging.info('%s: %d tokens', split, len(ids))
+  mesh = mesh_lib.mesh_from_config(config.loop) if config.shard_memory else None
+  table = {name: run_model(config, name, data, workdir, mesh) for name in config.model_names}
   small, large = table[config.claim_underfit], table[config.claim_larger]
   g_small, g_large = small['resmem_gain'], large['resmem_gain']
   checks = [

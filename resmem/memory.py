@@ -139,7 +139,7 @@ def _units(task: str) -> str:
 
 
 # kernels.knn's keyword arguments a memory may carry; `mesh` is kept apart (not saved).
-_KNN_KWARGS = ('query_block', 'db_block', 'group', 'mode', 'recall_target', 'axis', 'validate')
+KNN_OPTIONS = ('query_block', 'db_block', 'group', 'mode', 'recall_target', 'axis', 'validate')
 
 
 def search(queries: np.ndarray, keys: np.ndarray, k: int, **knn_kwargs):
@@ -201,10 +201,10 @@ class Memory:
       if self.mesh is not None and mesh is not None and mesh is not self.mesh:
         raise ResMemError('Two meshes given: one in knn_kwargs and one as `mesh`.')
       self.mesh = self.mesh if mesh is None else mesh
-    unknown = sorted(set(self.knn_kwargs) - set(_KNN_KWARGS))
+    unknown = sorted(set(self.knn_kwargs) - set(KNN_OPTIONS))
     if unknown:
       raise ResMemError(f'Unknown k-NN options {unknown}; kernels.knn takes '
-                        f'{list(_KNN_KWARGS) + ["mesh"]}.')
+                        f'{list(KNN_OPTIONS) + ["mesh"]}.')
 
   @property
   def num_outputs(self) -> int:

@@ -83,7 +83,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Shard the memory's keys over the loop mesh's 'data' axis (from files on disk) and search
   # them sharded; off on one CPU.
   config.shard_memory = False
-  config.compilation_cache = True             # XLA's persistent cache under workdir/jax_cache
 
   if variant == 'cpu':
     pass
@@ -102,7 +101,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loop.optimizer.warmup_steps = 0
     config.tune = ml_collections.ConfigDict({
         'ks': (1, 8), 'sigmas': (0.1, None), 'temperatures': (1.0, 2.0), 'lambdas': (0.3,)})
-    config.compilation_cache = False
   elif variant == 'c4':
     config.dataset = 'c4/en'
     config.train_split = 'train'
