@@ -1,4 +1,5 @@
-"""Input checks shared by the library: each raises AbstainInputError (a ValueError) before compute.
+"""Input checks shared by the library: each raises AbstainInputError (a
+common.validate.InputError, so a ValueError) before compute.
 
 Every public function of the package takes numpy arrays (or array-likes) and checks them here:
 scores one per example and finite, probabilities in rows that sum to one, 0/1 flags that are not
@@ -11,10 +12,10 @@ import numpy as np
 
 from common import validate
 
-SUM_TOLERANCE = 1e-3
+SUM_TOLERANCE = validate.SUM_TOLERANCE
 
 
-class AbstainInputError(ValueError):
+class AbstainInputError(validate.InputError):
   """An input the library cannot use; the message names the argument and what is wrong."""
 
 
@@ -67,28 +68,9 @@ def check_probability(values, name: str, num_examples: int | None = None,
 
 
 def check_probs(probs, name: str = 'probs', num_examples: int | None = None) -> np.ndarray:
-  """(N, C) class probabilities: finite, non-negative, each row summing to one."""
-  arr = np.asarray(probs)
-  _numeric(arr, name)
-  if arr.ndim != 2:
-    raise AbstainInputError(f'{name} must have shape (examples, classes), got {arr.shape}.')
-  if arr.shape[0] == 0:
-    raise AbstainInputError(f'{name} is empty: there are no examples.')
-  if num_examples is not None and arr.shape[0] != num_examples:
-    raise AbstainInputError(f'{name} has {arr.shape[0]} examples, expected {num_examples}.')
-  arr = arr.astype(np.float64)
-  if not np.all(np.isfinite(arr)):
-    raise AbstainInputError(f'{name} must be finite; it has '
-                            f'{int(np.sum(~np.isfinite(arr)))} NaN or infinite entries.')
-  if arr.min() < 0:
-    raise AbstainInputError(f'{name} must be non-negative probabilities (got logits? apply a '
-                            'softmax first).')
-  sums = arr.sum(1)
-  worst = int(np.argmax(np.abs(sums - 1)))
-  if abs(sums[worst] - 1) > SUM_TOLERANCE:
-    raise AbstainInputError(f'{name} rows must sum to one; row {worst} sums to '
-                            f'{sums[worst]:.4f} (logits? apply a softmax first).')
-  return arr
+  """(N, C) class probabilities as float64: finite rows in [0, 1] summing to one."""
+  return validate.probability_rows(probs, name, num_examples=num_examples,
+                                   tolerance=SUM_TOLERANCE, error=AbstainInputError)
 
 
 def check_logits(logits, name: str = 'logits') -> np.ndarray:

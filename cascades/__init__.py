@@ -6,6 +6,7 @@
 
 from cascades import posthoc
 from cascades.deferral import CONFIDENCE_RULES
+from cascades.deferral import CascadesInputError
 from cascades.deferral import DeferralCurve
 from cascades.deferral import cascade_cost
 from cascades.deferral import cascade_predict

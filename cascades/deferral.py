@@ -20,26 +20,17 @@ import numpy as np
 
 from common import validate
 
-SUM_TOLERANCE = 1e-3
+SUM_TOLERANCE = validate.SUM_TOLERANCE
+
+
+class CascadesInputError(validate.InputError):
+  """An input the cascade library cannot use (a ValueError); the message names the argument."""
 
 
 def check_probs(probs, name: str = 'probs', num_classes: int | None = None) -> np.ndarray:
-  """Raises ValueError unless `probs` is (N, C), finite, non-negative, rows summing to one."""
-  probs = np.asarray(probs, np.float64)
-  if probs.ndim != 2:
-    raise ValueError(f'{name} must have shape (examples, classes), got {probs.shape}.')
-  if probs.shape[0] == 0:
-    raise ValueError(f'{name} is empty: there are no examples.')
-  if num_classes is not None and probs.shape[1] != num_classes:
-    raise ValueError(f'{name} has {probs.shape[1]} classes, expected {num_classes}.')
-  if not np.all(np.isfinite(probs)) or probs.min() < 0:
-    raise ValueError(f'{name} must be finite and non-negative (got logits?).')
-  sums = probs.sum(1)
-  worst = int(np.argmax(np.abs(sums - 1)))
-  if abs(sums[worst] - 1) > SUM_TOLERANCE:
-    raise ValueError(f'{name} rows must sum to one; row {worst} sums to {sums[worst]:.4f} '
-                     '(apply a softmax first).')
-  return probs
+  """`probs` as float64 (N, C): finite rows in [0, 1] summing to one (common.validate)."""
+  return validate.probability_rows(probs, name, num_classes=num_classes,
+                                   tolerance=SUM_TOLERANCE, error=CascadesInputError)
 
 
 def check_probs_list(probs_list, names=None) -> list[np.ndarray]:
@@ -49,11 +40,12 @@ def check_probs_list(probs_list, names=None) -> list[np.ndarray]:
   id as if their outputs meant the same thing; the error names every model's shape.
   """
   if isinstance(probs_list, np.ndarray) and probs_list.ndim == 2:
-    raise ValueError('Expected a list with one (examples, classes) probability array per model, '
-                     f'got a single array of shape {probs_list.shape}.')
+    raise CascadesInputError('Expected a list with one (examples, classes) probability array per '
+                             f'model, got a single array of shape {probs_list.shape}.')
   probs_list = list(probs_list)
   if not probs_list:
-    raise ValueError('Expected one (examples, classes) probability array per model, got none.')
+    raise CascadesInputError('Expected one (examples, classes) probability array per model, got '
+                             'none.')
   names = list(names) if names is not None else [f'probs_list[{i}]'
                                                  for i in range(len(probs_list))]
   probs_list = [check_probs(p, n) for p, n in zip(probs_list, names)]
@@ -63,20 +55,21 @@ def check_probs_list(probs_list, names=None) -> list[np.ndarray]:
       what = (f'{shape[1]} classes, expected {shapes[0][1]}' if shape[1] != shapes[0][1]
               else f'{shape[0]} examples, expected {shapes[0][0]}')
       listing = ', '.join(f'{n} {s}' for n, s in zip(names, shapes))
-      raise ValueError(f'{name} has {what} as in {names[0]}: every model must give probabilities '
-                       f'for the same examples and classes (one shape); got {listing}.')
+      raise CascadesInputError(f'{name} has {what} as in {names[0]}: every model must give '
+                               'probabilities for the same examples and classes (one shape); '
+                               f'got {listing}.')
   return probs_list
 
 
 def check_labels(labels, num_examples: int, num_classes: int) -> np.ndarray:
   labels = np.asarray(labels)
   if labels.shape != (num_examples,):
-    raise ValueError(f'labels must have shape ({num_examples},), got {labels.shape}.')
+    raise CascadesInputError(f'labels must have shape ({num_examples},), got {labels.shape}.')
   if not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f'labels must be integers, got {labels.dtype}.')
+    raise CascadesInputError(f'labels must be integers, got {labels.dtype}.')
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f'labels must be in [0, {num_classes}), got range '
-                     f'[{labels.min()}, {labels.max()}].')
+    raise CascadesInputError(f'labels must be in [0, {num_classes}), got range '
+                             f'[{labels.min()}, {labels.max()}].')
   return labels
 
 
@@ -84,37 +77,37 @@ def check_correct(correct, name: str = 'correct', num_examples: int | None = Non
                   length_of: str = 'score') -> np.ndarray:
   """`correct` as float64 0/1 of shape (N,): one entry per example, 1 where the model was right.
 
-  Raises ValueError unless it is 1-D and boolean or exactly 0/1 valued. Predicted classes are the
+  Raises CascadesInputError unless it is 1-D and boolean or exactly 0/1 valued. Predicted classes are the
   usual mistake: they would count as "correct" 2, 3, ... times and give accuracies above one.
   `num_examples` (with `length_of`, the array that fixed it) is the length expected.
   """
   return validate.zero_one(
       correct, name, what='0/1 correctness', num_examples=num_examples, length_of=length_of,
-      hint=' Class ids? Pass `pred == labels`, e.g. `probs.argmax(1) == labels`.'
-  ).astype(np.float64)
+      hint=' Class ids? Pass `pred == labels`, e.g. `probs.argmax(1) == labels`.',
+      error=CascadesInputError).astype(np.float64)
 
 
 def check_score(score, name: str = 'score') -> np.ndarray:
   """A deferral score as float64 (N,): 1-D, non-empty, finite."""
   score = np.asarray(score)
   if score.ndim != 1:
-    raise ValueError(f'{name} must be 1-D, one deferral score per example, got shape '
-                     f'{score.shape} (pass a score such as confidence_score(probs), not the '
-                     'probabilities).')
+    raise CascadesInputError(f'{name} must be 1-D, one deferral score per example, got shape '
+                             f'{score.shape} (pass a score such as confidence_score(probs), '
+                             'not the probabilities).')
   if score.shape[0] == 0:
-    raise ValueError(f'{name} is empty: cannot build a deferral curve on an empty set.')
+    raise CascadesInputError(f'{name} is empty: cannot build a deferral curve on an empty set.')
   if not (np.issubdtype(score.dtype, np.number) or score.dtype == bool):
-    raise ValueError(f'{name} must be numeric, got dtype {score.dtype}.')
+    raise CascadesInputError(f'{name} must be numeric, got dtype {score.dtype}.')
   score = score.astype(np.float64)
   if not np.all(np.isfinite(score)):
-    raise ValueError(f'Deferral scores must be finite; {name} has '
-                     f'{int(np.sum(~np.isfinite(score)))} non-finite entries.')
+    raise CascadesInputError(f'Deferral scores must be finite; {name} has '
+                             f'{int(np.sum(~np.isfinite(score)))} non-finite entries.')
   return score
 
 
 def check_rate(rate: float) -> float:
   if not 0.0 <= rate <= 1.0:
-    raise ValueError(f'A deferral rate must be in [0, 1], got {rate}.')
+    raise CascadesInputError(f'A deferral rate must be in [0, 1], got {rate}.')
   return float(rate)
 
 
@@ -206,20 +199,21 @@ def cascade_predict(probs_list, thresholds):
 def _check_thresholds(thresholds, num_models: int) -> np.ndarray:
   out = np.asarray(thresholds, np.float64)
   if out.shape != (num_models - 1,):
-    raise ValueError(f'{num_models} models need {num_models - 1} thresholds (a 1-D sequence, the '
-                     f'last model always answers), got shape {out.shape}.')
+    raise CascadesInputError(f'{num_models} models need {num_models - 1} thresholds (a 1-D '
+                             'sequence, the last model always answers), got shape '
+                             f'{out.shape}.')
   if np.isnan(out).any():
-    raise ValueError(f'Thresholds must not be NaN (-inf: always answer), got {thresholds}.')
+    raise CascadesInputError(f'Thresholds must not be NaN (-inf: always answer), got {thresholds}.')
   return out
 
 
 def _check_costs(costs, num_models: int) -> np.ndarray:
   out = np.asarray(costs, np.float64)
   if out.shape != (num_models,):
-    raise ValueError(f'Need one cost per model as a 1-D sequence: {num_models} models, costs of '
-                     f'shape {out.shape}.')
+    raise CascadesInputError(f'Need one cost per model as a 1-D sequence: {num_models} models, '
+                             f'costs of shape {out.shape}.')
   if not np.all(np.isfinite(out)) or out.min() < 0:
-    raise ValueError(f'Costs must be finite and non-negative, got {costs}.')
+    raise CascadesInputError(f'Costs must be finite and non-negative, got {costs}.')
   return out
 
 
@@ -243,16 +237,17 @@ def cascade_cost(stage, costs) -> float:
   """
   costs = np.asarray(costs, np.float64)
   if costs.ndim != 1 or costs.size == 0:
-    raise ValueError(f'costs must be a non-empty 1-D sequence, one per model, got shape '
-                     f'{costs.shape}.')
+    raise CascadesInputError(f'costs must be a non-empty 1-D sequence, one per model, got shape '
+                             f'{costs.shape}.')
   costs = _check_costs(costs, costs.size)
   stage = np.asarray(stage)
   if stage.ndim != 1 or stage.size == 0 or not np.issubdtype(stage.dtype, np.integer):
-    raise ValueError(f'stage must be a non-empty 1-D integer array (the stage that answered each '
-                     f'input), got shape {stage.shape} and dtype {stage.dtype}.')
+    raise CascadesInputError('stage must be a non-empty 1-D integer array (the stage that '
+                             f'answered each input), got shape {stage.shape} and dtype '
+                             f'{stage.dtype}.')
   if stage.min() < 0 or stage.max() >= len(costs):
-    raise ValueError(f'stage must be in [0, {len(costs)}) for {len(costs)} costs, got range '
-                     f'[{stage.min()}, {stage.max()}].')
+    raise CascadesInputError(f'stage must be in [0, {len(costs)}) for {len(costs)} costs, got '
+                             f'range [{stage.min()}, {stage.max()}].')
   return _cost(stage, costs)
 
 
@@ -267,12 +262,13 @@ def choose_thresholds(probs_list, labels, costs, target_cost: float, grid: int =
   labels = check_labels(labels, probs_list[0].shape[0], probs_list[0].shape[1])
   costs = _check_costs(costs, len(probs_list))
   if not np.isfinite(target_cost):
-    raise ValueError(f'target_cost must be finite, got {target_cost}.')
+    raise CascadesInputError(f'target_cost must be finite, got {target_cost}.')
   if int(grid) != grid or grid < 1:
-    raise ValueError(f'grid must be a positive integer (quantiles per stage), got {grid!r}.')
+    raise CascadesInputError('grid must be a positive integer (quantiles per stage), got '
+                             f'{grid!r}.')
   grid = int(grid)
   if grid ** (len(probs_list) - 1) > 10**6:
-    raise ValueError('Too many stages for a grid search; lower `grid`.')
+    raise CascadesInputError('Too many stages for a grid search; lower `grid`.')
   candidates = [np.concatenate([[-np.inf], np.quantile(p.max(1), np.linspace(0, 1, grid))])
                 for p in probs_list[:-1]]
   best = None
@@ -285,6 +281,6 @@ def choose_thresholds(probs_list, labels, costs, target_cost: float, grid: int =
     if best is None or acc > best[1] or (acc == best[1] and cost < best[2]):
       best = (tuple(float(t) for t in thresholds), acc, cost)
   if best is None:
-    raise ValueError(f'No thresholds reach a mean cost <= {target_cost}; the cheapest cascade '
-                     f'costs {costs[0]}.')
+    raise CascadesInputError(f'No thresholds reach a mean cost <= {target_cost}; the cheapest '
+                             f'cascade costs {costs[0]}.')
   return best

@@ -30,12 +30,12 @@ TARGETS = ('diff_01', 'diff_prob', 'bin_01', 'bin_prob')
 
 def _check_positive_int(name: str, value) -> None:
   if isinstance(value, bool) or int(value) != value or value < 1:
-    raise ValueError(f'{name} must be a positive integer, got {value!r}.')
+    raise deferral.CascadesInputError(f'{name} must be a positive integer, got {value!r}.')
 
 
 def _check_kind(kind: str) -> None:
   if kind not in TARGETS:
-    raise ValueError(f'Unknown target {kind!r}; use {TARGETS}.')
+    raise deferral.CascadesInputError(f'Unknown target {kind!r}; use {TARGETS}.')
 
 
 def features(probs1, top_k: int = 5) -> np.ndarray:
