@@ -10,11 +10,17 @@ from resmem import experiment
 from resmem import lm_experiment
 
 
+def _module(config):
+  return lm_experiment if config.get('experiment', 'classification') == 'lm' else experiment
+
+
 def run(config, workdir):
-  if config.get('experiment', 'classification') == 'lm':
-    return lm_experiment.run(config, workdir)
-  return experiment.run(config, workdir)
+  return _module(config).run(config, workdir)
+
+
+def check_config(config) -> None:
+  _module(config).check_config(config)
 
 
 if __name__ == '__main__':
-  app.run(run)
+  app.run(run, check_config)

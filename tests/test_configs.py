@@ -1,8 +1,9 @@
 """Every variant of every config builds, and what can be checked without its data holds.
 
 A config that no test builds rots: the accelerator variants (cifar, imagenet, c4) are never run
-on CPU, so here each is built and checked: datasets known, mesh and batch valid on 8 devices, loop
-fields valid and nothing else in a loop section, and each model built under jax.eval_shape.
+on CPU, so here each is built and checked: its experiment module's check_config passes, datasets
+known, mesh and batch valid on 8 devices, loop fields valid and nothing else in a loop section,
+and each model built under jax.eval_shape.
 """
 
 import importlib
@@ -21,6 +22,7 @@ from common import models
 from common import train as train_lib
 from common.data import loader
 from configs.common import loop as loop_config
+import reproduce
 from tests.common.conftest import REPO
 
 CONFIG_MODULES = sorted(
@@ -31,6 +33,40 @@ CONFIG_MODULES = sorted(
     if name != 'loop')
 CASES = [(m, v) for m in CONFIG_MODULES for v in importlib.import_module(m).VARIANTS]
 KNOWN_DATASETS = set(loader.available()) | set(loader.NUM_CLASSES) | {'c4/en'}
+
+
+def experiment_modules(config_module: str) -> list[str]:
+  """The experiment module(s) that run `config_module`: its row of reproduce.EXPERIMENTS, else
+  the rows of the same package (configs/<paper>/ holds the configs of <paper>'s experiments)."""
+  listed = [m for _, m, c, _ in reproduce.EXPERIMENTS if c == config_module]
+  if listed:
+    return listed
+  package = config_module.split('.')[1]
+  return sorted({m for _, m, _, _ in reproduce.EXPERIMENTS if m.split('.')[0] == package})
+
+
+def test_every_config_module_belongs_to_one_experiment_module():
+  for module in CONFIG_MODULES:
+    assert len(experiment_modules(module)) == 1, (
+        f'{module}: experiment modules {experiment_modules(module)}; list it in '
+        'reproduce.EXPERIMENTS or keep one experiment module per configs/<paper>/')
+
+
+def test_every_experiment_module_of_the_main_job_defines_check_config():
+  missing = [m for _, m, _, _ in reproduce.EXPERIMENTS
+             if not callable(getattr(importlib.import_module(m), 'check_config', None))]
+  assert not missing, f'no check_config(config) in {missing}'
+
+
+@pytest.mark.parametrize('module,variant', CASES)
+def test_check_config_passes_for_every_variant(module, variant):
+  """The experiment module's own check (what common.app and reproduce call before anything
+  runs) accepts every variant, including those whose data is not on this machine."""
+  config = importlib.import_module(module).get_config(variant)
+  for experiment in experiment_modules(module):
+    check = getattr(importlib.import_module(experiment), 'check_config', None)
+    assert check is not None, f'{experiment} (for {module}) has no check_config(config)'
+    check(config)
 
 
 def test_every_config_module_lists_its_variants():
@@ -87,10 +123,10 @@ def test_config_variant_builds_and_checks(module, variant):
         _check_loop(study, where)
         _check_classifier_model(study.model, dataset, model_cfg.get('pool', 1))
   if module == 'configs.fire_pe.lm':
-    from fire_pe import experiment  # pylint: disable=g-import-not-at-top
+    from fire_pe import lm as fire_lm  # pylint: disable=g-import-not-at-top
     assert config.dataset in KNOWN_DATASETS
     for name in config.encodings:
-      model = experiment.make_model(config, name)
+      model = fire_lm.make_model(config, name)
       out = jax.eval_shape(lambda m=model: m.init(jax.random.key(0),
                                                   jnp.zeros((1, config.train_length), jnp.int32)))
       assert jax.tree.leaves(out)
