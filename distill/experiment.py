@@ -203,9 +203,7 @@ def eigenspace_run(config) -> tuple[dict[str, Any], list[eigenspace.EigenView]]:
                                           student_steps=ec.student_steps,
                                           eta_times_lambda_max=ec.eta_times_lambda_max))
   c = config.checks
-  top = float(np.mean([v.mean_ratio(0.0, c.ratio_fraction) for v in views]))
-  bottom = float(np.mean([v.mean_ratio(1.0 - c.ratio_fraction, 1.0) for v in views]))
-  error = max(v.closed_form_error for v in views)
+  top, bottom, error = _eigen_ratios(config, views)
   mse = {k: round(float(np.mean([v.test_mse[k] for v in views])), 4)
          for k in ('teacher', 'student', 'ols')}
   numbers = {
@@ -216,6 +214,101 @@ def eigenspace_run(config) -> tuple[dict[str, Any], list[eigenspace.EigenView]]:
       'holds': bool(top >= c.ratio_top_min and bottom <= c.ratio_bottom_max
                     and error <= c.closed_form_tolerance)}
   return numbers, views
+
+
+def _eigen_ratios(config, views) -> tuple[float, float, float]:
+  """(mean a_S / a_T over the top ratio_fraction of directions, over the bottom one, the largest
+  gap between gradient descent and the closed forms), seeds averaged, unrounded."""
+  f = config.checks.ratio_fraction
+  return (float(np.mean([v.mean_ratio(0.0, f) for v in views])),
+          float(np.mean([v.mean_ratio(1.0 - f, 1.0) for v in views])),
+          max(v.closed_form_error for v in views))
+
+
+def make_checks(config, numbers: dict[str, Any],
+                views=()) -> tuple[list[dict[str, Any]], bool | None]:
+  """(report.check rows, the verdict): each claim split into its parts, one value against one
+  threshold per row, each row holding when its own comparison does.
+
+  Some rows are a claim's preconditions: enough points on each side of the exaggeration check,
+  at least one regime with a distillation gain for late switching. When one does not hold, the
+  claim's other rows cannot decide (their state is inconclusive, whatever they show). The verdict
+  (the rule distill has always used): False when a deciding row that can decide fails, else None
+  when any deciding claim is inconclusive, else True."""
+  c = config.checks
+  rows: list[tuple[dict[str, Any], bool | None]] = []  # (row, state: True / False / None)
+
+  def add(name, value, threshold, holds, note, *, decides=True, informational=False):
+    """`decides` False: the row's state is inconclusive (None) whatever it shows."""
+    holds = bool(holds)
+    rows.append((report.check(name, value, threshold, holds, note=note,
+                              informational=informational), holds if decides else None))
+
+  if views:
+    top, bottom, error = _eigen_ratios(config, views)
+    e = numbers['eigenspace']
+    seeds = f'{len(views)} seed(s)'
+    add('eigenspace_ratio_falls/ratio_top', e['ratio_top'], f'>= {c.ratio_top_min}',
+        top >= c.ratio_top_min, f'mean a_S / a_T over the top {c.ratio_fraction:.0%} of '
+        f'directions, {seeds}')
+    add('eigenspace_ratio_falls/ratio_bottom', e['ratio_bottom'], f'<= {c.ratio_bottom_max}',
+        bottom <= c.ratio_bottom_max, f'mean a_S / a_T over the bottom {c.ratio_fraction:.0%} of '
+        f'directions, {seeds}')
+    add('eigenspace_ratio_falls/closed_form_max_error', e['closed_form_max_error'],
+        f'<= {c.closed_form_tolerance:g}', error <= c.closed_form_tolerance,
+        'largest |gradient descent - closed form| over both models, relative to max |a_OLS|, '
+        f'{seeds}')
+
+  # Exaggeration: deciding on the training set for the distilled student; the same on test and
+  # for the one-hot control are reported beside it.
+  for name, group in numbers['exaggeration'].items():
+    for sub, e in (('', group), ('/test', group['test']),
+                   ('/onehot_control', group['onehot_control'])):
+      prefix = f'student_exaggerates_confidence/{name}{sub}'
+      enough = e['holds'] is not None
+      informational = bool(sub)
+      for key, bound in (('points_unsure', f'p_T < {c.unsure_below}'),
+                         ('points_sure', f'p_T >= {c.sure_from}')):
+        # A precondition: too few points leave the claim inconclusive, not failed.
+        add(f'{prefix}/{key}', e[key], f'>= {c.min_points}', e[key] >= c.min_points,
+            f'examples (seeds pooled) where {bound}; fewer: the three parts cannot decide',
+            decides=e[key] >= c.min_points, informational=informational)
+      for part, key, threshold, what in (
+          ('below_where_unsure', 'deviation_where_unsure', '< 0',
+           f'mean p_S - p_T (true label) where p_T < {c.unsure_below}'),
+          ('not_below_where_sure', 'deviation_where_sure', f'>= -{c.sure_tolerance}',
+           f'mean p_S - p_T (true label) where p_T >= {c.sure_from}'),
+          ('slope_above_1', 'log_odds_slope', f'> {c.slope_above}',
+           'slope of logit p_S on logit p_T')):
+        add(f'{prefix}/{key}', e[key], threshold, e[part],
+            what + ('' if enough else '; too few points: inconclusive'), decides=enough,
+            informational=informational)
+
+  late = {name: r['late'] for name, r in numbers['regimes'].items()}
+  gains = ', '.join(f'{n} {v["distillation_gain"]:+.4f}' for n, v in late.items())
+  with_gain = {n: v for n, v in late.items() if v['holds'] is not None}
+  add('late_switch_recovers_gain/regimes_with_gain', len(with_gain), '>= 1', with_gain,
+      f'regimes where distillation gains more than {c.min_gain} test accuracy over the one-hot '
+      f'student (distilled - one-hot: {gains or "no regimes"}); none: no gain to recover, '
+      'inconclusive', decides=bool(with_gain))
+  for name, v in with_gain.items():
+    add(f'late_switch_recovers_gain/{name}', v['recovered_fraction'], f'>= {c.recovery_fraction}',
+        v['holds'], f'(late - one-hot) / (distilled - one-hot) test accuracy: '
+        f'{v["late_gain"]:+.4f} / {v["distillation_gain"]:+.4f} (std of the gain over seeds '
+        f'{v["gain_std_over_seeds"]})')
+  if late:
+    best = max(late, key=lambda n: late[n]['distillation_gain'])
+    add('distillation_helps/best_gain', late[best]['distillation_gain'], f'> {c.min_gain}',
+        any(v['distillation_gain'] > c.min_gain for v in late.values()),
+        f'the largest distilled - one-hot test accuracy ({best}); all: {gains}',
+        informational=True)
+
+  states = [state for row, state in rows if not row['informational']]
+  if any(state is False for state in states):
+    reproduced = False
+  else:
+    reproduced = None if any(state is None for state in states) else True
+  return [row for row, _ in rows], reproduced
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,13 +379,6 @@ def _plot_accuracy(table, path: str):
 # ---------------------------------------------------------------------------------------------
 # The run.
 # ---------------------------------------------------------------------------------------------
-def _verdict(values) -> bool | None:
-  values = list(values)
-  if any(v is False for v in values):
-    return False
-  return None if any(v is None for v in values) else True
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   check_config(config)
   # Every regime's data before any training: a train_size beyond its split or a dataset that does
@@ -301,14 +387,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
 
   numbers: dict[str, Any] = {}
-  checks: dict[str, Any] = {}
   figures = []
   views = []
   if config.eigenspace.seeds:
     numbers['eigenspace'], views = eigenspace_run(config)
-    checks['eigenspace_ratio_falls'] = {k: numbers['eigenspace'][k] for k in
-                                        ('ratio_top', 'ratio_bottom', 'closed_form_max_error',
-                                         'holds')}
     logging.info('eigenspace: %s', numbers['eigenspace'])
 
   table, tables = {}, {}
@@ -336,18 +418,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     exaggeration[name]['test'] = exaggeration_check(config, tables[name]['distilled/test/label'])
     exaggeration[name]['onehot_control'] = exaggeration_check(
         config, tables[name]['onehot/train/label'])
-  checks['student_exaggerates_confidence'] = {
-      **exaggeration, 'holds': _verdict(e['holds'] for e in exaggeration.values())}
-  late = {name: table[name]['late'] for name in config.regime_names}
-  with_gain = {n: v for n, v in late.items() if v['holds'] is not None}
-  checks['late_switch_recovers_gain'] = {
-      'regimes_with_gain': sorted(with_gain),
-      'holds': _verdict(v['holds'] for v in with_gain.values()) if with_gain else None}
-  checks['distillation_helps'] = {
-      'gains': {n: v['distillation_gain'] for n, v in late.items()},
-      'holds': bool(any(v['distillation_gain'] > config.checks.min_gain for v in late.values())),
-      'informational': True}
-  numbers['checks'] = checks
+  numbers['exaggeration'] = exaggeration
+  checks, reproduced = make_checks(config, numbers, views)
 
   if jax.process_index() == 0:
     if config.deviation_regimes:
@@ -357,7 +429,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       figures.append(_plot_eigenspace(views, os.path.join(workdir, 'eigenspace.png')))
     if table:
       figures.append(_plot_accuracy(table, os.path.join(workdir, 'accuracy.png')))
-  reproduced = _verdict(c['holds'] for c in checks.values() if not c.get('informational'))
   c = config.checks
   notes = (f'Self-distillation (student = teacher\'s architecture, another seed), alpha = '
            f'{config.alpha}, tau = {config.tau}, the teacher evaluated on the student\'s augmented '
@@ -372,9 +443,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
            f'(regimes without a gain do not count; none with a gain: inconclusive). Eigenspace: '
            f'mean a_S/a_T >= {c.ratio_top_min} over the top {c.ratio_fraction:.0%} of directions '
            f'and <= {c.ratio_bottom_max} over the bottom {c.ratio_fraction:.0%}, GD matching the '
-           f'closed forms within {c.closed_form_tolerance}. "distillation_helps" is reported, '
-           'not part of the verdict.')
+           f'closed forms within {c.closed_form_tolerance}. Each part is its own check row; the '
+           'exaggeration rows on test and for the one-hot control, and "distillation_helps" (the '
+           'best gain over regimes), are reported, not part of the verdict. The point counts and '
+           'regimes_with_gain rows are preconditions: when one does not hold, its claim is '
+           'inconclusive (its rows say so in their notes). Verdict: false when a deciding row '
+           'that can decide fails, else inconclusive when a precondition fails, else true.')
   return report.make_summary(
       name='distill', title='distill: student-teacher deviations in distillation', claim=CLAIM,
-      numbers=numbers, reproduced=reproduced, workdir=workdir, figures=figures, notes=notes,
-      config=config)
+      numbers=numbers, checks=checks, reproduced=reproduced, workdir=workdir, figures=figures,
+      notes=notes, config=config)
