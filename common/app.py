@@ -159,14 +159,18 @@ def _take_lock(path: str) -> int:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-      pid, _ = _read_holder(fd)
-      os.close(fd)
-      if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+      if e.errno in (errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP):
+        logging.warning('%s: this file system cannot lock files; the PID in it guards it.', path)
+      elif e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        os.close(fd)
         raise
-      holder = f'process {pid}' if pid is not None else 'another process'
-      raise WorkdirInUseError(
-          f'workdir in use by {holder}: {workdir} is locked ({path}). Wait for that run to end, '
-          'or give this one another --workdir.') from None
+      else:
+        pid, _ = _read_holder(fd)
+        os.close(fd)
+        holder = f'process {pid}' if pid is not None else 'another process'
+        raise WorkdirInUseError(
+            f'workdir in use by {holder}: {workdir} is locked ({path}). Wait for that run to '
+            'end, or give this one another --workdir.') from None
     try:  # its holder may have released (removed) the file between our open and flock
       same = os.fstat(fd).st_ino == os.stat(path).st_ino
     except FileNotFoundError:
@@ -183,8 +187,8 @@ def _take_lock(path: str) -> int:
           f'workdir in use by process {pid}: {workdir} is locked ({path}). If process {pid} is '
           f'not a run in this workdir, delete {path}.')
     if pid is not None:
-      logging.warning('Taking over the stale lock %s of process %d%s, which is no longer '
-                      'running.', path, pid, f' on {pid_host}' if pid_host else '')
+      logging.warning('Taking over the stale lock %s of process %d%s, which no longer holds it '
+                      '(not running).', path, pid, f' on {pid_host}' if pid_host else '')
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, f'{os.getpid()} {host}\n'.encode())

@@ -1,6 +1,7 @@
 """common.app: the config path from any directory, the check before anything runs, the workdir's
 lock, the compilation-cache flag."""
 
+import errno
 import logging as std_logging
 import os
 import subprocess
@@ -107,6 +108,24 @@ def test_lock_naming_a_live_process_is_not_taken(tmp_path):
   try:
     (tmp_path / app.LOCK_FILE).write_text(f'{sleeper.pid}\n')
     with pytest.raises(app.WorkdirInUseError, match=f'in use by process {sleeper.pid}.*delete'):
+      with app.workdir_lock(str(tmp_path)):
+        pass
+  finally:
+    sleeper.kill()
+    sleeper.wait()
+
+
+def test_on_a_file_system_without_flock_the_pid_guards_the_workdir(tmp_path, monkeypatch):
+  def no_flock(fd, op):
+    raise OSError(errno.ENOLCK, 'No locks available')
+
+  monkeypatch.setattr(app.fcntl, 'flock', no_flock)
+  with app.workdir_lock(str(tmp_path)):  # free: taken
+    assert (tmp_path / app.LOCK_FILE).read_text().split()[0] == str(os.getpid())
+  sleeper = subprocess.Popen(['sleep', '60'])
+  try:
+    (tmp_path / app.LOCK_FILE).write_text(f'{sleeper.pid}\n')
+    with pytest.raises(app.WorkdirInUseError, match=f'in use by process {sleeper.pid}'):
       with app.workdir_lock(str(tmp_path)):
         pass
   finally:
