@@ -1,7 +1,9 @@
 """The platform's reference classifier: data -> model -> the training loop -> metrics -> summary.
 
-Papers that need trained classifiers (ResMem's base models, cascades, memorisation, distillation)
-call `train_classifier` with their own config; `run` is the reference experiment of the main job.
+Papers that need one trained classifier (ResMem's base models, cascades, abstain, muse_mrf's
+scorer) call `train_classifier` with their own config (`study_config` makes one from a study's
+template); papers that train many at once use common.ensemble. `run` is the reference experiment
+of the main job; `check_config` reads its config only, before anything runs.
 """
 
 from __future__ import annotations
