@@ -149,3 +149,13 @@ def test_compilation_cache_flag_defaults_to_the_workdir_and_empty_turns_it_off()
   with flagsaver.flagsaver(compilation_cache='/shared/cache'):
     assert app.cache_directory('/w') == '/shared/cache'
 
+
+
+def test_every_paper_binary_passes_its_check_config():
+  """`app.run(experiment.run, experiment.check_config)`: the config is checked before anything."""
+  mains = sorted(os.path.join(d, 'main.py') for d in os.listdir(REPO)
+                 if os.path.isfile(os.path.join(REPO, d, 'main.py')))
+  assert len(mains) >= 10
+  read = lambda m: open(os.path.join(REPO, m), encoding='utf-8').read()  # pylint: disable=consider-using-with
+  missing = [m for m in mains if 'check_config' not in read(m)]
+  assert not missing, f'app.run(fn, check_config) not passed in {missing}'
