@@ -58,9 +58,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if growth:
     checks.names_in(growth, 'growth_datasets', config.dataset_names, 'dataset_names')
   checks.whole(config.seeds, 'seeds')
-  checks.number(config.interpolation_threshold, 'interpolation_threshold', low=0, high=1,
+  cc = config.checks
+  checks.number(cc.interpolation_threshold, 'checks.interpolation_threshold', low=0, high=1,
                 low_open=True)
-  checks.number(config.no_gain_margin, 'no_gain_margin', low=0)
+  checks.number(cc.gain_min, 'checks.gain_min', low=-1, high=1)
+  checks.number(cc.growth_min, 'checks.growth_min', low=-1, high=1)
+  checks.number(cc.no_gain_margin, 'checks.no_gain_margin', low=0, high=1)
+  checks.number(cc.risk_slope_max, 'checks.risk_slope_max', low=-10, high=10)
+  checks.number(cc.flat_ratio, 'checks.flat_ratio', low=1)
   checks.tuning_grid(config.tune)
   checks.knn_options(config.knn, 'knn', memory_lib.KNN_OPTIONS)
   config_lib.check_loop(config.classifier, 'classifier')
@@ -89,7 +94,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     checks.number(rc.k_exponent, 'regression.k_exponent', low=0, high=1, low_open=True,
                   high_open=True)
     checks.whole(rc.seeds, 'regression.seeds')
-    checks.number(rc.flat_ratio, 'regression.flat_ratio', low=1)
 
 
 def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -135,49 +139,75 @@ def run_classification(config, data_name: str, model_name: str, seed: int,
   }
 
 
-def _mean(rows, key):
-  return float(np.mean([r[key] for r in rows]))
+ACCURACIES = ('train_accuracy', 'base', 'resmem', 'resmem_t1', 'knn')
 
 
-def classification_checks(config, table) -> dict[str, Any]:
-  """The three classification claims from the per-(dataset, model) means."""
-  thr = config.interpolation_threshold
-  rows = [dict(r, dataset=d, model=m) for d, models in table.items() for m, r in models.items()]
-  fits = [r for r in rows if r['train_accuracy'] < thr]
-  interp = [r for r in rows if r['train_accuracy'] >= thr]
-  checks = {}
-  checks['resmem_beats_non_interpolating_base'] = {
-      'gains': {f"{r['dataset']}/{r['model']}": round(r['resmem'] - r['base'], 4) for r in fits},
-      'holds': bool(fits) and all(r['resmem'] > r['base'] for r in fits)}
-  if len(set(config.growth_datasets)) != 2:
-    return checks | {'resmem_beats_plain_knn': _knn_check(rows)}  # no second training-set size
-  small, large = config.growth_datasets
-  common = [m for m in table.get(small, {}) if m in table.get(large, {})
-            and table[small][m]['train_accuracy'] < thr and table[large][m]['train_accuracy'] < thr]
-  gain = lambda d, m: table[d][m]['resmem'] - table[d][m]['base']
-  checks['gain_grows_with_data'] = {
-      'models': common,
-      f'gain_{small}': {m: round(gain(small, m), 4) for m in common},
-      f'gain_{large}': {m: round(gain(large, m), 4) for m in common},
-      'holds': bool(common) and all(gain(large, m) > gain(small, m) for m in common)}
-  checks['no_gain_for_interpolating_base'] = {
-      'gains': {f"{r['dataset']}/{r['model']}": round(r['resmem'] - r['base'], 4) for r in interp},
-      'margin': config.no_gain_margin,
-      'holds': bool(interp) and all(r['resmem'] - r['base'] <= config.no_gain_margin
-                                    for r in interp)}
-  checks['no_gain_for_interpolating_base_at_T1'] = {
-      'gains': {f"{r['dataset']}/{r['model']}": round(r['resmem_t1'] - r['base'], 4)
-                for r in interp},
-      'margin': config.no_gain_margin,
-      'holds': bool(interp) and all(r['resmem_t1'] - r['base'] <= config.no_gain_margin
-                                    for r in interp), 'informational': True}
-  checks['resmem_beats_plain_knn'] = _knn_check(rows)
-  return checks
+def _row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+  """One (dataset, model) over seeds: the means, and every seed's value (the checks' intervals)."""
+  out = {key: round(float(np.mean([r[key] for r in rows])), 4) for key in ACCURACIES}
+  out['per_seed'] = {key: [r[key] for r in rows] for key in ACCURACIES}
+  out['train_size'] = rows[0]['train_size']
+  out['resmem_params'] = [r['resmem_params'] for r in rows]
+  out['knn_params'] = [r['knn_params'] for r in rows]
+  return out
 
 
-def _knn_check(rows):
-  return {'gaps': {f"{r['dataset']}/{r['model']}": round(r['resmem'] - r['knn'], 4) for r in rows},
-          'holds': all(r['resmem'] > r['knn'] for r in rows), 'informational': True}
+def _gains(row, key='resmem', minus='base') -> list[float]:
+  """Per-seed differences of two accuracies of one (dataset, model)."""
+  return [a - b for a, b in zip(row['per_seed'][key], row['per_seed'][minus])]
+
+
+def _interval_check(name: str, samples, compare: str, threshold: float, *,
+                    informational: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+  """report.check of the mean of `samples` (one per seed), decided by its Student-t interval."""
+  iv = report.mean_interval(samples)
+  return report.check(name, round(iv['mean'], 5), compare=compare, threshold=threshold,
+                      interval=(iv['low'], iv['high']), informational=informational), iv
+
+
+def interpolates(config, row) -> bool:
+  """Whether a base fits its training set (mean train accuracy over seeds >= the threshold):
+  which of the claims applies to it."""
+  return row['train_accuracy'] >= config.checks.interpolation_threshold
+
+
+def classification_checks(config, table) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  """The classification claims, one row per (dataset, model), each decided by its Student-t
+  interval over seeds; returns (checks, {check name: interval})."""
+  cc = config.checks
+  rows = [(d, m, r) for d, models in table.items() for m, r in models.items()]
+  out, intervals = [], {}
+
+  def add(name, samples, compare, threshold, informational=False):
+    c, iv = _interval_check(name, samples, compare, threshold, informational=informational)
+    out.append(c)
+    intervals[name] = iv
+
+  for d, m, r in rows:
+    if not interpolates(config, r):
+      add(f'ResMem beats the base that cannot fit ({d}/{m}; ResMem - base test accuracy)',
+          _gains(r), '>', cc.gain_min)
+  if len(set(config.growth_datasets)) == 2:
+    small, large = config.growth_datasets
+    for m in table.get(small, {}):
+      if (m in table.get(large, {}) and not interpolates(config, table[small][m])
+          and not interpolates(config, table[large][m])):
+        add(f'ResMem\'s gain grows with the training set ({m}: gain on {large} - gain on '
+            f'{small}, seeds paired by index)',
+            [b - a for a, b in zip(_gains(table[small][m]), _gains(table[large][m]))],
+            '>', cc.growth_min)
+  for d, m, r in rows:
+    if interpolates(config, r):
+      add(f'No gain for a base that interpolates ({d}/{m}; ResMem - base, T tuned)', _gains(r),
+          '<=', cc.no_gain_margin)
+  for d, m, r in rows:
+    if interpolates(config, r):
+      add(f'No gain for a base that interpolates, T fixed at 1 ({d}/{m})',
+          _gains(r, 'resmem_t1'), '<=', cc.no_gain_margin, informational=True)
+  for d, m, r in rows:
+    add(f'ResMem beats plain k-NN on the same features ({d}/{m}; ResMem - k-NN)',
+        _gains(r, 'resmem', 'knn'), '>', 0.0, informational=True)
+  return out, intervals
 
 
 def run_regression(config) -> dict[str, Any]:
@@ -191,24 +221,33 @@ def run_regression(config) -> dict[str, Any]:
                                       k_exponent=rc.k_exponent, seed=seed)
               for seed in range(rc.seeds)]
       per_n[n] = {'base': float(np.mean([r[0] for r in runs])),
-                  'resmem': float(np.mean([r[1] for r in runs])), 'k': runs[0][2]}
+                  'resmem': float(np.mean([r[1] for r in runs])), 'k': runs[0][2],
+                  'base_seeds': [float(r[0]) for r in runs],
+                  'resmem_seeds': [float(r[1]) for r in runs]}
       logging.info('regression d=%d n=%d: %s', dim, n, per_n[n])
     out[dim] = per_n
   return out
 
 
-def regression_checks(config, results) -> dict[str, Any]:
-  checks = {}
+def regression_checks(config, results) -> list[dict[str, Any]]:
+  """Per dimension: ResMem's excess risk falls with n (its log-log slope against n, per seed,
+  below the threshold) and the base's stays flat (max / min over n, per seed, <= flat_ratio)."""
+  cc = config.checks
+  out = []
   for dim, per_n in results.items():
-    base = [v['base'] for v in per_n.values()]
-    res = [v['resmem'] for v in per_n.values()]
-    falls = all(b < a for a, b in zip(res, res[1:]))
-    flat = max(base) / min(base) <= config.regression.flat_ratio
-    checks[f'd{dim}'] = {'resmem_falls_with_n': falls, 'base_flat': flat,
-                         'resmem_first_over_last': round(res[0] / res[-1], 2),
-                         'base_max_over_min': round(max(base) / min(base), 3),
-                         'holds': bool(falls and flat)}
-  return checks
+    log_n = np.log(np.asarray(list(per_n), np.float64))
+    seeds = range(len(next(iter(per_n.values()))['resmem_seeds']))
+    slopes = [float(np.polyfit(log_n, np.log([v['resmem_seeds'][i] for v in per_n.values()]),
+                               1)[0]) for i in seeds]
+    ratios = [max(v['base_seeds'][i] for v in per_n.values())
+              / min(v['base_seeds'][i] for v in per_n.values()) for i in seeds]
+    out.append(_interval_check(
+        f'Regression d={dim}: ResMem\'s excess risk falls with n (log-log slope over n)', slopes,
+        '<', cc.risk_slope_max)[0])
+    out.append(_interval_check(
+        f'Regression d={dim}: the capacity-limited base stays flat (max / min excess risk over '
+        'n)', ratios, '<=', cc.flat_ratio)[0])
+  return out
 
 
 def _plot_classification(table, path):
@@ -251,62 +290,51 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   for data_name in config.dataset_names:
     table[data_name] = {}
     for model_name in config.dataset_models[data_name]:
-      rows = [run_classification(config, data_name, model_name, seed, workdir)
-              for seed in range(config.seeds)]
-      table[data_name][model_name] = {
-          **{key: round(_mean(rows, key), 4)
-             for key in ('train_accuracy', 'base', 'resmem', 'resmem_t1', 'knn')},
-          'resmem_std': round(float(np.std([r['resmem'] for r in rows])), 4),
-          'base_std': round(float(np.std([r['base'] for r in rows])), 4),
-          'train_size': rows[0]['train_size'],
-          'resmem_params': [r['resmem_params'] for r in rows],
-      }
+      table[data_name][model_name] = _row([
+          run_classification(config, data_name, model_name, seed, workdir)
+          for seed in range(config.seeds)])
       logging.info('%s/%s: %s', data_name, model_name, table[data_name][model_name])
-  checks = classification_checks(config, table)
+  checks, intervals = classification_checks(config, table)
   reg = run_regression(config) if config.regression.dims else {}
   if reg:
-    checks['regression'] = regression_checks(config, reg)
-    checks['regression']['holds'] = all(c['holds'] for c in checks['regression'].values())
+    checks += regression_checks(config, reg)
   figures = []
   if jax.process_index() == 0:
     figures.append(_plot_classification(table, os.path.join(workdir, 'accuracy.png')))
     if reg:
       figures.append(_plot_regression(reg, os.path.join(workdir, 'regression.png')))
-  notes = (f'Means over {config.seeds} seeds. A base counts as interpolating when its training '
-           f'accuracy is >= {config.interpolation_threshold}; "no gain" allows '
-           f'{config.no_gain_margin} of test accuracy. k, sigma and T are tuned on the validation '
+  cc = config.checks
+  notes = (f'Test accuracy over {config.seeds} seeds (base models of different initialisation '
+           f'and batch order on the same splits); each check is decided by the 95% Student-t '
+           f'interval of its per-seed values. A base counts as interpolating when its mean '
+           f'training accuracy is >= {cc.interpolation_threshold}; "no gain" allows '
+           f'{cc.no_gain_margin} of test accuracy. k, sigma and T are tuned on the validation '
            f'split for ResMem, k and sigma for the plain k-NN (same penultimate features, '
-           f'L2-normalised). Regression: {config.regression.seeds} seeds, '
-           f'k = n^{config.regression.k_exponent}, base flat when max/min excess risk <= '
-           f'{config.regression.flat_ratio}. Checks marked informational (ResMem vs plain k-NN, '
-           'the interpolating base at T = 1) are reported, not part of the verdict.')
-  numbers = {'classification': table, 'regression': {f'd{d}': v for d, v in reg.items()},
-             'checks': checks}
-  thresholds = {
-      'resmem_beats_non_interpolating_base': 'every gain > 0',
-      'gain_grows_with_data': 'larger gain on the larger training set, every model',
-      'no_gain_for_interpolating_base': f'every gain <= {config.no_gain_margin}',
-      'no_gain_for_interpolating_base_at_T1': f'every gain <= {config.no_gain_margin}',
-      'resmem_beats_plain_knn': 'every gap > 0'}
-  check_list = []
-  for name, c in checks.items():
-    if name == 'regression':
-      for dim, r in c.items():
-        if dim != 'holds':
-          check_list.append(report.check(
-              f'regression/{dim}: ResMem risk falls with n, base flat',
-              {k: v for k, v in r.items() if k != 'holds'},
-              f'falls, max/min base risk <= {config.regression.flat_ratio}', r['holds']))
-      continue
-    value = {k: v for k, v in c.items() if k not in ('holds', 'informational', 'margin',
-                                                      'models')}
-    check_list.append(report.check(name, value, thresholds.get(name), c['holds'],
-                                   informational=bool(c.get('informational'))))
+           f'L2-normalised); nothing is chosen on test. Regression: {config.regression.seeds} '
+           f'seeds, k = n^{config.regression.k_exponent}; ResMem\'s risk falls when its log-log '
+           f'slope against n is < {cc.risk_slope_max}, the base is flat when its max / min excess '
+           f'risk over n is <= {cc.flat_ratio}. Checks marked informational (ResMem vs plain '
+           'k-NN, the interpolating base at T = 1) are reported, not part of the verdict.')
+  numbers = {'classification': table, 'regression': {f'd{d}': v for d, v in reg.items()}}
+  iv = lambda name: intervals[name]
+  ci = lambda v: f"{v['mean']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
   tables = [report.table(
       f'Test accuracy (means over {config.seeds} seeds)',
       ['dataset', 'model', 'train acc', 'base', 'ResMem', 'ResMem at T=1', 'plain k-NN'],
       [[d, m, r['train_accuracy'], r['base'], r['resmem'], r['resmem_t1'], r['knn']]
        for d, models in table.items() for m, r in models.items()])]
+  interp = [(d, m, r) for d, models in table.items() for m, r in models.items()
+            if interpolates(config, r)]
+  if interp:
+    tables.append(report.table(
+        'Diagnosis: the interpolating bases, ResMem - base at the tuned T and at T = 1 (mean '
+        '[95% interval] over seeds)',
+        ['dataset', 'model', 'train acc', 'T chosen on validation (per seed)', 'gain, T tuned',
+         'gain, T = 1'],
+        [[d, m, r['train_accuracy'], ' '.join(str(p['temperature']) for p in r['resmem_params']),
+          ci(iv(f'No gain for a base that interpolates ({d}/{m}; ResMem - base, T tuned)')),
+          ci(iv(f'No gain for a base that interpolates, T fixed at 1 ({d}/{m})'))]
+         for d, m, r in interp]))
   if reg:
     tables.append(report.table(
         'Regression: excess risk of the base and of ResMem by training-set size',
@@ -315,5 +343,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
          for dim, per_n in reg.items() for n, v in per_n.items()]))
   return report.make_summary(
       name='resmem', title='ResMem: a base model plus k-NN on its residuals', claim=CLAIM,
-      numbers=numbers, checks=check_list, tables=tables, workdir=workdir, figures=figures,
+      numbers=numbers, checks=checks, tables=tables, workdir=workdir, figures=figures,
       notes=notes, config=config)

@@ -56,16 +56,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.max_eval_bytes = placeholder(int)
   config.context = 64
   config.memory_tokens = 1_048_576            # training positions in the memory (>= 1M)
-  config.val_tokens = 4_096
-  config.test_tokens = 8_192
+  config.val_tokens = 8_192
+  config.test_tokens = 16_384                 # the checks' standard errors shrink as 1/sqrt
   config.forward_batch = 256                  # windows per chunk of the memory build
   config.models = ml_collections.ConfigDict({
       'small': _model(1, 32, 2, 64, 300, 3e-3),
       'large': _model(2, 64, 4, 256, 800, 3e-3),
   })
   config.model_names = ('small', 'large')
-  config.claim_underfit = 'small'             # the underfitting LM: ResMem must lower its bpb
-  config.claim_larger = 'large'               # its gain must be smaller than claim_underfit's
+  # The checks, stated before any run (the only place their thresholds live). Accuracy decides:
+  # ResMem - LM (at the LM's tuned T) over the test tokens, its interval mean +- se_multiple x
+  # the paired standard error, must be > accuracy_gain_min for `underfit`; gain(underfit) -
+  # gain(larger), paired the same way, must be > shrink_min.
+  config.checks = ml_collections.ConfigDict({
+      'underfit': 'small', 'larger': 'large', 'accuracy_gain_min': 0.0, 'shrink_min': 0.0,
+      'se_multiple': 2.0})
   # Training (common.train); total_steps and learning_rate come from each model.
   config.loop = loop.get_config(
       batch_size=32, total_steps=1, log_every_steps=100, eval_every_steps=0,

@@ -61,18 +61,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   })
   # (smaller, larger) training set for the growth claim; () skips that check.
   config.growth_datasets = ('mnist1d_5k', 'mnist1d_20k')
-  config.seeds = 3
+  config.seeds = 5                  # the checks' intervals: Student t over these seeds
   # The validation grid (the card's: k in 1..50, sigma in 0.01..1, plus T; None = uniform).
   config.tune = ml_collections.ConfigDict({
       'ks': (1, 2, 4, 8, 16, 32, 50), 'sigmas': (0.01, 0.03, 0.1, 0.3, 1.0, None),
       'temperatures': (0.5, 1.0, 2.0, 4.0)})
   config.knn = ml_collections.ConfigDict({'query_block': 256, 'db_block': 65536, 'mode': 'exact'})
-  config.interpolation_threshold = 0.99  # train accuracy from which a base "interpolates"
-  config.no_gain_margin = 0.01
   config.regression = ml_collections.ConfigDict({
       'dims': (2, 3, 5), 'sizes': (100, 1_000, 10_000, 100_000), 'noise': 0.1,
-      'norm_fraction': 0.5, 'test_size': 5_000, 'k_exponent': 0.4, 'seeds': 3,
-      'flat_ratio': 1.5})
+      'norm_fraction': 0.5, 'test_size': 5_000, 'k_exponent': 0.4, 'seeds': 3})
+  # The checks, stated before any run (the only place their thresholds live). Each is decided by
+  # the 95% Student-t interval of its per-seed values: holds when the whole interval satisfies it.
+  config.checks = ml_collections.ConfigDict({
+      'interpolation_threshold': 0.99,  # mean train accuracy from which a base "interpolates"
+      'gain_min': 0.0,         # ResMem - base test accuracy > this, for a base that cannot fit
+      'growth_min': 0.0,       # gain on the larger training set - gain on the smaller > this
+      'no_gain_margin': 0.01,  # ResMem - base <= this, for a base that interpolates
+      'risk_slope_max': 0.0,   # regression: ResMem's log-log slope of excess risk against n < this
+      'flat_ratio': 1.5,       # regression: the base's max / min excess risk over n <= this
+  })
 
   if variant == 'cpu':
     pass

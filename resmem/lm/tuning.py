@@ -29,12 +29,21 @@ def tune_resmem(outputs: LMOutputs, nb: Neighbours, kernel: np.ndarray, *, ks: S
   return best_of(grid), grid
 
 
-def best_of(grid: list[dict[str, Any]], **fixed) -> dict[str, Any]:
-  """The settings of the grid row of lowest bits among those matching `fixed` (e.g. scale=1)."""
+def best_of(grid: list[dict[str, Any]], metric: str = 'bits', **fixed) -> dict[str, Any]:
+  """The settings of the best grid row among those matching `fixed` (e.g. scale=1).
+
+  metric 'bits': the lowest mean bits; 'accuracy': the highest accuracy, ties broken by the
+  lower bits (accuracy on held-out text is coarse: many settings tie).
+  """
+  if metric not in ('bits', 'accuracy'):
+    raise LMMemoryError(f"metric={metric!r}: use 'bits' or 'accuracy'.")
   rows = [r for r in grid if all(r[key] == value for key, value in fixed.items())]
   if not rows:
     raise LMMemoryError(f'No grid row has {fixed}.')
-  best = min(rows, key=lambda r: r['bits'])
+  if metric == 'bits':
+    best = min(rows, key=lambda r: r['bits'])
+  else:
+    best = min(rows, key=lambda r: (-r['accuracy'], r['bits']))
   return {key: v for key, v in best.items() if key not in ('bits', 'accuracy')}
 
 

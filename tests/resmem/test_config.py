@@ -41,8 +41,9 @@ def test_every_lm_variant_passes_and_has_no_cache_switch(variant):
     ('dataset_names', ('digitz',), r"dataset_names names 'digitz', which is not in datasets"),
     ('regression.sizes', (1000, 100), r'regression\.sizes=\(1000, 100\)'),
     ('regression.k_exponent', 1.5, r'regression\.k_exponent=1\.5'),
-    ('interpolation_threshold', 1.5, r'interpolation_threshold=1\.5'),
-    ('no_gain_margin', -0.1, r'no_gain_margin=-0\.1'),
+    ('checks.interpolation_threshold', 1.5, r'checks\.interpolation_threshold=1\.5'),
+    ('checks.no_gain_margin', -0.1, r'checks\.no_gain_margin=-0\.1'),
+    ('checks.flat_ratio', 0.5, r'checks\.flat_ratio=0\.5: expected a finite number >= 1'),
 ])
 def test_a_bad_classification_field_is_named(field, value, message):
   config = config_lib.set_fields(mnist1d_config.get_config('tiny'), **{field: value})
@@ -64,8 +65,9 @@ def test_a_bad_classification_field_is_named(field, value, message):
     ('tune.ks', (1, 5000), r'k=5000 exceeds the memory of at most 4992 keys'),
     ('floor', 0.0, r'floor=0\.0: expected a finite number in \(0, 1\]'),
     ('knn.mode', 'fast', r"knn\.mode='fast'"),
-    ('claim_larger', 'small', r'claim_underfit and claim_larger are both \'small\''),
-    ('claim_underfit', 'medium', r"claim_underfit='medium' is not in model_names"),
+    ('checks.larger', 'small', r'checks\.underfit and checks\.larger are both \'small\''),
+    ('checks.underfit', 'medium', r"checks\.underfit='medium' is not in model_names"),
+    ('checks.se_multiple', 0.0, r'checks\.se_multiple=0\.0: expected a finite number > 0'),
     ('model_names', ('small', 'huge'), r"model_names names 'huge', which is not in models"),
     ('train_input', 'disk', r"train_input='disk'"),
 ])

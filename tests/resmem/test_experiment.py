@@ -46,9 +46,14 @@ def test_tiny_config_runs_end_to_end(tmp_path):
   assert set(table) == {'mlp4', 'mlp256x2'}
   for row in table.values():
     assert 0 < row['base'] <= 1 and 0 < row['resmem'] <= 1 and 0 < row['knn'] <= 1
-  checks = summary['numbers']['checks']
-  assert 'gain_grows_with_data' not in checks  # one training-set size in this variant
-  assert checks['regression']['d2']['holds']
+  checks = summary['checks']
+  assert all(c['state'] in report.STATES for c in checks)
+  deciding = [c for c in checks if not c['informational']]
+  assert deciding and all(c['evidence'] == 'interval' and c['compare'] for c in deciding)
+  assert not any('grows with the training set' in c['name'] for c in checks)  # one size here
+  slope = next(c for c in checks if c['name'].startswith('Regression d=2: ResMem'))
+  assert slope['state'] == 'holds' and slope['interval'][1] < 0
+  assert any(t['title'].startswith('Diagnosis: the interpolating bases') for t in summary['tables'])
   # The weak base (4 hidden units) cannot fit digits, and its residuals carry the rest.
   assert table['mlp4']['train_accuracy'] < 0.9
   assert table['mlp4']['resmem'] > table['mlp4']['base'] + 0.02
@@ -62,3 +67,38 @@ def test_unknown_model_or_dataset_is_named(tmp_path):
   config.dataset_models.digits = ('mlp4', 'mlp5')
   with pytest.raises(config_lib.ConfigError, match='mlp5'):
     experiment.run(config, str(tmp_path))
+
+
+def _seeds_row(train, base, resmem, resmem_t1=None, knn=None):
+  """A hand-made (dataset, model) row over seeds, as experiment._row builds it."""
+  per_seed = {'train_accuracy': train, 'base': base, 'resmem': resmem,
+              'resmem_t1': resmem_t1 or base, 'knn': knn or base}
+  return {**{k: float(np.mean(v)) for k, v in per_seed.items()}, 'per_seed': per_seed,
+          'resmem_params': [{'temperature': 1.0}] * len(base)}
+
+
+def test_classification_checks_are_decided_by_the_interval_over_seeds_not_the_mean():
+  config = resmem_config.get_config('tiny')
+  table = {'d': {
+      # Gains 0.05, 0.06, 0.04: the interval clears 0.
+      'clear': _seeds_row([0.7] * 3, [0.50, 0.50, 0.50], [0.55, 0.56, 0.54]),
+      # Mean gain +0.01 but one seed loses: the old `every mean gain > 0` held; now inconclusive.
+      'noisy': _seeds_row([0.7] * 3, [0.50, 0.50, 0.50], [0.53, 0.52, 0.48]),
+      # Interpolates, gains 0.03 +- 0.003: beyond the 0.01 margin on every seed: fails.
+      'fits': _seeds_row([1.0] * 3, [0.60, 0.60, 0.60], [0.63, 0.633, 0.627])}}
+  checks, _ = experiment.classification_checks(config, table)
+  state = {c['name'].split('(')[1].split(';')[0]: c['state'] for c in checks
+           if not c['informational']}
+  assert state == {'d/clear': 'holds', 'd/noisy': 'inconclusive', 'd/fits': 'fails'}
+  assert report.verdict(checks) == 'not reproduced'
+
+
+def test_regression_checks_read_the_slope_and_flatness_per_seed():
+  config = resmem_config.get_config('tiny')
+  per_n = {n: {'base_seeds': [0.08, 0.085], 'resmem_seeds': [1.0 / n, 1.2 / n]}
+           for n in (100, 1_000, 10_000)}
+  slope, flat = experiment.regression_checks(config, {2: per_n})
+  assert slope['state'] == 'holds' and slope['value'] == pytest.approx(-1.0)
+  assert flat['state'] == 'holds' and flat['value'] == pytest.approx(1.0)
+  per_n[10_000]['base_seeds'] = [0.2, 0.21]  # the base's risk grows 2.5x: not flat
+  assert experiment.regression_checks(config, {2: per_n})[1]['state'] == 'fails'

@@ -249,13 +249,86 @@ def test_tiny_config_runs_end_to_end(tmp_path):
   on_disk = json.loads((tmp_path / 'summary.json').read_text())
   assert on_disk['name'] == 'resmem_lm' and on_disk['reproduced'] == summary['reproduced']
   assert summary['reproduced'] == report.verdict_from(summary['checks'])
-  assert len(summary["checks"]) == 8 and summary['tables'][0]['rows']
+  checks = summary['checks']
+  assert len(checks) == 9 and summary['tables'][0]['rows'] and summary['tables'][1]['rows']
+  assert all(c['state'] in report.STATES for c in checks)
+  deciding = [c for c in checks if not c['informational']]
+  assert len(deciding) == 2 and all(c['evidence'] == 'interval' for c in deciding)
+  assert 'accuracy' in deciding[0]['name'] and 'bits' not in deciding[0]['name']
   models = summary['numbers']['models']
   assert set(models) == {'small', 'large'}
   for row in models.values():
     assert row['memory_keys'] == 4_992 and row['test_tokens'] == 512
-    for key in ('lm_bpb', 'resmem_bpb', 'knnlm_bpb'):
+    for key in ('lm_bpb', 'lm_t1_bpb', 'resmem_bpb', 'knnlm_bpb'):
       assert 0 < row[key] < 9  # bits per byte of a byte-level model: finite, below 8 + slack
+    assert row['lm_params']['temperature'] in (1.0, 2.0)
   assert models['small']['key_dim'] == 16 and models['large']['key_dim'] == 32
   memory = lm.LMMemory.load(str(tmp_path / 'models/small/memory'))
   assert memory.num_keys == 4_992 and memory.meta['context'] == 16
+
+
+def test_best_of_by_accuracy_takes_the_most_accurate_row_ties_to_lower_bits():
+  grid = [{'k': 1, 'scale': 1.0, 'bits': 3.0, 'accuracy': 0.30},
+          {'k': 2, 'scale': 1.0, 'bits': 2.5, 'accuracy': 0.31},
+          {'k': 4, 'scale': 1.0, 'bits': 2.4, 'accuracy': 0.31},
+          {'k': 8, 'scale': 1.0, 'bits': 2.0, 'accuracy': 0.20},
+          {'k': 8, 'scale': 0.0, 'bits': 1.0, 'accuracy': 0.50}]
+  assert lm.best_of(grid, scale=1.0)['k'] == 8
+  assert lm.best_of(grid, metric='accuracy', scale=1.0) == {'k': 4, 'scale': 1.0}
+  with pytest.raises(lm.LMMemoryError, match="metric='loss'"):
+    lm.best_of(grid, metric='loss')
+
+
+def _lm_rows(acc_gain: dict[str, np.ndarray], bpb_gain: float, se_multiple=2.0):
+  """A hand-made table of two LMs for lm_experiment.lm_checks (no training)."""
+  from resmem import lm_experiment  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  targets = np.full(len(next(iter(acc_gain.values()))), 10)
+  table, per_token = {}, {}
+  for name, gain in acc_gain.items():
+    bits = bpb_gain + rng.normal(0, 0.5, len(gain))
+    paired = lambda d: lm_experiment._paired(d, se_multiple)  # pylint: disable=protected-access
+    table[name] = {
+        'resmem_accuracy_gain': paired(gain), 'resmem_bpb_gain': paired(bits),
+        'resmem_minus_knnlm': paired(bits), 'resmem_scaled_minus_knnlm': paired(bits),
+        'train_bpb': 3.0, 'lm_accuracy': 0.3, 'resmem_accuracy': 0.3, 'knnlm_accuracy': 0.3,
+        'resmem_scaled_accuracy': 0.3, 'lm_bpb': 3.5, 'lm_t1_bpb': 3.6, 'resmem_bpb': 4.0,
+        'resmem_scaled_bpb': 3.4, 'knnlm_bpb': 3.4, 'lm_params': {'temperature': 1.0},
+        'resmem_scaled_params': {'scale': 0.3},
+        'resmem_params': {'k': 8, 'sigma': 0.1, 'temperature': 1.5},
+        'resmem_accuracy_params': {'k': 8, 'sigma': 0.1, 'temperature': 1.5},
+        'knnlm_params': {'k': 8, 'sigma': 0.1, 'lam': 0.3}}
+    per_token[name] = {'accuracy_gain': gain, 'targets': targets}
+  return table, per_token
+
+
+def _token_gains(n, ups, downs, seed):
+  """Per-token accuracy gains of ResMem over the LM: +1 where only ResMem is right, -1 where only
+  the LM is."""
+  g = np.zeros(n)
+  idx = np.random.default_rng(seed).permutation(n)
+  g[idx[:ups]], g[idx[ups:ups + downs]] = 1.0, -1.0
+  return g
+
+
+def test_the_lm_verdict_follows_accuracy_against_two_standard_errors_not_bits():
+  from common import report  # pylint: disable=g-import-not-at-top
+  from configs.resmem import lm as lm_config  # pylint: disable=g-import-not-at-top
+  from resmem import lm_experiment  # pylint: disable=g-import-not-at-top
+  config = lm_config.get_config('tiny')
+  # Accuracy up by 0.02 (se about 0.0025) for the small LM, 0 for the large; bits per byte worse.
+  table, per_token = _lm_rows({'small': _token_gains(10_000, 400, 200, 0),
+                               'large': _token_gains(10_000, 200, 200, 1)}, bpb_gain=-0.5)
+  checks, tables = lm_experiment.lm_checks(config, table, per_token)
+  deciding = [c for c in checks if not c['informational']]
+  assert [c['state'] for c in deciding] == ['holds', 'holds']
+  assert all(c['evidence'] == 'interval' for c in checks)
+  bits = [c for c in checks if 'bits per byte against the LM' in c['name']]
+  assert len(bits) == 2 and all(c['informational'] and c['state'] == 'fails' for c in bits)
+  assert report.verdict(checks) == 'reproduced' and len(tables) == 2
+  # A gain of about 1.4 standard errors: above 0, yet inconclusive (the old `gain > 0` held).
+  table, per_token = _lm_rows({'small': _token_gains(10_000, 235, 200, 0),
+                               'large': _token_gains(10_000, 200, 200, 1)}, bpb_gain=0.0)
+  checks, _ = lm_experiment.lm_checks(config, table, per_token)
+  assert checks[0]['value'] > 0 and checks[0]['state'] == 'inconclusive'
+  assert report.verdict(checks) == 'inconclusive'
