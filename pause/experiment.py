@@ -15,6 +15,7 @@ instead of pauses on the standard model. Evaluation: greedy decoding after promp
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from typing import Any
@@ -25,7 +26,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from common import app
 from common import config_lib
 from common import ensemble
 from common import lm
@@ -44,6 +44,7 @@ CLAIM = ('Training with <pause> tokens both in pretraining and in fine-tuning (P
          'the baseline, and "." filler tokens give no gain; a PausePT_PauseFT model decoded '
          'without pauses (M_inf = 0) falls sharply, and a few pauses recover most of it.')
 EOS = 1
+NUM_SPECIAL_TOKENS = 1   # the <pause> (pausing.PAUSE_ID); the batches' ids are checked against it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,31 +81,136 @@ def make_model(config) -> transformer.TransformerLM:
   elif m.encoding != 'nope':
     raise config_lib.ConfigError(f"model.encoding={m.encoding!r}: use 'rope' or 'nope'.")
   return transformer.TransformerLM(
-      vocab_size=loader.BYTE_VOCAB_SIZE, num_special_tokens=1, num_layers=m.num_layers,
-      d_model=m.d_model, num_heads=m.num_heads, mlp_dim=m.mlp_dim, encoding=encoding)
+      vocab_size=loader.BYTE_VOCAB_SIZE, num_special_tokens=NUM_SPECIAL_TOKENS,
+      num_layers=m.num_layers, d_model=m.d_model, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
+      encoding=encoding)
 
 
-def check_config(config) -> None:
-  """Everything that can be wrong with the pause fields, before any compute."""
-  length = config.pretrain_length
-  m_pt = pausing.pretrain_pauses(length, config.pretrain_pause_fraction)
-  pausing.check_count(m_pt, length, 'M_pt')
+def _whole(name: str, value, minimum: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise config_lib.ConfigError(f'{name}={value!r}: expected a whole number >= {minimum}.')
+  return int(value)
+
+
+def _real(name: str, value, lo: float, hi: float | None = None, *, hi_open: bool = False) -> float:
+  ok = (not isinstance(value, bool) and isinstance(value, (int, float, np.number))
+        and math.isfinite(value) and value >= lo)
+  if ok and hi is not None:
+    ok = value < hi if hi_open else value <= hi
+  if not ok:
+    upper = '' if hi is None else f', {hi})' if hi_open else f', {hi}]'
+    raise config_lib.ConfigError(f'{name}={value!r}: expected a finite number in '
+                                 f'[{lo}{upper or ", inf)"}.')
+  return float(value)
+
+
+def _names(name: str, values, known) -> tuple:
+  if isinstance(values, str) or not isinstance(values, (tuple, list)):
+    raise config_lib.ConfigError(f'{name}={values!r}: expected a tuple of names.')
+  for value in values:
+    if value not in known:
+      raise config_lib.ConfigError(f'{name}: unknown {value!r}{config_lib.closest(str(value), known)}'
+                                   f'; use some of {sorted(known)}.')
+  if len(set(values)) != len(values):
+    raise config_lib.ConfigError(f'{name}={tuple(values)!r} names one twice.')
+  return tuple(values)
+
+
+def _pauses(name: str, value, length: int) -> int:
+  try:
+    return pausing.check_count(value, length, name)
+  except pausing.PauseError as e:
+    raise config_lib.ConfigError(str(e)) from e
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Everything that can be wrong with the config, read from the config alone (no data, no
+  compile, no files): raises ConfigError naming the dotted field. Called first by `run`, and by
+  common.app and reproduce before anything runs."""
+  # Pretraining data and the pause model's rows.
+  if not isinstance(config.corpus, str) or not config.corpus:
+    raise config_lib.ConfigError(f'corpus={config.corpus!r}: expected a dataset name.')
+  fraction = _real('algorithmic_fraction', config.algorithmic_fraction, 0.0, 1.0)
+  _whole('algorithmic_lines', config.algorithmic_lines, 1)
+  length = _whole('pretrain_length', config.pretrain_length, 2)
+  corpus_bytes = _whole('max_corpus_bytes', config.max_corpus_bytes, 1)
+  if fraction < 1 and corpus_bytes <= length + 1:
+    raise config_lib.ConfigError(f'max_corpus_bytes={corpus_bytes}: not one pretraining row of '
+                                 f'pretrain_length + 1 = {length + 1} tokens.')
+  _real('pretrain_pause_fraction', config.pretrain_pause_fraction, 0.0, 1.0, hi_open=True)
+  _pauses('M_pt (pretrain_pause_fraction x (pretrain_length + 1))',
+          pausing.pretrain_pauses(length + 1, config.pretrain_pause_fraction), length + 1)
   if config.pause_positions not in ('with_replacement', 'distinct'):
     raise config_lib.ConfigError(f"pause_positions={config.pause_positions!r}: use "
                                  "'with_replacement' or 'distinct'.")
-  for mft in (config.num_pauses, *config.mft_grid):
-    pausing.check_count(mft, config.finetune_length, 'M_ft')
-  for minf in config.minf_grid:
-    pausing.check_count(minf, config.finetune_length, 'M_inf')
-  for name in config.tasks:
-    if name not in tasks.TASKS:
-      raise config_lib.ConfigError(f'Unknown task {name!r}; available: {sorted(tasks.TASKS)}.')
-  if config.seeds != config.finetune.ensemble.num_models:
-    raise config_lib.ConfigError(f'seeds={config.seeds} but finetune.ensemble.num_models='
-                                 f'{config.finetune.ensemble.num_models}: one model per seed.')
-  for name in config.ablations:
-    if name not in ('prepend', 'filler'):
-      raise config_lib.ConfigError(f"Unknown ablation {name!r}: use 'prepend' or 'filler'.")
+  # The model.
+  m = config.model
+  for field in ('num_layers', 'd_model', 'num_heads', 'mlp_dim'):
+    _whole(f'model.{field}', m[field], 1)
+  if m.d_model % m.num_heads:
+    raise config_lib.ConfigError(f'model.d_model={m.d_model} is not divisible by '
+                                 f'model.num_heads={m.num_heads}.')
+  if m.encoding not in ('rope', 'nope'):
+    raise config_lib.ConfigError(f"model.encoding={m.encoding!r}: use 'rope' or 'nope'.")
+  # The two training loops, each named by its section.
+  config_lib.check_loop(config.pretrain, 'pretrain')
+  if config.pretrain.get('total_epochs') is not None or config.pretrain.total_steps is None:
+    raise config_lib.ConfigError(
+        f'pretrain.total_steps={config.pretrain.total_steps!r}, pretrain.total_epochs='
+        f'{config.pretrain.get("total_epochs")!r}: pretraining cuts total_steps x batch_size '
+        'rows, each seen once; set total_steps (not total_epochs).')
+  config_lib.check_loop(config.finetune, 'finetune')
+  if (config.finetune.total_steps is None) == (config.finetune.get('total_epochs') is None):
+    raise config_lib.ConfigError('finetune: set one of finetune.total_steps and '
+                                 'finetune.total_epochs.')
+  ens = config.finetune.ensemble
+  num_models = _whole('finetune.ensemble.num_models', ens.num_models, 1)
+  _whole('finetune.ensemble.chunk_size', ens.chunk_size, 0)
+  seeds = _whole('seeds', config.seeds, 1)
+  if seeds != num_models:
+    raise config_lib.ConfigError(f'seeds={seeds} but finetune.ensemble.num_models={num_models}: '
+                                 'one model per seed.')
+  # Fine-tuning data, delays and decoding: every row and prompt must fit.
+  names = _names('tasks', config.tasks, tasks.TASKS)
+  if not names:
+    raise config_lib.ConfigError('tasks=(): name at least one task.')
+  _names('ablations', config.ablations, ('prepend', 'filler'))
+  train_examples = _whole('train_examples_per_task', config.train_examples_per_task, 1)
+  _whole('test_examples_per_task', config.test_examples_per_task, 1)
+  if config.finetune.batch_size > train_examples * len(names):
+    raise config_lib.ConfigError(
+        f'finetune.batch_size={config.finetune.batch_size}: more than the '
+        f'{train_examples * len(names)} fine-tuning examples (train_examples_per_task x tasks).')
+  width = _whole('finetune_length', config.finetune_length, 2)
+  _whole('eval_batch_size', config.eval_batch_size, 1)
+  m_ft = _pauses('num_pauses', config.num_pauses, width)
+  if m_ft < 1:
+    raise config_lib.ConfigError('num_pauses=0: the PauseFT settings need at least one pause '
+                                 '(M_ft >= 1).')
+  grid = [_pauses(f'mft_grid[{i}]', v, width) for i, v in enumerate(config.mft_grid)]
+  minf = [_pauses(f'minf_grid[{i}]', v, width) for i, v in enumerate(config.minf_grid)]
+  answer_tokens = _whole('answer_tokens', config.answer_tokens, 1)
+  for name in names:
+    prompt, answer = tasks.MAX_TOKENS[name]
+    if answer + 1 > answer_tokens:
+      raise config_lib.ConfigError(f'answer_tokens={answer_tokens}: task {name!r} has answers '
+                                   f'of up to {answer} tokens + EOS = {answer + 1}.')
+    most = max([m_ft, *grid])
+    if prompt + most + answer + 1 > width + 1:
+      raise config_lib.ConfigError(
+          f'finetune_length={width}: task {name!r} needs rows of {prompt + most + answer + 1} '
+          f'tokens (prompt {prompt} + {most} pauses + answer {answer} + EOS) > finetune_length '
+          '+ 1; raise finetune_length or lower num_pauses / mft_grid.')
+    if minf and prompt + max(minf) > width:
+      raise config_lib.ConfigError(
+          f'minf_grid={tuple(config.minf_grid)}: task {name!r} prompts of {prompt} tokens + '
+          f'{max(minf)} pauses exceed finetune_length={width} (the decoder\'s prompt width).')
+  # The checks' thresholds.
+  claim = config.claim
+  _real('claim.beats_margin', claim.beats_margin, 0.0)
+  _real('claim.about_margin', claim.about_margin, 0.0)
+  _real('claim.minf0_drop', claim.minf0_drop, 0.0)
+  _real('claim.recover_share', claim.recover_share, 0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,13 +235,14 @@ def pretrain_rows(config, seed: int = 0) -> np.ndarray:
   return rows
 
 
-def pretrain(config, kind: str, rows: np.ndarray, workdir: str):
+def pretrain(config, kind: str, rows: np.ndarray, workdir: str) -> train_lib.TrainResult:
   """Trains the standard ('standard') or pause-pretrained ('pause') model on the same rows."""
   model = make_model(config)
   if kind == 'pause':
     m_pt = pausing.pretrain_pauses(config.pretrain_length + 1, config.pretrain_pause_fraction)
     batch = pausing.pretrain_batch(rows, m_pt, np.random.default_rng(1),
-                                   replace=config.pause_positions == 'with_replacement')
+                                   replace=config.pause_positions == 'with_replacement',
+                                   num_special_tokens=NUM_SPECIAL_TOKENS)
   else:
     batch = {'tokens': rows, 'weights': lm.weights_for_targets(rows)}
   sample = jnp.zeros((1, config.pretrain_length), jnp.int32)
@@ -163,7 +270,8 @@ def finetune(config, setting: FinetuneSetting, params, train_data, workdir: str)
   model = make_model(config)
   pairs = [pair for name in config.tasks for pair in train_data[name]]
   batch = pausing.finetune_batch([p for p, _ in pairs], [t for _, t in pairs], setting.delay,
-                                 config.finetune_length, eos_id=EOS)
+                                 config.finetune_length, eos_id=EOS,
+                                 num_special_tokens=NUM_SPECIAL_TOKENS)
   variables = {'params': params}
   identity = {'setting': setting.name, 'delay': dataclasses.asdict(setting.delay),
               'model': config.model.to_dict()}
@@ -267,15 +375,11 @@ def _plot(config, table, minf, path):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """The experiment; the fine-tuning settings share compiled programs through XLA's cache."""
+  """The experiment. The fine-tuning settings compile the same programs: the process's
+  compilation cache (common.app's) compiles each once."""
   check_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  with app.compilation_cache(os.path.join(workdir, 'jax_cache')):
-    return _run(config, workdir)
-
-
-def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = time.time()
+  os.makedirs(workdir, exist_ok=True)
   rows = pretrain_rows(config)
   pretrained, losses = {}, {}
   for kind in ('standard', 'pause'):
@@ -290,8 +394,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     result = finetune(config, setting, pretrained[setting.pretrained], train_data,
                       os.path.join(workdir, 'finetune', setting.name))
     table[setting.name] = {t: [] for t in config.tasks}
+    stacked = jax.device_get(result.state.params)   # host arrays: no program per slice
     for m in range(config.seeds):
-      params = jax.tree.map(lambda x, m=m: x[m], result.state.params)
+      params = jax.tree.map(lambda x, m=m: x[m], stacked)
       for task in config.tasks:
         d = setting.delay
         table[setting.name][task].append(exact_match(

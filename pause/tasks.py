@@ -75,6 +75,15 @@ TASKS = {
     'add_2digit': lambda rng: add_example(rng, num_digits=2),
     'count_long': lambda rng: count_example(rng, num_chars=12, letters='ab'),
 }
+# The longest prompt and answer of each task, in tokens (one per character): what check_config
+# needs to know that every row and prompt fits, without drawing the examples.
+MAX_TOKENS = {  # name: (prompt, answer)
+    'digit_sum': (9, 1),       # 's ddddd =' -> '0' .. '9'
+    'add': (11, 4),            # 'a ddd ddd =' -> up to '1998'
+    'count': (14, 1),          # 'c x xxxxxxxx =' -> '0' .. '8'
+    'add_2digit': (9, 3),      # 'a dd dd =' -> up to '198'
+    'count_long': (18, 2),     # 'c x ' + 12 letters + ' =' -> '0' .. '12'
+}
 # Each task's own random stream (fixed per name, so adding a task changes no other task's data).
 TASK_STREAMS = {'add': 0, 'count': 1, 'digit_sum': 2, 'add_2digit': 3, 'count_long': 4}
 
