@@ -28,9 +28,9 @@ DATASET_FIELDS = ('dataset', 'dataset_kwargs', 'train_split', 'test_split', 'mod
 REGIME_FIELDS = ('data', 'train_size', 'label_noise', 'student_length')
 EIGENSPACE_FIELDS = ('n', 'd', 'decay', 'noise', 'test_size', 'seeds', 'eta_times_lambda_max',
                      'teacher_steps', 'student_steps')
-CHECK_FIELDS = ('unsure_below', 'sure_from', 'sure_tolerance', 'slope_above', 'min_points',
-                'min_gain', 'recovery_fraction', 'ratio_fraction', 'ratio_top_min',
-                'ratio_bottom_max', 'closed_form_tolerance')
+CHECK_FIELDS = ('unsure_below', 'sure_from', 'sure_tolerance', 'min_points', 'excess_slope_above',
+                'reference_slope_above', 'min_gain', 'recovery_fraction', 'mse_difference_below',
+                'ratio_fraction', 'ratio_top_min', 'ratio_bottom_max')
 
 
 def _fail(field: str, value, expected: str):
@@ -177,7 +177,9 @@ def check(config: ml_collections.ConfigDict) -> None:
   _names('deviation_regimes', config.deviation_regimes, tuple(config.regime_names),
          'regime_names')
   _whole('noise_seed', config.noise_seed, 0)
-  _whole('seeds', config.seeds, 1)
+  # Two seeds at least: the checks take an interval over seeds, and each teacher's independent
+  # reference is the teacher of another seed.
+  _whole('seeds', config.seeds, 2)
   for field, check in (('alpha', loss_lib.check_alpha), ('tau', loss_lib.check_tau)):
     try:
       check(config[field])
@@ -194,6 +196,9 @@ def check(config: ml_collections.ConfigDict) -> None:
   for key, minimum in (('n', 1), ('d', 1), ('test_size', 1), ('seeds', 0), ('teacher_steps', 1),
                        ('student_steps', 1)):
     _whole(f'eigenspace.{key}', ec[key], minimum)
+  if ec.seeds == 1:
+    _fail('eigenspace.seeds', ec.seeds, '0 (no linear demo) or >= 2 (its check takes an interval '
+          'over seeds)')
   _number('eigenspace.decay', ec.decay)
   _number('eigenspace.noise', ec.noise, 0.0)
   _number('eigenspace.eta_times_lambda_max', ec.eta_times_lambda_max, 0.0, 2.0, lo_open=True,
@@ -203,12 +208,15 @@ def check(config: ml_collections.ConfigDict) -> None:
   _fields(c, 'checks', CHECK_FIELDS)
   _number('checks.unsure_below', c.unsure_below, 0.0, 1.0, lo_open=True)
   _number('checks.sure_from', c.sure_from, 0.0, 1.0, hi_open=True)
+  if c.sure_from < c.unsure_below:
+    _fail('checks.sure_from', c.sure_from, f'>= checks.unsure_below ({c.unsure_below})')
   _number('checks.sure_tolerance', c.sure_tolerance, 0.0)
-  _number('checks.slope_above', c.slope_above)
+  _number('checks.excess_slope_above', c.excess_slope_above)
+  _number('checks.reference_slope_above', c.reference_slope_above)
   _whole('checks.min_points', c.min_points, 0)
   _number('checks.min_gain', c.min_gain, 0.0)  # a gain must be > 0 to be recovered
   _number('checks.recovery_fraction', c.recovery_fraction, 0.0, 1.0)
   _number('checks.ratio_fraction', c.ratio_fraction, 0.0, 0.5, lo_open=True)
   _number('checks.ratio_top_min', c.ratio_top_min)
   _number('checks.ratio_bottom_max', c.ratio_bottom_max)
-  _number('checks.closed_form_tolerance', c.closed_form_tolerance, 0.0)
+  _number('checks.mse_difference_below', c.mse_difference_below)

@@ -30,7 +30,10 @@ BAD_FIELDS = [  # (dotted field, value, what the message must say)
     ('regime_names', ('mnist1d', 'digits', 'mnist1d_lnog'), "did you mean 'mnist1d_long'"),
     ('regime_names', ('digits', 'digits'), 'each name once'),
     ('deviation_regimes', ('mnist1d_small', 'cifar'), r'deviation_regimes names \'cifar\''),
-    ('seeds', 0, r'seeds=0: expected a whole number >= 1'),
+    ('seeds', 1, r'seeds=1: expected a whole number >= 2'),
+    ('eigenspace.seeds', 1, r'eigenspace\.seeds=1: expected 0 .* or >= 2'),
+    ('checks.sure_from', 0.3, r'checks\.sure_from=0\.3: expected >= checks\.unsure_below'),
+    ('checks.reference_slope_above', float('nan'), r'checks\.reference_slope_above=nan'),
     ('noise_seed', -1, 'noise_seed=-1'),
     ('alpha', 1.5, r'alpha=1\.5: alpha must'),
     ('tau', 0.0, r'tau=0\.0: tau must'),
@@ -69,8 +72,8 @@ def test_an_unknown_field_in_a_regime_is_refused():
 
 def test_a_bad_field_in_the_last_regime_stops_run_before_the_first_regime_trains(tmp_path):
   config = distill_config.get_config('cpu')
-  config.regimes.mnist1d_long.student_length = 0.0  # the fifth regime of five
-  with pytest.raises(config_lib.ConfigError, match=r'regimes\.mnist1d_long\.student_length'):
+  config.regimes.mnist1d_short.student_length = 0.0  # the last regime of six
+  with pytest.raises(config_lib.ConfigError, match=r'regimes\.mnist1d_short\.student_length'):
     experiment.run(config, str(tmp_path))
   assert not os.listdir(tmp_path)  # nothing trained, nothing written
 

@@ -6,11 +6,13 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import distill
 from common import config_lib
 from common import models
+from common import report
 from common.data import loader
 from configs.distill import mnist1d as distill_config
 from distill import experiment
@@ -49,13 +51,24 @@ def test_tiny_config_runs_end_to_end(tmp_path):
   assert dev['kl_teacher_student'] < row['deviations']['onehot/train/label']['kl_teacher_student']
   assert 'checks' not in numbers  # the checks are the summary's rows, one value each
   checks = {c['name']: c for c in summary['checks']}
-  assert all(checks[f'eigenspace_ratio_falls/{k}']['holds']
-             for k in ('ratio_top', 'ratio_bottom', 'closed_form_max_error'))
-  assert {'student_exaggerates_confidence/digits/log_odds_slope',
-          'late_switch_recovers_gain/regimes_with_gain'} <= set(checks)
-  assert not any(isinstance(c['value'], (dict, list)) for c in checks.values())
-  assert numbers['exaggeration']['digits']['points_unsure'] == checks[
-      'student_exaggerates_confidence/digits/points_unsure']['value']
+  for c in checks.values():
+    assert c['state'] in report.STATES and c['compare'] in report.COMPARISONS, c
+    assert not isinstance(c['value'], (dict, list)), c
+    if not c['informational']:
+      assert c['evidence'] != 'single value', c['name']  # intervals over seeds decide
+  assert summary['verdict'] == report.verdict(summary['checks'])
+  assert checks['eigenspace/student_minus_teacher_test_mse']['state'] == report.HOLDS
+  assert {'exaggeration/digits/vs_control/excess_where_unsure',
+          'exaggeration/digits/vs_reference/log_odds_slope',
+          'distillation_gain/digits'} <= set(checks)
+  assert ('late_switch_recovers_gain' in checks) != ('late_switch_recovers_gain/digits' in checks)
+  per_seed = numbers['exaggeration']['digits']['train']['excess_where_unsure']
+  assert len(per_seed) == config.seeds
+  assert checks['exaggeration/digits/vs_control/excess_where_unsure']['value'] == \
+      pytest.approx(np.mean(per_seed))
+  diagnosis = [t for t in summary['tables'] if t['title'].startswith('Diagnosis: ')]
+  assert len(diagnosis) == 1 and [r[:2] for r in diagnosis[0]['rows']] == [
+      ['digits', 'train'], ['digits', 'test']]
   assert all(os.path.exists(tmp_path / f) for f in summary['figures'])
   assert len(summary['figures']) == 3
 
