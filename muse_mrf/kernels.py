@@ -12,7 +12,9 @@ CRF-as-RNN writes the same update as `unary + message` with the message's sign f
 learned compatibility; here the sign is explicit and tested.
 
 Positions whose token is known (decoded earlier) are clamped: their Q is the one-hot of the token,
-so they send exact messages and are never updated. Neighbours outside the grid send nothing
+so they send exact messages and are never updated. A known token outside the codebook is refused
+when the inputs are concrete; under jit its Q is NaN (so are its neighbours' outputs), never the
+all-zero one-hot that would silently send no message. Neighbours outside the grid send nothing
 (zero padding). mu is dense (F, V, V), or low rank mu_f = A_f B_f^T with A, B (F, V, r): then
 Phi = (window sum of Q B) A^T, O(V r) per position instead of O(V^2), the form for large codebooks
 (the projection first, so the window sums move r numbers per position, not V).
@@ -24,6 +26,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class MRFError(ValueError):
@@ -81,7 +84,10 @@ def pairwise_energy(q: jax.Array, spatial: jax.Array, compat=None, low_rank=None
 def _clamp(q, known, known_tokens):
   if known is None:
     return q
-  onehot = jax.nn.one_hot(known_tokens, q.shape[-1], dtype=q.dtype)
+  vocab = q.shape[-1]
+  onehot = jax.nn.one_hot(known_tokens, vocab, dtype=q.dtype)
+  in_codebook = (known_tokens >= 0) & (known_tokens < vocab)
+  onehot = jnp.where(in_codebook[..., None], onehot, jnp.nan)
   return jnp.where(known[..., None], onehot, q)
 
 
@@ -96,7 +102,6 @@ def _mean_field(logits, spatial, compat, low_rank, known, known_tokens, unary_sc
   return out
 
 
-@functools.partial(jax.jit, static_argnames=('iterations',))
 def mean_field(logits: jax.Array, spatial: jax.Array, *, compat: jax.Array | None = None,
                low_rank: tuple[jax.Array, jax.Array] | None = None,
                known: jax.Array | None = None, known_tokens: jax.Array | None = None,
@@ -105,11 +110,35 @@ def mean_field(logits: jax.Array, spatial: jax.Array, *, compat: jax.Array | Non
 
   logits: (B, H, W, V) backbone logits; spatial: (F, k, k); compat: (F, V, V) or low_rank (A, B)
   each (F, V, r); known: (B, H, W) bool, known_tokens: (B, H, W) int (clamped positions; their
-  output rows are not used). With zero pairwise weights the result is unary_scale * logits.
+  output rows are not used; a known token outside [0, V) is an MRFError when concrete, NaN under
+  jit). With zero pairwise weights the result is unary_scale * logits.
   """
   check_shapes(logits, spatial, compat, low_rank, known, known_tokens, iterations)
+  check_known_tokens(known, known_tokens, logits.shape[-1])
+  return _mean_field_jit(logits, spatial, compat=compat, low_rank=low_rank, known=known,
+                         known_tokens=known_tokens, unary_scale=unary_scale,
+                         iterations=iterations)
+
+
+@functools.partial(jax.jit, static_argnames=('iterations',))
+def _mean_field_jit(logits, spatial, *, compat, low_rank, known, known_tokens, unary_scale,
+                    iterations: int):
   return _mean_field(logits, spatial, compat, low_rank, known, known_tokens, unary_scale,
                      iterations)
+
+
+def check_known_tokens(known, known_tokens, vocab: int) -> None:
+  """MRFError for a known position whose token is not in [0, vocab) (concrete inputs only: traced
+  ones are left to the NaN clamp). Unknown positions may hold anything (e.g. the mask id)."""
+  if known is None or any(isinstance(x, jax.core.Tracer) for x in (known, known_tokens)):
+    return
+  known, tokens = np.asarray(known), np.asarray(known_tokens)
+  bad = known & ((tokens < 0) | (tokens >= vocab))
+  if bad.any():
+    where = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise MRFError(f'Known token {int(tokens[where])} at (batch, row, column) {where} is outside '
+                   f'the codebook [0, {vocab}): a known position must hold a codebook id (mark it '
+                   'unknown instead).')
 
 
 def check_shapes(logits, spatial, compat, low_rank, known, known_tokens, iterations) -> None:

@@ -25,23 +25,57 @@ def test_schedule_is_the_published_decoders():
   assert maskgit.schedule(4, 12) == [3, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1]
 
 
+def test_host_schedule_agrees_with_the_samplers_float32_rule_in_every_cell():
+  """Every N <= 2,048, T <= 24, every step (565,248 cells): schedule_table against mask_count run
+  as the sampler's compiled step runs it (int32 n0 and unknown vectors, int32 step and T)."""
+  rule = jax.jit(maskgit.mask_count)
+  sizes = np.arange(1, 2049, dtype=np.int32)
+  cells = 0
+  for steps in range(1, 25):
+    table = maskgit.schedule_table(sizes, steps)
+    assert table.shape == (len(sizes), steps - 1)
+    left = jnp.asarray(sizes)
+    for t in range(steps - 1):
+      left = rule(jnp.asarray(sizes), left, jnp.int32(t), jnp.int32(steps))
+      np.testing.assert_array_equal(table[:, t], np.asarray(left), err_msg=f'T={steps}, step {t}')
+      cells += len(sizes)
+  assert cells == 565_248
+  # The cell that was one token too high through Python floats.
+  assert maskgit.schedule(1313, 9)[-1] == 227
+
+
+def test_sampler_leaves_the_host_schedules_counts_where_python_floats_were_one_too_high():
+  model = transformer.MaskedTokenTransformer(codebook_size=2, num_classes=0, num_tokens=1313,
+                                             num_layers=1, d_model=8, num_heads=1)
+  params = model.init(jax.random.key(0), jnp.full((1, 1313), model.mask_id))['params']
+  out = sampler_lib.Sampler(model, params, num_steps=9).sample(None, jax.random.key(0),
+                                                               trace=True)
+  masked = [int((t == model.mask_id).sum()) for t in out.trace[:-1]]
+  assert masked == maskgit.schedule(1313, 9) and masked[-1] == 227
+
+
 @pytest.mark.parametrize('steps', [0, -1, 2.5, True])
 def test_bad_step_counts_are_refused(steps):
   with pytest.raises(maskgit.DecodingError, match='T='):
     maskgit.check_steps(steps)
 
 
-def test_mask_rates_cosine_and_arccos_agree_in_distribution():
+def test_cosine_mask_rates_have_the_arccos_density_and_arccos_is_refused_as_its_name():
   rng = jax.random.key(0)
   cos = np.asarray(maskgit.mask_rate(rng, (20000,), 'cosine'))
-  arc = np.asarray(maskgit.mask_rate(jax.random.key(1), (20000,), 'arccos'))
-  # E[cos(pi r / 2)] = 2 / pi for r ~ U[0, 1); the arccos density has the same mean.
-  assert abs(cos.mean() - 2 / np.pi) < 0.01 and abs(arc.mean() - 2 / np.pi) < 0.01
+  # E[cos(pi r / 2)] = 2 / pi for r ~ U[0, 1); Muse's arccos density has CDF 1 - (2/pi) arccos x.
+  assert abs(cos.mean() - 2 / np.pi) < 0.01
   assert abs(np.median(cos) - np.cos(np.pi / 4)) < 0.02
+  for x in (0.2, 0.5, 0.9):
+    assert abs(np.mean(cos <= x) - (1 - 2 / np.pi * np.arccos(x))) < 0.01
   late = np.asarray(maskgit.mask_rate(rng, (1000,), 'cosine', 0.5, 0.95))
   assert late.max() <= np.cos(np.pi / 4) + 1e-6 and late.min() >= np.cos(0.95 * np.pi / 2) - 1e-6
   with pytest.raises(ValueError, match='schedule'):
     maskgit.mask_rate(rng, (4,), 'cubic')
+  # One schedule, one name: 'arccos' would repeat the 'cosine' run, so it is not a second option.
+  assert 'arccos' not in maskgit.SCHEDULES
+  with pytest.raises(ValueError, match="it is the 'cosine' schedule"):
+    maskgit.mask_rate(rng, (4,), 'arccos')
 
 
 def test_random_mask_counts():
@@ -204,6 +238,8 @@ def test_mrf_layer_learns_from_its_identity_init():
     ('grid', 'do not fit the 4 x 5'),
     ('codebook', 'codebook_size=6'),
     ('known', 'must be'),
+    ('known token', r'Known token 6 at \(batch, row, column\) \(0, 0, 1\) is outside the codebook'),
+    ('negative token', r'Known token -1'),
 ])
 def test_mrf_layer_bad_input(case, match):
   logits, tokens, known = _grid_inputs()
@@ -213,15 +249,35 @@ def test_mrf_layer_bad_input(case, match):
     logits = logits[:, :16]
   elif case == 'codebook':
     logits = jnp.concatenate([logits, logits], -1)
-  else:
+  elif case == 'known':
     known = known[:, :3]
+  else:
+    known = known.at[0, 1].set(True)
+    tokens = tokens.at[0, 1].set(6 if case == 'known token' else -1)
   with pytest.raises(mrf_lib.MRFError, match=match):
     layer.apply(variables, logits, tokens, known)
 
 
+def test_mrf_layer_ignores_unknown_positions_tokens_and_under_jit_makes_a_bad_known_token_nan():
+  logits, tokens, known = _grid_inputs()
+  layer = mrf_lib.MRFLayer(codebook_size=6, grid=(4, 5))
+  variables = layer.init(jax.random.key(0), logits, tokens, known)
+  variables = {'params': {**variables['params'], 'compat': jnp.ones((1, 6, 6))}}
+  # Unknown positions may hold anything (the mask id): their tokens are not read.
+  masked = jnp.where(known, tokens, 99)
+  np.testing.assert_allclose(layer.apply(variables, logits, masked, known),
+                             layer.apply(variables, logits, tokens, known), rtol=1e-6)
+  known = known.at[0, 0].set(True)
+  bad = tokens.at[0, 0].set(6)
+  out = np.asarray(jax.jit(layer.apply)(variables, logits, bad, known))
+  assert np.isnan(out[0]).any()                  # the bad token's neighbours are NaN
+  assert np.isfinite(out[1]).all()               # the other example is untouched
+
+
 def test_window_and_kernel_shapes_are_checked():
-  with pytest.raises(kernels.MRFError, match='odd'):
-    kernels.window_offsets(4)
+  for window in (2, 4, 1):
+    with pytest.raises(kernels.MRFError, match='odd'):
+      kernels.window_offsets(window)
   logits = jnp.zeros((1, 3, 3, 4))
   with pytest.raises(kernels.MRFError, match='codebook size 4'):
     kernels.mean_field(logits, jnp.ones((1, 3, 3)), compat=jnp.zeros((1, 5, 5)))
@@ -287,6 +343,87 @@ def test_sampler_bad_input(tiny_backbone):
   with pytest.raises(mrf_lib.MRFError, match='grid'):
     sampler_lib.Sampler(model, params, num_steps=4, mrf=mrf_lib.MRFLayer(8, (4, 4)),
                         mrf_params=mrf_vars)
+
+
+@pytest.mark.parametrize('tau', [-5.0, -1.0, float('nan'), float('inf'), True, '4.5'])
+def test_sampler_refuses_a_negative_or_non_finite_tau(tiny_backbone, tau):
+  model, params, _, _ = tiny_backbone
+  with pytest.raises(maskgit.DecodingError, match='tau='):
+    sampler_lib.Sampler(model, params, num_steps=4, tau=tau)
+  assert sampler_lib.Sampler(model, params, num_steps=4, tau=0).tau == 0.0  # noise-free: allowed
+
+
+@pytest.mark.parametrize('labels,match', [
+    ([7, 0], r'Class label 7 at index 0 is outside .* 3 classes'),
+    ([0, 3], r'Class label 3 at index 1'),        # 3 of 3 classes is the mask token's id
+    ([-1], r'Class label -1'),
+    ([0.5], 'integer class ids'),
+    ([[0, 1]], r'expected \(batch,\)'),
+])
+def test_sampler_refuses_labels_outside_the_classes_before_its_compiled_step(labels, match):
+  model = transformer.MaskedTokenTransformer(codebook_size=4, num_classes=3, num_tokens=16,
+                                             num_layers=1, d_model=8, num_heads=1)
+  params = model.init(jax.random.key(0), jnp.full((1, 16), model.mask_id),
+                      jnp.zeros((1,), jnp.int32))['params']
+  with pytest.raises(maskgit.DecodingError, match=match):
+    sampler_lib.Sampler(model, params, num_steps=2).sample(np.array(labels), jax.random.key(0))
+
+
+def test_backbone_logits_under_jit_are_nan_for_a_label_outside_the_classes():
+  """Traced labels cannot be refused: the row comes out NaN (a training loss then stops at the
+  loop's NaN guard), never the logits of another token's embedding (7 of 3 is clipped onto the
+  mask token's)."""
+  model = transformer.MaskedTokenTransformer(codebook_size=4, num_classes=3, num_tokens=16,
+                                             num_layers=1, d_model=8, num_heads=1)
+  tokens = jnp.full((3, 16), model.mask_id)
+  params = model.init(jax.random.key(0), tokens[:1], jnp.zeros((1,), jnp.int32))['params']
+  logits = jax.jit(lambda p, l: maskgit.backbone_logits(model, p, tokens, l))(
+      params, jnp.array([1, 7, 3]))
+  assert np.isfinite(np.asarray(logits[0])).all()
+  assert np.isnan(np.asarray(logits[1:])).all()
+  np.testing.assert_array_equal(
+      np.asarray(logits[0]),
+      np.asarray(jax.jit(lambda p: model.apply({'params': p}, tokens, jnp.array([1, 1, 1])))(
+          params)[0]))
+  loss_fn = jax.jit(maskgit.make_loss_fn(model))
+  batch = {'tokens': jnp.zeros((2, 16), jnp.int32), 'label': jnp.array([0, 7])}
+  loss, _ = loss_fn(params, {}, batch, jax.random.key(1))
+  assert np.isnan(float(loss))
+
+
+def test_mrf_sampler_checks_both_dimensions_of_the_grid():
+  """A (2, 8) layer over a 4 x 4 grid has the right number of tokens and the wrong neighbours."""
+  model = transformer.MaskedTokenTransformer(codebook_size=4, num_classes=0, num_tokens=16,
+                                             num_layers=1, d_model=8, num_heads=1)
+  params = model.init(jax.random.key(0), jnp.full((1, 16), model.mask_id))['params']
+  wide = mrf_lib.MRFLayer(codebook_size=4, grid=(2, 8))
+  wide_vars = wide.init(jax.random.key(1), jnp.zeros((1, 16, 4)))
+  with pytest.raises(mrf_lib.MRFError, match=r'grid \(2, 8\) is not the token grid 4 x 4'):
+    sampler_lib.Sampler(model, params, num_steps=4, mrf=wide, mrf_params=wide_vars)
+  with pytest.raises(mrf_lib.MRFError, match=r'grid \(2, 8\) is not the token grid 4 x 4'):
+    sampler_lib.Sampler(model, params, num_steps=4, mrf=wide, mrf_params=wide_vars, grid=(4, 4))
+  with pytest.raises(mrf_lib.MRFError, match=r'grid=\(3, 5\): the backbone reads 16 tokens'):
+    sampler_lib.Sampler(model, params, num_steps=4, mrf=wide, mrf_params=wide_vars, grid=(3, 5))
+  sampler_lib.Sampler(model, params, num_steps=4, mrf=wide, mrf_params=wide_vars, grid=(2, 8))
+  # A token count that is no square: the grid must be given.
+  long_model = transformer.MaskedTokenTransformer(codebook_size=4, num_classes=0, num_tokens=8,
+                                                  num_layers=1, d_model=8, num_heads=1)
+  layer = mrf_lib.MRFLayer(codebook_size=4, grid=(2, 4))
+  with pytest.raises(mrf_lib.MRFError, match='pass grid'):
+    sampler_lib.Sampler(long_model, params, num_steps=4, mrf=layer,
+                        mrf_params=layer.init(jax.random.key(1), jnp.zeros((1, 8, 4))))
+
+
+def test_sampler_compiles_one_plain_step_for_every_step_and_every_t(tiny_backbone):
+  """The first step's inputs are placed as the later steps' (replicated on the parameters' mesh):
+  one compiled program, not one for step 0 and one for the rest."""
+  model, params, _, _ = tiny_backbone
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
+  placed = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  before = sampler_lib._plain_step._cache_size()
+  for steps in (3, 5):
+    sampler_lib.Sampler(model, placed, num_steps=steps).sample(np.arange(2), jax.random.key(0))
+  assert sampler_lib._plain_step._cache_size() - before == 1
 
 
 # ---------------------------------------------------------------------------------------------
