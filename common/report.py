@@ -1,50 +1,41 @@
 """summary.json for each experiment, and the one report (markdown + figures) that collects them.
 
-A summary states the paper's claim, the numbers measured, whether this run reproduced the claim
-(true, false, or null when the run cannot tell), and its figures (paths relative to its workdir).
+A summary states the paper's claim, its checks (common.checks: each holds, fails or is
+inconclusive, decided by an interval or a null where the quantity is noisy), the verdict they give
+(reproduced / not reproduced / inconclusive, by VERDICT_RULE), the numbers measured, its result
+tables and figures (paths relative to its workdir). The report compares each run with the
+recorded results (results/cpu/<name>.json) when they exist.
 
-    python -m common.report --root=runs/cpu     # writes runs/cpu/report.md
+    python -m common.report --root=runs/cpu [--recorded=results/cpu]   # writes runs/cpu/report.md
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any, Sequence
 
 import jax
 
+# Re-exported: papers state their checks through report (report.check, report.mean_interval).
+from common.checks import check  # pylint: disable=unused-import
+from common.checks import COMPARISONS  # pylint: disable=unused-import
+from common.checks import decide  # pylint: disable=unused-import
+from common.checks import EVIDENCE  # pylint: disable=unused-import
+from common.checks import FAILS
+from common.checks import HOLDS
+from common.checks import INCONCLUSIVE
+from common.checks import jsonable
+from common.checks import mean_interval  # pylint: disable=unused-import
+from common.checks import percentile_interval  # pylint: disable=unused-import
+from common.checks import STATES
+from common.checks import SummaryError
+from common.checks import validate_check
+from common.checks import verdict
+from common.checks import VERDICT_RULE
+from common.checks import verdict_from  # pylint: disable=unused-import
+
 SUMMARY = 'summary.json'
-
-
-def _jsonable(value):
-  if isinstance(value, dict):
-    return {str(k): _jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if hasattr(value, 'item') and getattr(value, 'ndim', 1) == 0:
-    value = value.item()
-  if hasattr(value, 'tolist'):
-    return value.tolist()
-  if isinstance(value, float) and not math.isfinite(value):
-    return str(value)
-  return value
-
-
-class SummaryError(ValueError):
-  """A summary that the report could not render as asked (a malformed check or table)."""
-
-
-def check(name: str, value: Any, threshold: Any, holds: bool, *, informational: bool = False,
-          note: str = '') -> dict[str, Any]:
-  """One claim check, stated before the run: `value` measured, `threshold` it is held against
-  (a number, or a short text such as '<= 0.01' or '[-1.65, -1.35]'), whether it holds.
-  Informational checks are shown but do not decide the verdict."""
-  if not isinstance(name, str) or not name:
-    raise SummaryError(f'A check needs a name; got {name!r}.')
-  return {'name': name, 'value': _jsonable(value), 'threshold': _jsonable(threshold),
-          'holds': bool(holds), 'informational': bool(informational), 'note': note}
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
@@ -56,13 +47,7 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
   if bad:
     raise SummaryError(f'Table {title!r}: row {bad[0]} has {len(rows[bad[0]])} cells for '
                        f'{len(columns)} columns {columns}.')
-  return {'title': title, 'columns': columns, 'rows': _jsonable(rows), 'note': note}
-
-
-def verdict_from(checks: Sequence[dict[str, Any]]) -> bool | None:
-  """True when every deciding check holds; None when there is none."""
-  deciding = [c for c in checks if not c.get('informational')]
-  return all(c['holds'] for c in deciding) if deciding else None
+  return {'title': title, 'columns': columns, 'rows': jsonable(rows), 'note': note}
 
 
 def make_summary(*, name: str, title: str, claim: str, numbers: dict[str, Any],
@@ -72,25 +57,30 @@ def make_summary(*, name: str, title: str, claim: str, numbers: dict[str, Any],
                  tables: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
   """Writes workdir/summary.json (process 0) and returns it.
 
-  checks: `check(...)` entries (the report shows "k of n" and names the failed ones);
-  reproduced defaults to all deciding checks holding. tables: `table(...)` entries, the paper's
-  main results; the full nested `numbers` stay in summary.json.
+  checks: `check(...)` entries, each with its state (the report counts holds / fails /
+  inconclusive and names those that do not hold); the verdict follows from them by VERDICT_RULE
+  (`reproduced` True / False / None for inconclusive). A summary without checks states
+  `reproduced` itself. tables: `table(...)` entries, the paper's main results; the full nested
+  `numbers` stay in summary.json.
   """
   checks = list(checks or [])
   for c in checks:
-    if not isinstance(c, dict) or not {'name', 'value', 'threshold', 'holds'} <= set(c):
-      raise SummaryError(f'{name}: a check must come from report.check(...); got {c!r}.')
+    validate_check(c, name)
   for t in tables:
     if not isinstance(t, dict) or not {'title', 'columns', 'rows'} <= set(t):
       raise SummaryError(f'{name}: a table must come from report.table(...); got {t!r}.')
   if reproduced == 'checks':
     if not checks:
       raise SummaryError(f'{name}: pass checks=[...] or reproduced=True/False/None.')
-    reproduced = verdict_from(checks)
+    result = verdict(checks)
+  else:
+    result = {True: 'reproduced', False: 'not reproduced', None: 'inconclusive'}[reproduced]
   summary = {
-      'name': name, 'title': title, 'claim': claim, 'reproduced': reproduced,
+      'name': name, 'title': title, 'claim': claim,
+      'reproduced': {'reproduced': True, 'not reproduced': False}.get(result),
+      'verdict': result, 'verdict_rule': VERDICT_RULE if checks else 'stated by the experiment',
       'checks': checks, 'tables': list(tables),
-      'numbers': _jsonable(numbers),
+      'numbers': jsonable(numbers),
       'figures': [os.path.relpath(f, workdir) for f in figures if f],
       'notes': notes,
   }
@@ -155,106 +145,169 @@ def _fmt(value) -> str:
   return str(value)
 
 
-def _verdict(reproduced) -> str:
-  return {True: 'reproduced', False: 'NOT reproduced', None: 'inconclusive'}[reproduced]
+def threshold_text(c) -> str:
+  if c.get('threshold') is None:
+    return '-'
+  compare = c.get('compare')
+  if compare in ('in', 'outside'):
+    low, high = c['threshold']
+    return f'{compare} [{_fmt(low)}, {_fmt(high)}]'
+  return f'{compare} {_fmt(c["threshold"])}' if compare else _fmt(c['threshold'])
 
 
-def summary_checks(summary: dict[str, Any]) -> list[dict[str, Any]]:
-  """The summary's checks as a list; older summaries kept them as numbers['checks'], a dict of
-  {name: {'holds': ..., other fields}} (nested for groups), which is read the same way."""
-  if summary.get('checks'):
-    return list(summary['checks'])
-  out = []
+def value_text(c) -> str:
+  interval = c.get('interval')
+  return _fmt(c['value']) + (f' [{_fmt(interval[0])}, {_fmt(interval[1])}]' if interval else '')
 
-  def walk(prefix, entry):
-    if isinstance(entry, dict) and 'holds' in entry and not any(
-        isinstance(v, dict) and 'holds' in v for v in entry.values()):
-      rest = {k: v for k, v in entry.items()
-              if k not in ('holds', 'threshold', 'informational', 'note')}
-      value = entry.get('value', rest)
-      out.append(check(prefix, value, entry.get('threshold'), entry['holds'],
-                       informational=bool(entry.get('informational'))))
-    elif isinstance(entry, dict):
-      for k, v in entry.items():
-        if k != 'holds':
-          walk(f'{prefix}/{k}' if prefix else k, v)
 
-  walk('', (summary.get('numbers') or {}).get('checks') or {})
-  return out
+def state_text(c) -> str:
+  state = c['state']
+  text = {HOLDS: 'holds', FAILS: '**fails**', INCONCLUSIVE: 'inconclusive'}[state]
+  if state == INCONCLUSIVE and c.get('reason'):
+    text += f' ({c["reason"]})'
+  return text + (' (informational)' if c.get('informational') else '')
 
 
 def _check_line(c) -> str:
-  threshold = '' if c.get('threshold') is None else f' (threshold {_fmt(c["threshold"])})'
-  return f'{c["name"]} = {_fmt(c["value"])}{threshold}'
+  return f'{c["name"]} = {value_text(c)} ({threshold_text(c)}: {c["state"]})'
 
 
-def _markdown_table(columns, rows) -> list[str]:
+def markdown_table(columns, rows) -> list[str]:
   cell = lambda v: _fmt(v).replace('|', '\\|').replace('\n', ' ')
   return (['| ' + ' | '.join(cell(c) for c in columns) + ' |',
            '|' + '---|' * len(columns)] +
           ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows])
 
 
+def load_summary(path: str) -> dict[str, Any]:
+  """A summary.json (or a recorded result), its checks validated: an error names the file."""
+  with open(path, encoding='utf-8') as f:
+    summary = json.load(f)
+  if not isinstance(summary, dict) or not {'name', 'title', 'claim'} <= set(summary):
+    raise SummaryError(f'{path}: not a summary (needs name, title, claim).')
+  for c in summary.get('checks') or []:
+    validate_check(c, path)
+  if 'verdict' not in summary:
+    raise SummaryError(f'{path}: no verdict; rerun the experiment to write a current summary.')
+  return summary
+
+
+def compare_with_recorded(summary: dict[str, Any], recorded: dict[str, Any]) -> list[list[Any]]:
+  """Per check of either: [name, recorded value, new value, recorded state, new state, moved]."""
+  old = {c['name']: c for c in recorded.get('checks') or []}
+  new = {c['name']: c for c in summary.get('checks') or []}
+  rows = []
+  for name in list(old) + [n for n in new if n not in old]:
+    a, b = old.get(name), new.get(name)
+    rows.append([name, value_text(a) if a else '-', value_text(b) if b else '-',
+                 a['state'] if a else 'absent', b['state'] if b else 'absent',
+                 'same' if a and b and a['state'] == b['state'] else '**moved**'])
+  return rows
+
+
+def _counts(checks) -> str:
+  deciding = [c for c in checks if not c.get('informational')]
+  if not deciding:
+    return '-'
+  n = {state: sum(c['state'] == state for c in deciding) for state in STATES}
+  return f'{n[HOLDS]} / {n[FAILS]} / {n[INCONCLUSIVE]}'
+
+
+def _top_table(summaries, failures, timings, comparisons) -> list[str]:
+  lines = ['| experiment | result | deciding checks: holds / fails / inconclusive | '
+           'checks that do not hold (value [interval], threshold: state) | vs recorded | '
+           'wall time |', '|---|---|---|---|---|---|']
+  for _, s in summaries:
+    checks = s.get('checks') or []
+    not_holding = [c for c in checks if not c.get('informational') and c['state'] != HOLDS]
+    shown = '; '.join(_check_line(c) for c in not_holding[:4])
+    if len(not_holding) > 4:
+      shown += f'; and {len(not_holding) - 4} more'
+    rows = comparisons.get(s['name'])
+    moved = ('-' if rows is None else
+             f'{sum(r[-1] != "same" for r in rows)} of {len(rows)} moved')
+    wall = f'{timings[s["name"]]:.0f} s' if timings and s['name'] in timings else '-'
+    lines.append(f'| [{s["title"]}](#{s["name"]}) | {s["verdict"] or "-"} | {_counts(checks)} | '
+                 f'{shown or "-"} | {moved} | {wall} |')
+  for name, error in (failures or {}).items():
+    wall = f'{timings[name]:.0f} s' if timings and name in timings else '-'
+    lines.append(f'| {name} | FAILED: {error.strip().splitlines()[-1][:200]} | - | - | - | '
+                 f'{wall} |')
+  verdicts = [s['verdict'] for _, s in summaries]
+  deciding = [c for _, s in summaries for c in s.get('checks') or []
+              if not c.get('informational')]
+  lines += ['', f'Experiments: {verdicts.count("reproduced")} reproduced, '
+            f'{verdicts.count("not reproduced")} not reproduced, '
+            f'{verdicts.count("inconclusive")} inconclusive'
+            + (f', {len(failures)} failed to run' if failures else '') + '. '
+            f'Deciding checks: {sum(c["state"] == HOLDS for c in deciding)} hold, '
+            f'{sum(c["state"] == FAILS for c in deciding)} fail, '
+            f'{sum(c["state"] == INCONCLUSIVE for c in deciding)} inconclusive. '
+            f'Rule: {VERDICT_RULE}.']
+  return lines
+
+
+def _section(rel, s, timings, comparison) -> list[str]:
+  checks = s.get('checks') or []
+  lines = ['', f'<a id="{s["name"]}"></a>', f'## {s["title"]}', '',
+           f'**Claim.** {s["claim"]}', '', f'**Result: {s["verdict"] or "-"}.**', '']
+  if timings and s['name'] in timings:
+    lines += [f'Wall time: {timings[s["name"]]:.0f} s.', '']
+  if checks:
+    lines += markdown_table(
+        ['check', 'value [interval]', 'threshold', 'state', 'evidence'],
+        [[c['name'], value_text(c), threshold_text(c), state_text(c), c.get('evidence', '-')]
+         for c in checks])
+  for t in s.get('tables') or []:
+    lines += ['', f'**{t["title"]}**', ''] + markdown_table(t['columns'], t['rows'])
+    if t.get('note'):
+      lines += ['', t['note']]
+  if not s.get('tables'):
+    scalars = {k: v for k, v in s['numbers'].items() if not isinstance(v, (dict, list))}
+    if scalars:
+      lines += [''] + markdown_table(['quantity', 'value'], list(scalars.items()))
+  if comparison is not None:
+    lines += ['', '**Against the recorded results**', ''] + markdown_table(
+        ['check', 'recorded value', 'new value', 'recorded state', 'new state', 'verdict'],
+        comparison)
+  lines += ['', f'All numbers: [`{rel}/summary.json`]({rel}/{SUMMARY}).']
+  if s.get('notes'):
+    lines += ['', s['notes']]
+  for fig in s.get('figures', []):
+    lines += ['', f'![{fig}]({os.path.join(rel, fig)})']
+  return lines
+
+
 def build_report(root: str, failures: dict[str, str] | None = None,
-                 timings: dict[str, float] | None = None) -> str:
+                 timings: dict[str, float] | None = None,
+                 recorded: str | None = None) -> str:
   """Collects every `*/summary.json` under `root` into root/report.md and root/summary.json.
 
-  The top table gives each experiment's verdict, "k of n checks" and the failed checks with their
-  values; each section its claim, its checks, its result tables and figures. The full numbers
-  stay in each summary.json.
+  The top table gives each experiment's verdict, its deciding checks counted as holds / fails /
+  inconclusive, the checks that do not hold with their values, and, with `recorded` (a folder of
+  recorded results, `results/cpu`), how many checks moved against the recorded run; each section
+  its claim, its checks, its result tables, the comparison and figures.
   """
-  summaries = []
+  summaries, failures = [], dict(failures or {})
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames[:] = sorted(d for d in dirnames if d not in ('checkpoints', 'tensorboard'))
     if SUMMARY in filenames and os.path.abspath(dirpath) != os.path.abspath(root):
-      with open(os.path.join(dirpath, SUMMARY), encoding='utf-8') as f:
-        summaries.append((os.path.relpath(dirpath, root), json.load(f)))
-  lines = ['# Reproduction report', '',
-           '| experiment | result | checks | failed checks (value, threshold) | wall time |',
-           '|---|---|---|---|---|']
-  for rel, s in summaries:
-    checks = summary_checks(s)
-    deciding = [c for c in checks if not c.get('informational')]
-    failed = [c for c in deciding if not c['holds']]
-    count = f'{len(deciding) - len(failed)} of {len(deciding)}' if deciding else '-'
-    shown = '; '.join(_check_line(c) for c in failed[:4])
-    if len(failed) > 4:
-      shown += f'; and {len(failed) - 4} more'
-    wall = f'{timings[s["name"]]:.0f} s' if timings and s['name'] in timings else '-'
-    lines.append(f'| [{s["title"]}](#{s["name"]}) | {_verdict(s["reproduced"])} | {count} | '
-                 f'{shown or "-"} | {wall} |')
-  for name, error in (failures or {}).items():
-    wall = f'{timings[name]:.0f} s' if timings and name in timings else '-'
-    lines.append(f'| {name} | FAILED: {error.strip().splitlines()[-1][:200]} | - | - | {wall} |')
+      try:
+        summaries.append((os.path.relpath(dirpath, root),
+                          load_summary(os.path.join(dirpath, SUMMARY))))
+      except (SummaryError, ValueError) as e:   # shown as a failure, the others still reported
+        failures[os.path.relpath(dirpath, root)] = f'{type(e).__name__}: {e}'
+
+  comparisons = {}
+  for _, s in summaries:
+    path = os.path.join(recorded, f'{s["name"]}.json') if recorded else None
+    if path and os.path.exists(path):
+      comparisons[s['name']] = compare_with_recorded(s, load_summary(path))
+  lines = ['# Reproduction report', ''] + _top_table(summaries, failures, timings, comparisons)
   if timings:
     lines += ['', f'Total wall time: {sum(timings.values()) / 60:.1f} min.']
   for rel, s in summaries:
-    checks = summary_checks(s)
-    lines += ['', f'<a id="{s["name"]}"></a>', f'## {s["title"]}', '',
-              f'**Claim.** {s["claim"]}', '', f'**Result: {_verdict(s["reproduced"])}.**', '']
-    if timings and s['name'] in timings:
-      lines += [f'Wall time: {timings[s["name"]]:.0f} s.', '']
-    if checks:
-      lines += _markdown_table(
-          ['check', 'value', 'threshold', 'holds'],
-          [[c['name'], c['value'], c.get('threshold'),
-            ('yes' if c['holds'] else '**no**') + (' (informational)'
-                                                    if c.get('informational') else '')]
-           for c in checks])
-    for t in s.get('tables') or []:
-      lines += ['', f'**{t["title"]}**', ''] + _markdown_table(t['columns'], t['rows'])
-      if t.get('note'):
-        lines += ['', t['note']]
-    if not s.get('tables'):
-      scalars = {k: v for k, v in s['numbers'].items()
-                 if k != 'checks' and not isinstance(v, (dict, list))}
-      if scalars:
-        lines += [''] + _markdown_table(['quantity', 'value'], list(scalars.items()))
-    lines += ['', f'All numbers: [`{rel}/summary.json`]({rel}/{SUMMARY}).']
-    if s.get('notes'):
-      lines += ['', s['notes']]
-    for fig in s.get('figures', []):
-      lines += ['', f'![{fig}]({os.path.join(rel, fig)})']
+    lines += _section(rel, s, timings, comparisons.get(s['name']))
   for name, error in (failures or {}).items():
     lines += ['', f'## {name}: failed', '', '```', error[-3000:], '```']
   path = os.path.join(root, 'report.md')
@@ -262,11 +315,13 @@ def build_report(root: str, failures: dict[str, str] | None = None,
     f.write('\n'.join(lines) + '\n')
   with open(os.path.join(root, SUMMARY), 'w', encoding='utf-8') as f:
     json.dump({'experiments': {s['name']: s for _, s in summaries},
-               'failures': failures or {}, 'timings': timings or {}}, f, indent=2)
+               'failures': failures or {}, 'timings': timings or {},
+               'moved': {n: [r for r in rows if r[-1] != 'same']
+                         for n, rows in comparisons.items()}}, f, indent=2)
   return path
 
 
 if __name__ == '__main__':
   import sys  # pylint: disable=g-import-not-at-top
-  args = [a.split('=', 1)[1] for a in sys.argv[1:] if a.startswith('--root=')]
-  print(build_report(args[0] if args else 'runs/cpu'))
+  args = dict(a[2:].split('=', 1) for a in sys.argv[1:] if a.startswith('--') and '=' in a)
+  print(build_report(args.get('root', 'runs/cpu'), recorded=args.get('recorded', 'results/cpu')))
