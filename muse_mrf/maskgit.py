@@ -8,12 +8,13 @@ so Muse's schedule is 'cosine' and has no name of its own here (an 'arccos' run 
 'cosine' run). 'linear' (gamma = 1 - r) is the MaskGIT paper's ablation.
 
 Decoding, as the published MaskGIT decoder does it: T steps from an all-mask grid; at step t
-(0-based) ratio = (t + 1) / T (float32, from int32 t and T) drives both the schedule and the noise; every unknown position is
-sampled at temperature 1 and known tokens are kept; confidence = log p(sampled) + tau (1 - ratio)
-Gumbel noise, known tokens +inf; floor(N0 cos(pi/2 ratio)) of them are re-masked (N0 the masked
-count at the start; cos clipped to [1e-6, 1]; at least 1 and at most the unknown count - 1); the
-output is the sample before the last re-masking. 64 tokens, 8 steps: 62, 59, 53, 45, 35, 24, 12
-left masked after the steps before the last.
+(0-based) ratio = (t + 1) / T (float32, from int32 t and T) drives both the schedule and the
+noise; every unknown position is sampled at temperature 1 and known tokens are kept; confidence =
+log p(sampled) + tau (1 - ratio) Gumbel noise, known tokens +inf; floor(N0 cos(pi/2 ratio)) of
+them are re-masked (N0 the masked count at the start; cos clipped to [1e-6, 1]; at least 1 and at
+most the unknown count - 1); the output is the sample before the last re-masking. 64 tokens,
+8 steps: 62, 59, 53, 45, 35, 24, 12 left masked after the steps before the last (`schedule`, on
+the host, runs the same float32 rule).
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The backbone: common.models.MaskedTokenTransformer.
   config.model = ml_collections.ConfigDict({
       'num_layers': 3, 'd_model': 64, 'num_heads': 4, 'mlp_dim': 256, 'attention': 'naive'})
-  config.mask_schedule = 'cosine'       # MaskGIT; 'arccos' (Muse), 'linear'
+  config.mask_schedule = 'cosine'       # MaskGIT's and Muse's (its arccos rate density); 'linear'
   config.label_smoothing = 0.1
   config.backbone = loop.get_config(
       batch_size=32, total_steps=1200, log_every_steps=200, checkpoint_every_steps=600,

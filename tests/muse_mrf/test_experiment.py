@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from common import config_lib
+from common.data import loader
 from configs.muse_mrf import digits
 from muse_mrf import experiment
-from muse_mrf import maskgit
 
 
 @pytest.mark.slow
@@ -29,6 +29,7 @@ def test_tiny_experiment_writes_summary_with_stated_checks(tmp_path):
   assert on_disk['reproduced'] == all(c['holds'] for c in deciding)
   assert all(os.path.exists(tmp_path / f) for f in on_disk['figures'])
   assert summary['reproduced'] == on_disk['reproduced']
+  assert not (tmp_path / 'jax_cache').exists()   # one cache per process, opened by common.app
   # A rerun resumes every training run from its checkpoint and gives the same numbers.
   again = experiment.run(config, str(tmp_path))
   assert again['numbers']['backbone_final_loss'] == on_disk['numbers']['backbone_final_loss']
@@ -48,20 +49,58 @@ def test_frechet_distance():
     experiment.frechet_distance(a, a[:, :2])
 
 
-@pytest.mark.parametrize('field,value,error,match', [
-    ('tokenizer.kind', 'pixels', config_lib.ConfigError, 'grey'),
-    ('mask_schedule', 'cubic', config_lib.ConfigError, 'mask_schedule'),
-    ('sampling.plain_steps', (0, 8), maskgit.DecodingError, 'T=0'),
-    ('sampling.mrf_steps', (2,), config_lib.ConfigError, 'must hold them'),
-    ('mrf_r_range', (0.9, 0.5), config_lib.ConfigError, 'mrf_r_range'),
-    ('backbone.batch_size', 0, config_lib.ConfigError, 'batch_size'),
+@pytest.mark.parametrize('field,value,match', [
+    ('tokenizer.kind', 'pixels', r"tokenizer.kind='pixels': use one of \('grey'"),
+    ('tokenizer.levels', 1, r'tokenizer.levels=1: expected a whole number >= 2'),
+    ('mask_schedule', 'cubic', 'mask_schedule'),
+    ('mask_schedule', 'arccos', "it is the 'cosine' schedule"),
+    ('label_smoothing', 1.0, r'label_smoothing=1.0: expected a finite number in \[0.0, 1.0\)'),
+    ('model.num_heads', 3, r'model.d_model=32 is not a multiple of model.num_heads=3'),
+    ('model.attention', 'flash', 'model.attention'),
+    # An even window has no centre: found only when the MRF layer is built, after the backbone.
+    ('mrf_layer.window', 2, r'mrf_layer.window=2: expected an odd whole number >= 3'),
+    ('mrf_layer.window', 4, r'mrf_layer.window=4'),
+    ('mrf_layer.iterations', 0, r'mrf_layer.iterations=0'),
+    ('mrf_layer.rank', 0, r'mrf_layer.rank=0'),
+    ('sampling.plain_steps', (0, 8), r'sampling.plain_steps=\(0, 8\)'),
+    ('sampling.mrf_steps', (2,), 'must hold them'),
+    ('sampling.tau', -1.0, r'sampling.tau=-1.0: the confidence noise scale must be a finite'),
+    ('sampling.tau', -5.0, r'sampling.tau=-5.0'),
+    ('sampling.tau', float('nan'), r'sampling.tau=nan'),
+    ('sampling.per_class', 0, r'sampling.per_class=0'),
+    ('sampling.mrf_fill', 'mode', r'sampling.mrf_fill'),
+    ('mrf_r_range', (0.9, 0.5), 'mrf_r_range'),
+    ('backbone.batch_size', 0, r'backbone.batch_size=0'),
+    ('mrf.optimizer.learning_rate', -1e-2, r'mrf.optimizer.learning_rate=-0.01'),
+    ('scorer.optimizer.name', 'adamm', r'scorer: Unknown optimizer'),
+    ('scorer_model.name', 'mlpp', r'scorer_model: Unknown model'),
+    ('claim.calls_ratio', 0.0, r'claim.calls_ratio=0.0'),
+    ('claim.acc_margin', float('inf'), r'claim.acc_margin=inf'),
+    ('seed', -1, r'seed=-1'),
 ])
-def test_bad_config_fails_before_compute(tmp_path, field, value, error, match):
+def test_bad_config_fails_before_compute(tmp_path, field, value, match):
   config = digits.get_config('tiny')
   section, _, key = field.rpartition('.')
-  target = config[section] if section else config
+  target = config
+  for part in section.split('.') if section else ():
+    target = target[part]
   with target.unlocked():
     target[key] = value
-  with pytest.raises(error, match=match):
+  with pytest.raises(config_lib.ConfigError, match=match):
+    experiment.check_config(config)
+  with pytest.raises(config_lib.ConfigError, match=match):   # run checks first, before compute
     experiment.run(config, str(tmp_path))
   assert not os.path.exists(tmp_path / 'backbone')
+
+
+@pytest.mark.parametrize('variant', digits.VARIANTS)
+def test_every_variant_passes_check_config(variant):
+  experiment.check_config(digits.get_config(variant))
+
+
+def test_labels_outside_the_classes_are_refused_with_the_split_named():
+  experiment.check_labels(np.array([0, 9]), 10, 'train')
+  with pytest.raises(loader.DatasetError, match=r'test label 10 at index 1 is outside the 10 '):
+    experiment.check_labels(np.array([0, 10]), 10, 'test')
+  with pytest.raises(loader.DatasetError, match='integer class ids'):
+    experiment.check_labels(np.array([0.0, 1.0]), 10, 'train')
