@@ -84,7 +84,8 @@ def load_recorded(results_dir: str) -> dict[str, dict[str, Any]]:
 
 
 def block(summary: dict[str, Any], results_dir: str = RESULTS_DIR) -> str:
-  """The README block of one recorded result (markdown, without the markers)."""
+  """The README block of one recorded result (markdown, without the markers): the verdict, each
+  check's value [interval], threshold and state, and any table titled 'Diagnosis: ...'."""
   lines = [f'Recorded cpu run (`{results_dir}/{summary["name"]}.json`): '
            f'**{summary["verdict"] or "no verdict"}**'
            + (f' ({summary["verdict_rule"]}).' if summary.get('checks') else '.'), '']
@@ -95,6 +96,11 @@ def block(summary: dict[str, Any], results_dir: str = RESULTS_DIR) -> str:
         [[c['name'], report.value_text(c), report.threshold_text(c), report.state_text(c)]
          for c in checks])
     lines.append('')
+  for t in summary.get('tables') or []:   # the diagnosis of a claim that does not reproduce
+    if t['title'].startswith('Diagnosis'):
+      lines += [f'**{t["title"]}**', ''] + report.markdown_table(t['columns'], t['rows']) + ['']
+      if t.get('note'):
+        lines += [t['note'], '']
   return '\n'.join(lines)
 
 

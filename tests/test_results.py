@@ -13,7 +13,9 @@ def _run(root, name, gap_interval):
   report.make_summary(
       name=name, title=f'Paper {name}', claim='c', numbers={'x': 1}, workdir=str(root / name),
       checks=[report.check('gap', sum(gap_interval) / 2, compare='>', threshold=0.0,
-                           interval=gap_interval)])
+                           interval=gap_interval)],
+      tables=[report.table('Diagnosis: why', ['arm', 'slope'], [['student', 0.9]]),
+              report.table('Other results', ['a'], [[1]])])
 
 
 def _repo(tmp_path, readme_text):
@@ -41,6 +43,8 @@ def test_record_then_readme_writes_the_block_and_check_passes(tmp_path):
   text = (repo / 'paper' / 'README.md').read_text()
   assert '| gap | 0.02 [0.01, 0.03] | > 0 | holds |' in text and text.endswith('after\n')
   assert 'old numbers' not in text
+  assert '**Diagnosis: why**' in text and '| student | 0.9 |' in text
+  assert 'Other results' not in text
   assert results.check_readmes(str(repo)) == [] and results.quoted(str(repo)) == {'p'}
 
 
