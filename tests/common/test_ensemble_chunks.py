@@ -1,0 +1,115 @@
+"""On CPU a model's result does not depend on how many models share a dispatch: bit for bit, for
+an MLP and the 1-D and 2-D ResNets, on one device and on a mesh; where the step batches its
+models (accelerators), another chunk on resume is refused, naming the field."""
+
+import shutil
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from common import checkpoint as ckpt_lib
+from common import config_lib
+from common import ensemble
+from common import ensemble_step
+from common import models
+from common.data import loader
+from configs.common import loop as loop_config
+
+ONE_DEVICE = (('data', 1), ('model', 1))
+
+
+@pytest.fixture(scope='module')
+def digits():
+  train = loader.load('digits', 'train[:256]')
+  return {'inputs': np.asarray(train['inputs'], np.float32),
+          'label': np.asarray(train['label'], np.int32)}
+
+
+def _config(num_models, chunk, steps=8, **overrides):
+  config = loop_config.get_config(batch_size=16, total_steps=steps, log_every_steps=4,
+                                  checkpoint_every_steps=4, mesh=ONE_DEVICE, num_devices=1,
+                                  optimizer=loop_config.optimizer(learning_rate=3e-3))
+  config.ensemble = loop_config.ensemble(num_models, chunk_size=chunk)
+  return config_lib.set_fields(config, **overrides)
+
+
+def _loss(model):
+  def loss_fn(params, model_state, batch, rng):
+    del rng
+    logits = model.apply({'params': params, **model_state}, batch['inputs'])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']), ({}, {})
+  return loss_fn
+
+
+def _params(config, workdir, model, arrays, masks=None):
+  result = ensemble.train_ensemble(
+      config, str(workdir), init_fn=lambda rng: model.init(rng, arrays['inputs'][:1]),
+      loss_fn=_loss(model), arrays=arrays, weights=masks)
+  return jax.tree.map(np.asarray, result.state.params)
+
+
+def _assert_identical(ref, other):
+  jax.tree.map(np.testing.assert_array_equal, ref, other)
+
+
+def _masks(num_models, n, seed=0):
+  rng = np.random.default_rng(seed)
+  return np.stack([rng.random(n) < 0.7 for _ in range(num_models)])
+
+
+CASES = {  # model, one input's shape, the chunks compared (4: all the models)
+    'mlp': ({'name': 'mlp', 'widths': (16,)}, (64,), (1, 2, 4)),
+    'resnet1d': ({'name': 'resnet', 'ndim': 1, 'width': 4, 'stage_sizes': (1,)}, (64, 1),
+                 (1, 4)),
+    'resnet2d': ({'name': 'resnet', 'ndim': 2, 'width': 4, 'stage_sizes': (1,)}, (8, 8, 1),
+                 (1, 2, 4)),
+}
+
+
+@pytest.mark.parametrize('name', ['mlp', 'resnet1d',
+                                  pytest.param('resnet2d', marks=pytest.mark.slow)])
+def test_a_models_params_are_bit_identical_for_chunks_of_one_two_and_all(digits, tmp_path, name):
+  model_config, shape, chunks = CASES[name]
+  model = models.build(model_config, 10)
+  arrays = dict(digits, inputs=digits['inputs'].reshape((-1,) + shape))
+  masks = _masks(4, len(arrays['label']))
+  runs = {chunk: _params(_config(4, chunk), tmp_path / str(chunk), model, arrays, masks=masks)
+          for chunk in chunks}
+  for chunk in chunks[:-1]:
+    _assert_identical(runs[chunks[-1]], runs[chunk])
+
+
+def test_chunks_are_bit_identical_with_the_models_spread_over_a_mesh(digits, tmp_path):
+  """Eight models over a 4-way model axis and a 2-way data axis: one or two per device."""
+  model = models.build(CASES['mlp'][0], 10)
+  mesh = (('data', 2), ('model', 4))
+  one = _params(_config(8, 1, mesh=mesh, num_devices=8), tmp_path / 'one', model, digits)
+  two = _params(_config(8, 2, mesh=mesh, num_devices=8), tmp_path / 'two', model, digits)
+  _assert_identical(one, two)
+
+
+def test_a_resume_under_another_chunk_continues_bit_for_bit(digits, tmp_path):
+  model = models.build(CASES['mlp'][0], 10)
+  straight = _params(_config(4, 4), tmp_path / 'a', model, digits)
+  shutil.copytree(tmp_path / 'a', tmp_path / 'b')
+  shutil.rmtree(tmp_path / 'b' / 'checkpoints' / '8')  # as if killed after step 4
+  resumed = ensemble.train_ensemble(
+      _config(4, 1), str(tmp_path / 'b'), init_fn=lambda r: model.init(r, digits['inputs'][:1]),
+      loss_fn=_loss(model), arrays=digits)
+  assert resumed.resumed_from == 4
+  _assert_identical(straight, jax.tree.map(np.asarray, resumed.state.params))
+
+
+def test_where_models_are_batched_another_chunk_on_resume_is_refused(digits, tmp_path,
+                                                                      monkeypatch):
+  """As on an accelerator: the vmapped step's rounding depends on the chunk."""
+  monkeypatch.setattr(ensemble_step, 'models_batched', lambda backend=None: True)
+  model = models.build(CASES['mlp'][0], 10)
+  _params(_config(4, 2), tmp_path, model, digits)
+  shutil.rmtree(tmp_path / 'checkpoints' / '8')
+  with pytest.raises(ckpt_lib.CheckpointMismatchError,
+                     match=r'ensemble\.models_per_dispatch: checkpoint 2, now 1'):
+    _params(_config(4, 1), tmp_path, model, digits)
+  assert _params(_config(4, 2), tmp_path, model, digits) is not None  # the same chunk resumes
