@@ -178,11 +178,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                                  '0 <= lo < hi <= 1.')
   for name in ('backbone', 'mrf', 'scorer'):
     _check_section_loop(config, name)
-  # The scorer.
+  # The scorer, and the training images held out from it: the real images of the FD's floor.
   try:
     models.build(config.scorer_model, 1)  # a module object only: names and fields
   except config_lib.ConfigError as e:
     raise config_lib.ConfigError(f'scorer_model: {e}') from e
+  _whole(config, 'scorer_holdout', 2)
   # Sampling.
   s = config.sampling
   _whole(config, 'sampling.per_class', 1)
@@ -238,10 +239,10 @@ class Data:
   num_classes: int
   train_tokens: np.ndarray       # (N, h * w) every training image: the backbone and the MRF
   train_labels: np.ndarray
-  scorer_images: np.ndarray      # tokenised training images the scorer trains on
-  scorer_labels: np.ndarray
-  floor_images: np.ndarray       # tokenised real images scored like samples: the FD's floor
-  floor_labels: np.ndarray
+  scorer_images: np.ndarray      # tokenised training images the scorer trains on: all but the
+  scorer_labels: np.ndarray      # last config.scorer_holdout
+  floor_images: np.ndarray       # those last ones, which the scorer never sees, scored like
+  floor_labels: np.ndarray       # samples: the FD's floor
   test_images: np.ndarray        # tokenised test images: the scorer's test set, the FD reference
   test_labels: np.ndarray
 
@@ -268,17 +269,25 @@ def check_labels(labels: np.ndarray, num_classes: int, split: str) -> None:
 
 
 def prepare_data(config, workdir: str) -> Data:
-  """Phase 1: load the splits, check their labels, fit (or load) the tokenizer, tokenise."""
+  """Phase 1: load the splits, check their labels, fit (or load) the tokenizer, tokenise, and
+  hold the last config.scorer_holdout training images out of the scorer's training: real images
+  it has not seen give the Frechet distance's floor (its own training images would give a floor
+  lower than any unseen image can reach)."""
   train, test = load_images(config)
   num_classes = loader.num_classes(config.dataset, train)
   check_labels(train['label'], num_classes, config.train_split)
   check_labels(test['label'], num_classes, config.test_split)
+  keep = len(train['label']) - config.scorer_holdout
+  if keep < 1:
+    raise config_lib.ConfigError(
+        f'scorer_holdout={config.scorer_holdout}: the {config.train_split!r} split has '
+        f'{len(train["label"])} images; hold out fewer so that the scorer has some to train on.')
   tokenizer = training.make_tokenizer(config, train['inputs'], workdir)
   train_tokens, test_tokens = tokenizer.encode(train['inputs']), tokenizer.encode(test['inputs'])
-  real_train = tokenizer.decode(train_tokens)
+  real_train, labels = tokenizer.decode(train_tokens), train['label']
   return Data(tokenizer=tokenizer, num_classes=num_classes, train_tokens=train_tokens,
-              train_labels=train['label'], scorer_images=real_train,
-              scorer_labels=train['label'], floor_images=real_train, floor_labels=train['label'],
+              train_labels=labels, scorer_images=real_train[:keep], scorer_labels=labels[:keep],
+              floor_images=real_train[keep:], floor_labels=labels[keep:],
               test_images=tokenizer.decode(test_tokens), test_labels=test['label'])
 
 
@@ -409,8 +418,9 @@ def measure(config, data: Data, trained: Trained, draws: dict[str, Draw], asked:
   for name, draw in draws.items():
     rows[name] = sampler_row(draw, scoring.score(scorer, draw.images, asked, reference))
     logging.info('%s: %s', name, rows[name])
-  n = min(len(data.floor_images), len(asked))
+  n = min(len(data.floor_images), len(asked))  # as many as a sampler draws: the same FD bias
   real_row = scoring.score(scorer, data.floor_images[:n], data.floor_labels[:n], reference)
+  real_row['images'] = n
   cost = scoring.layer_cost(trained.backbone, trained.backbone_params, trained.layer,
                             trained.mrf_vars, asked)
   return Metrics(rows=rows, real_row=real_row, scorer_accuracy=scorer_accuracy, layer_cost=cost,
@@ -435,7 +445,7 @@ def write_summary(config, workdir: str, data: Data, trained: Trained, draws: dic
   mrf_last = [r for r in trained.mrf_run.history if 'loss' in r][-1]
   numbers = {
       'samplers': rows,
-      'real_images': {k: round(v, 4) for k, v in real_row.items()},
+      'real_images': {k: round(v, 4) for k, v in real_row.items()},  # held out from the scorer
       'scorer_test_accuracy': round(metrics.scorer_accuracy, 4),
       'backbone_final_loss': final(trained.backbone_run.history),
       'mrf_final_loss': final(trained.mrf_run.history),
@@ -447,8 +457,8 @@ def write_summary(config, workdir: str, data: Data, trained: Trained, draws: dic
   }
   table_rows = [[n, r['T'], r['backbone_calls'], r['accuracy'], r['fd'], r['seconds']]
                 for n, r in rows.items()]
-  table_rows.append(['real (tokenised train digits)', '-', '-', round(real_row['accuracy'], 4),
-                     round(real_row['fd'], 4), '-'])
+  table_rows.append(['real (held-out tokenised train digits, unseen by the scorer)', '-', '-',
+                     round(real_row['accuracy'], 4), round(real_row['fd'], 4), '-'])
   tables = [report.table('Samplers', ['sampler', 'T', 'backbone calls', 'class accuracy', 'FD',
                                       'wall s'], table_rows)]
   return report.make_summary(
@@ -471,5 +481,7 @@ def run_notes(config, data: Data, asked: np.ndarray, metrics: Metrics) -> str:
           f'{config.mrf.total_steps} steps on the frozen backbone at r in '
           f'{tuple(config.mrf_r_range)}. {len(asked)} samples per sampler '
           f'({s.per_class} per class), tau = {s.tau}; scored by an MLP trained on the tokenised '
-          f'real digits (test accuracy {metrics.scorer_accuracy:.3f}); FD on its penultimate '
-          f'features against the {len(data.test_images)} tokenised test digits.')
+          f'real digits (test accuracy {metrics.scorer_accuracy:.3f}), all but the '
+          f'{len(data.floor_images)} held out for the floor; FD on its penultimate features '
+          f'against the {len(data.test_images)} tokenised test digits; the floor: '
+          f'{metrics.real_row["images"]} held-out real digits scored as a sampler.')

@@ -65,6 +65,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                   checkpoint_every_steps=600,
                                   optimizer=loop.optimizer(learning_rate=1e-3))
   config.scorer_model = ml_collections.ConfigDict({'name': 'mlp', 'widths': (128, 32)})
+  # Training images the scorer never sees (the split's last ones): scored like a sampler, they
+  # give the Frechet distance's floor. As many as a sampler draws (10 classes x per_class), so
+  # the floor has the samplers' sample-size bias.
+  config.scorer_holdout = 500
   # Sampling.
   config.sampling = ml_collections.ConfigDict({
       'per_class': 50, 'tau': 4.5, 'plain_steps': (2, 4, 6, 8, 12), 'mrf_steps': (2, 4, 6),
@@ -97,6 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.scorer_model.widths = (32, 16)
     config.tokenizer_loop.total_steps = 5
     config.sampling.per_class = 4
+    config.scorer_holdout = 40
     config.sampling.plain_steps = (4, 8)
     config.sampling.mrf_steps = (4,)
   elif variant == 'kmeans':
@@ -129,6 +134,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         'name': 'resnet', 'ndim': 2, 'width': 64, 'stage_sizes': (2, 2, 2, 2), 'norm': 'batch',
         'stem_strides': 2})
     config.sampling.per_class = 50
+    config.scorer_holdout = 50_000    # 1,000 classes x 50
     config.sampling.plain_steps = (4, 8, 12, 16, 24)
     config.sampling.mrf_steps = (4, 8, 16)
   else:

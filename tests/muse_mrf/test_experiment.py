@@ -12,8 +12,8 @@ from configs.muse_mrf import digits
 from muse_mrf import experiment
 
 
-@pytest.mark.slow
 def test_tiny_experiment_writes_summary_with_stated_checks(tmp_path):
+  """The paper's one end-to-end run in the default suite (~35 compiled programs, ~1 CPU-min)."""
   config = digits.get_config('tiny')
   summary = experiment.run(config, str(tmp_path))
   on_disk = json.loads((tmp_path / 'summary.json').read_text())
@@ -23,6 +23,8 @@ def test_tiny_experiment_writes_summary_with_stated_checks(tmp_path):
   assert rows['maskgit_T8']['backbone_calls'] == 8 and rows['mrf_T4']['backbone_calls'] == 4
   for row in rows.values():
     assert 0.0 <= row['accuracy'] <= 1.0 and row['fd'] >= -1e-6 and row['seconds'] > 0
+  real = on_disk['numbers']['real_images']   # the floor: 40 held-out digits the scorer never saw
+  assert real['images'] == config.scorer_holdout == 40 and real['fd'] >= -1e-6
   names = [c['name'] for c in on_disk['checks']]
   assert len(names) == 7 and any('backbone calls' in n for n in names)
   deciding = [c for c in on_disk['checks'] if not c['informational']]
@@ -77,6 +79,7 @@ def test_frechet_distance():
     ('claim.calls_ratio', 0.0, r'claim.calls_ratio=0.0'),
     ('claim.acc_margin', float('inf'), r'claim.acc_margin=inf'),
     ('seed', -1, r'seed=-1'),
+    ('scorer_holdout', 1, r'scorer_holdout=1: expected a whole number >= 2'),
 ])
 def test_bad_config_fails_before_compute(tmp_path, field, value, match):
   config = digits.get_config('tiny')
@@ -104,3 +107,24 @@ def test_labels_outside_the_classes_are_refused_with_the_split_named():
     experiment.check_labels(np.array([0, 10]), 10, 'test')
   with pytest.raises(loader.DatasetError, match='integer class ids'):
     experiment.check_labels(np.array([0.0, 1.0]), 10, 'train')
+
+
+def test_fd_floor_images_are_held_out_from_the_scorers_training(tmp_path):
+  """The floor is real images the scorer never trained on (the split's last scorer_holdout),
+  as many as a sampler draws; the backbone still trains on every training image."""
+  config = digits.get_config('tiny')
+  data = experiment.prepare_data(config, str(tmp_path))
+  train = loader.load('digits', 'train')
+  assert len(data.floor_images) == config.scorer_holdout == 40
+  assert len(data.scorer_images) + len(data.floor_images) == len(train['label'])
+  np.testing.assert_array_equal(data.floor_images,
+                                data.tokenizer.decode(data.tokenizer.encode(train['inputs'][-40:])))
+  np.testing.assert_array_equal(data.floor_labels, train['label'][-40:])
+  # No floor image is among the scorer's training images.
+  seen = {img.tobytes() for img in data.scorer_images}
+  assert not any(img.tobytes() in seen for img in data.floor_images)
+  assert len(data.train_tokens) == len(train['label'])
+  with config.unlocked():
+    config.scorer_holdout = len(train['label'])
+  with pytest.raises(config_lib.ConfigError, match=r'scorer_holdout=1497: .* has 1497 images'):
+    experiment.prepare_data(config, str(tmp_path))
