@@ -13,7 +13,9 @@ Variants:
                MaskGIT T = 4 0.990 / 1.35, T = 8 0.988 / 2.03, T = 4 with the MRF last step
                0.976 / 1.58 (4 backbone calls, half of T = 8's), the pairwise term zeroed
                0.978 / 1.26, real digits 0.986 / 0.82: 3 of 5 checks, reproduced false (plain
-               T = 4 already matches T = 8; the MRF raises FD).
+               T = 4 already matches T = 8; the MRF raises FD). Measured before the FD floor
+               moved to 500 digits held out from the scorer (scorer_holdout; the scorer now
+               trains on the other 997): its accuracies and FDs await a rerun.
   tiny         the same pipeline in seconds (the end-to-end test).
   kmeans       the cpu variant on k-means VQ tokens of 2 x 2 patches (a 4 x 4 grid, 32 codes).
   imagenet256  ImageNet 256 x 256 through a trained VQ autoencoder (f = 16: 16 x 16 tokens,
