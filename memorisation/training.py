@@ -1,23 +1,23 @@
 """One ensemble per model size: the K subset models (and R full-data models) trained at once.
 
-    run = training.train_models(loop_config, workdir, model, arrays, weights, chunk_target=24)
+    run = training.train_models(loop_config, workdir, model, arrays, weights, total_steps=...)
     out = training.evaluate(run.state, model, inputs, labels)   # logits (M, N, C), grad norms
 
-Built on common.ensemble.train_ensemble. What it adds, inside the models' own state:
-- a per-example training trace (Toneva et al.'s forgetting events and learning speed, measured on
-  the minibatch where each example is presented): presentations, correct presentations, the last
-  outcome and the count of correct -> wrong transitions, all (N,) per model;
-- a per-model teacher for distillation: model k's student reads teacher k's probabilities, which
-  it carries in its state (teacher k saw only subset k, so teacher + student is one algorithm);
-- fine-tuning from trained parameters (hold-out retraining).
-The ensemble hands init_fn only model m's key, fold_in(key(seed), m) (its documented contract);
-`model_index` recovers m from it by matching against the table of those keys, so per-model
-inputs can be selected without a model index from common.ensemble.
+Built on common.ensemble.train_ensemble. What it adds:
+- a per-example training trace inside each model's state (Toneva et al.'s forgetting events and
+  learning speed, measured on the minibatch where each example is presented): presentations,
+  correct presentations, the last outcome and the count of correct -> wrong transitions, all (N,)
+  per model;
+- a per-model teacher for distillation: student k reads teacher k's probabilities, which the
+  ensemble carries in its batch (model_arrays; teacher k saw only subset k, so teacher + student
+  is one algorithm);
+- fine-tuning from trained parameters (hold-out retraining: the ensemble's init_params).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -27,63 +27,33 @@ import ml_collections
 import numpy as np
 import optax
 
+from common import config_lib
 from common import ensemble
 from distill import loss as distill_loss
 
-# model_state collections this package adds (the model never sees them).
-TRACE, TEACHER = 'trace', 'teacher'
-OWN = (TRACE, TEACHER)
-
-
-def key_table(seed: int, num_models: int) -> np.ndarray:
-  """(M, key words) raw data of each model's init key fold_in(key(seed), m)."""
-  base = jax.random.key(seed)
-  keys = jax.vmap(lambda m: jax.random.fold_in(base, m))(jnp.arange(num_models))
-  return np.asarray(jax.random.key_data(keys))
-
-
-def model_index(rng, table) -> jax.Array:
-  """The m whose init key is `rng` (traceable; 0 when none matches)."""
-  match = jnp.all(jax.random.key_data(rng)[None, :] == jnp.asarray(table), axis=-1)
-  return jnp.argmax(match)
+# The model_state collection this package adds (the model never sees it), and the batch field of
+# a student's own teacher's probabilities.
+TRACE = 'trace'
+TEACHER_PROBS = 'teacher_probs'
 
 
 def _model_vars(model_state):
-  return {k: v for k, v in model_state.items() if k not in OWN}
+  return {k: v for k, v in model_state.items() if k != TRACE}
 
 
 def make_init_fn(model: nn.Module, x0, num_examples: int, *, trace: bool = True,
-                 seed: int = 0, num_models: int = 0, teacher_probs=None,
-                 start_params=None) -> Callable[[jax.Array], Any]:
-  """init_fn(rng) for train_ensemble: the model's variables plus this package's collections.
-
-  teacher_probs (M, N, C): model m carries row m (its teacher's probabilities on every training
-  example); start_params (every leaf (M, ...)): model m starts from them (fine-tuning). Both need
-  the ensemble's seed and num_models to find m from its key.
-  """
-  per_model = teacher_probs is not None or start_params is not None
-  table = key_table(seed, num_models) if per_model else None
-  if teacher_probs is not None:
-    teacher_probs = np.asarray(teacher_probs, np.float32)
-    if teacher_probs.shape[:2] != (num_models, num_examples):
-      raise ValueError(f'teacher_probs has shape {teacher_probs.shape}; expected ({num_models}, '
-                       f'{num_examples}, classes).')
-  if start_params is not None:
-    start_params = jax.tree.map(np.asarray, start_params)
+                 params: bool = True) -> Callable[[jax.Array], Any] | None:
+  """init_fn(rng) for train_ensemble: the model's variables (params=False: none, when the
+  ensemble's init_params give them) plus the training trace (None when there is nothing)."""
+  if not params and not trace:
+    return None
 
   def init_fn(rng):
-    if per_model:
-      m = model_index(rng, table)
-    if start_params is not None:  # no model.init: its random draws cost a compile for nothing
-      variables = {'params': jax.tree.map(lambda a: jnp.asarray(a)[m], start_params)}
-    else:
-      variables = dict(nn.meta.unbox(model.init(rng, x0)))
+    variables = dict(nn.meta.unbox(model.init(rng, x0))) if params else {}
     if trace:
       zeros = jnp.zeros((num_examples,), jnp.float32)
       variables[TRACE] = {'presented': zeros, 'correct': zeros, 'last': zeros,
                           'forgets': zeros}
-    if teacher_probs is not None:
-      variables[TEACHER] = {'probs': jnp.asarray(teacher_probs)[m]}
     return variables
 
   return init_fn
@@ -99,17 +69,31 @@ def _update_trace(trace, index, correct):
           'forgets': trace['forgets'].at[index].add(forgot)}
 
 
+def check_distillation(alpha, tau) -> None:
+  """alpha in [0, 1] (the one-hot term's weight) and tau > 0 (the temperature), finite."""
+  number = lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+  if not number(alpha) or not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
+    raise config_lib.ConfigError(
+        f'alpha={alpha!r}: expected a number in [0, 1] (the one-hot term\'s weight: 1 trains on '
+        'the labels only, 0 on the teacher only; config: distill.alpha).')
+  if not number(tau) or not math.isfinite(tau) or tau <= 0:
+    raise config_lib.ConfigError(f'tau={tau!r}: expected a finite number > 0 (the softmax '
+                                 'temperature of the soft term; config: distill.tau).')
+
+
 def make_loss_fn(model: nn.Module, *, alpha: float = 1.0, tau: float = 1.0):
   """Per-example loss for train_ensemble. alpha = 1: one-hot cross-entropy; alpha < 1:
-  distill.distillation_loss against the teacher probabilities in the model's own state."""
+  distill.distillation_loss against the teacher probabilities in the model's batch
+  (batch['teacher_probs'], the model's own teacher). alpha in [0, 1] and tau > 0 are checked."""
+  check_distillation(alpha, tau)
 
   def loss_fn(params, model_state, batch, rng):
     del rng
     logits = model.apply({'params': params, **_model_vars(model_state)}, batch['inputs'])
     if alpha < 1.0:
-      probs = model_state[TEACHER]['probs'][batch['index']]
-      losses = distill_loss.distillation_loss(logits, batch['label'], teacher_probs=probs,
-                                              alpha=alpha, tau=tau)
+      losses = distill_loss.distillation_loss(logits, batch['label'],
+                                              teacher_probs=batch[TEACHER_PROBS], alpha=alpha,
+                                              tau=tau)
     else:
       losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
     new_state = dict(model_state)
@@ -120,13 +104,6 @@ def make_loss_fn(model: nn.Module, *, alpha: float = 1.0, tau: float = 1.0):
     return losses, ({'accuracy': accuracy}, new_state)
 
   return loss_fn
-
-
-def even_chunk(num_models: int, target: int) -> int:
-  """The largest divisor of num_models not above target: every dispatch holds the same number of
-  models, so the step compiles once."""
-  target = max(1, min(target, num_models))
-  return max(d for d in range(1, target + 1) if num_models % d == 0)
 
 
 def run_config(loop_config: ml_collections.ConfigDict, num_models: int, total_steps: int,
@@ -151,27 +128,29 @@ def train_models(loop_config, workdir: str, model: nn.Module, arrays: dict[str, 
                  teacher_probs=None, start_params=None) -> ensemble.EnsembleResult:
   """Trains len(weights) models at once, model m on the examples with weights[m] > 0.
 
-  arrays: {'inputs', 'label'} (an 'index' is added). chunk_target: models per dispatch at most
-  (0: the ensemble's cost-based choice), rounded down to a divisor of the number of models.
+  arrays: {'inputs', 'label'} (an 'index' is added; labels are checked against the model's
+  outputs). chunk_target: models per device per dispatch (common.ensemble's chunk_size; 0: its
+  own choice; the result does not depend on it on CPU). teacher_probs (M, N, C): student m learns
+  from row m (alpha < 1). start_params (every leaf (M, ...)): model m starts from row m.
   """
   num_models, n = weights.shape
+  check_distillation(alpha, tau)
+  if alpha < 1.0 and teacher_probs is None:
+    raise config_lib.ConfigError(f'alpha={alpha} distils from a teacher: pass teacher_probs '
+                                 '(M, N, classes).')
   arrays = {'inputs': np.asarray(arrays['inputs'], np.float32),
             'label': np.asarray(arrays['label'], np.int32),
             'index': np.arange(n, dtype=np.int32)}
-  x0 = arrays['inputs'][:1]
-  init_fn = make_init_fn(model, x0, n, trace=trace, seed=loop_config.seed, num_models=num_models,
-                         teacher_probs=teacher_probs, start_params=start_params)
-  loss_fn = make_loss_fn(model, alpha=alpha, tau=tau)
-  if chunk_target <= 0:
-    example = jax.tree.map(lambda a: jax.ShapeDtypeStruct((loop_config.batch_size,) + a.shape[1:],
-                                                          a.dtype), arrays)
-    from common import train as train_lib  # pylint: disable=g-import-not-at-top
-    tx = train_lib.make_optimizer(loop_config.optimizer, total_steps)
-    flops, conv = ensemble.step_cost(loss_fn, tx, init_fn, example)
-    chunk_target = ensemble.choose_chunk(num_models, flops, conv)
-  config = run_config(loop_config, num_models, total_steps, even_chunk(num_models, chunk_target))
-  return ensemble.train_ensemble(config, workdir, init_fn=init_fn, loss_fn=loss_fn,
-                                 arrays=arrays, weights=weights.astype(np.float32))
+  model_arrays = {}
+  if teacher_probs is not None:
+    model_arrays[TEACHER_PROBS] = np.asarray(teacher_probs, np.float32)
+  init_fn = make_init_fn(model, arrays['inputs'][:1], n, trace=trace,
+                         params=start_params is None)
+  config = run_config(loop_config, num_models, total_steps, max(int(chunk_target), 0))
+  return ensemble.train_ensemble(
+      config, workdir, init_fn=init_fn, loss_fn=make_loss_fn(model, alpha=alpha, tau=tau),
+      arrays=arrays, weights=weights.astype(np.float32), model_arrays=model_arrays,
+      init_params=start_params, num_classes=getattr(model, 'num_outputs', None))
 
 
 @dataclasses.dataclass
