@@ -20,7 +20,8 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from common import app
+from common import config_lib
+from common import models
 from common import report
 from common.data import loader
 from iwes import methods as methods_lib
@@ -36,9 +37,80 @@ ACTIVE_BASELINES = ('margin', 'entropy', 'least_confidence', 'kcenter', 'badge',
                     'cluster_margin')
 
 
-def compile_cache(enabled: bool, directory: str):
-  """XLA's persistent compilation cache in `directory` for the block (common.app's)."""
-  return app.compilation_cache(directory if enabled else None)
+# ---------------------------------------------------------------------------------------------
+# The config, checked alone (no data, no compile, no files).
+# ---------------------------------------------------------------------------------------------
+def _whole(field: str, value, minimum: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise config_lib.ConfigError(f'{field}={value!r}: expected a whole number >= {minimum}.')
+  return int(value)
+
+
+def _number(field: str, value) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+    raise config_lib.ConfigError(f'{field}={value!r}: expected a finite number.')
+  return float(value)
+
+
+def _check_dataset(config, name: str) -> int:
+  """datasets.<name>: its model, sizes and loop; the number of budgets it reports."""
+  if name not in config.datasets:
+    raise config_lib.ConfigError(f'dataset_names: {name!r} is not in datasets '
+                                 f'({sorted(config.datasets)}).')
+  ds, prefix = config.datasets[name], f'datasets.{name}'
+  seed_size = _whole(f'{prefix}.seed_size', ds.seed_size, 1)
+  batch_size = _whole(f'{prefix}.batch_size', ds.batch_size, 1)
+  budget = _whole(f'{prefix}.budget', ds.budget, 1)
+  if seed_size > budget:
+    raise config_lib.ConfigError(f'{prefix}.seed_size={seed_size} is larger than {prefix}.budget='
+                                 f'{budget}.')
+  if (budget - seed_size) % batch_size:
+    raise config_lib.ConfigError(
+        f'{prefix}.budget - {prefix}.seed_size = {budget - seed_size} is not a whole number of '
+        f'batches of {prefix}.batch_size={batch_size}.')
+  config_lib.check_loop(ds.loop, f'{prefix}.loop')
+  if ds.loop.batch_size > seed_size:
+    raise config_lib.ConfigError(
+        f'{prefix}.loop.batch_size={ds.loop.batch_size} is larger than {prefix}.seed_size='
+        f'{seed_size}: the first round trains on the seed set alone.')
+  try:
+    models.build(ds.model, loader.NUM_CLASSES.get(ds.dataset, 10))
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(f'{prefix}.model: {e}') from e
+  return (budget - seed_size) // batch_size + 1
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Everything that can be wrong with the config, read from the config alone (no data, no
+  compile, no files): raises ConfigError naming the dotted field. Called first by `run`, and by
+  common.app and reproduce before anything runs."""
+  if not config.dataset_names:
+    raise config_lib.ConfigError('dataset_names=(): name at least one of '
+                                 f'{sorted(config.datasets)}.')
+  budgets = [_check_dataset(config, name) for name in config.dataset_names]
+  for name, method in config.methods.items():
+    try:
+      methods_lib.Method.from_config(name, method)
+    except methods_lib.checks.IwesInputError as e:
+      raise config_lib.ConfigError(f'methods.{name}: {e}') from e
+  if not config.method_names:
+    raise config_lib.ConfigError('method_names=(): name at least one of config.methods.')
+  for field in ('method_names', 'primary', 'primary_noweight', 'active'):
+    names = config[field] if field == 'method_names' else (config[field],)
+    unknown = [m for m in names if m not in config.methods]
+    if unknown:
+      raise config_lib.ConfigError(f'{field}: {unknown} not in methods ({sorted(config.methods)}).')
+  _whole('seeds', config.seeds, 1)
+  _whole('chunk_size', config.chunk_size, 0)
+  if not isinstance(config.keep_round_checkpoints, bool):
+    raise config_lib.ConfigError(f'keep_round_checkpoints={config.keep_round_checkpoints!r}: '
+                                 'expected True or False.')
+  points = _whole('checks.final_points', config.checks.final_points, 1)
+  if points > min(budgets):
+    raise config_lib.ConfigError(f'checks.final_points={points}: more than the {min(budgets)} '
+                                 'budgets a dataset reports.')
+  for field in ('beats_margin', 'competitive_margin', 'acceptance_drop', 'weights_gain'):
+    _number(f'checks.{field}', config.checks[field])
 
 
 def make_runs(config) -> list[selection.Run]:
@@ -188,7 +260,7 @@ def run_dataset(config, name: str, workdir: str) -> dict[str, Any]:
       ds.loop, os.path.join(workdir, name), model_config=ds.model, pool=pool, test=test,
       runs=make_runs(config), seed_size=ds.seed_size, batch_size=ds.batch_size,
       budget=ds.budget, num_classes=loader.num_classes(ds.dataset, pool),
-      chunk_target=config.chunk_target, keep_round_checkpoints=config.keep_round_checkpoints)
+      chunk_size=config.chunk_size, keep_round_checkpoints=config.keep_round_checkpoints)
   rows = aggregate(config, result)
   logging.info('%s: accuracy at %s labels: %s', name, rows[config.method_names[0]]['labels'],
                {m: r['accuracy'] for m, r in rows.items()})
@@ -197,22 +269,22 @@ def run_dataset(config, name: str, workdir: str) -> dict[str, Any]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  check_config(config)
   os.makedirs(workdir, exist_ok=True)
   numbers, checks, figures = {}, [], []
   start = time.time()
-  with compile_cache(config.compile_cache, os.path.join(workdir, 'xla_cache')):
-    for name in config.dataset_names:
-      out = run_dataset(config, name, workdir)
-      rows = out['rows']
-      checks.extend(make_checks(config, rows, name))
-      final = {m: round(_final(rows, m, config.checks.final_points), 4) for m in rows}
-      numbers[name] = {
-          'pool': out['pool'], 'test': out['test'], 'seconds': round(out['seconds'], 1),
-          'final_accuracy_mean_last_budgets': final,
-          'methods': {m: {k: v for k, v in r.items() if k != 'weights_of_selected'}
-                      for m, r in rows.items()}}
-      if jax.process_index() == 0:
-        figures.append(plot(name, rows, os.path.join(workdir, f'accuracy_{name}.png')))
+  for name in config.dataset_names:
+    out = run_dataset(config, name, workdir)
+    rows = out['rows']
+    checks.extend(make_checks(config, rows, name))
+    final = {m: round(_final(rows, m, config.checks.final_points), 4) for m in rows}
+    numbers[name] = {
+        'pool': out['pool'], 'test': out['test'], 'seconds': round(out['seconds'], 1),
+        'final_accuracy_mean_last_budgets': final,
+        'methods': {m: {k: v for k, v in r.items() if k != 'weights_of_selected'}
+                    for m, r in rows.items()}}
+    if jax.process_index() == 0:
+      figures.append(plot(name, rows, os.path.join(workdir, f'accuracy_{name}.png')))
   numbers['seconds'] = round(time.time() - start, 1)
   c = config.checks
   notes = (f'{config.seeds} seed(s); accuracy is the mean of the round\'s two models on the test '

@@ -117,7 +117,10 @@ def _loss_fn(model):
 
 def train_pairs(loop_config, workdir: str, model, pool: dict[str, np.ndarray],
                 weights: np.ndarray, chunk_size: int = 0) -> ensemble.EnsembleResult:
-  """Trains M = len(weights) models at once, model m on the pool weighted by weights[m]."""
+  """Trains M = len(weights) models at once, model m on the pool weighted by weights[m].
+
+  chunk_size: models per device in one dispatch of the ensemble step (0: common.ensemble's own
+  choice); on CPU the result does not depend on it."""
   config = loop_config.copy_and_resolve_references()
   with config.unlocked():
     config.ensemble = ml_collections.ConfigDict({'num_models': len(weights),
@@ -127,15 +130,8 @@ def train_pairs(loop_config, workdir: str, model, pool: dict[str, np.ndarray],
   arrays = {'inputs': np.asarray(pool['inputs']), 'label': np.asarray(pool['label'], np.int32)}
   return ensemble.train_ensemble(
       config, workdir, init_fn=lambda rng: model.init(rng, x0, train=False),
-      loss_fn=_loss_fn(model), arrays=arrays, weights=weights.astype(np.float32))
-
-
-def even_chunk(num_models: int, target: int) -> int:
-  """The largest divisor of num_models not above target (0: let common.ensemble choose): every
-  dispatch then has the same number of models, so the step compiles once."""
-  if target <= 0:
-    return 0
-  return max(d for d in range(1, min(target, num_models) + 1) if num_models % d == 0)
+      loss_fn=_loss_fn(model), arrays=arrays, weights=weights.astype(np.float32),
+      num_classes=getattr(model, 'num_outputs', None))
 
 
 def _softmax(logits):
@@ -197,15 +193,16 @@ def _load(path: str, identity) -> dict[str, Any] | None:
 def run_selection(loop_config: ml_collections.ConfigDict, workdir: str, *,
                   model_config, pool: dict[str, np.ndarray], test: dict[str, np.ndarray],
                   runs: Sequence[Run], seed_size: int, batch_size: int, budget: int,
-                  num_classes: int | None = None, chunk_target: int = 0,
+                  num_classes: int | None = None, chunk_size: int = 0,
                   keep_round_checkpoints: bool = False,
                   stop_after_round: int | None = None) -> SelectionResult:
   """Runs every run's selection to `budget` labels (see the module docstring).
 
   loop_config: common.ensemble's loop fields (seed, batch_size, total_steps | total_epochs,
-  optimizer, ...) for every round's models. chunk_target: models per dispatch of the ensemble
-  step (see even_chunk; it does not change the result). stop_after_round: return once that
-  many rounds are saved (a stopped run; calling again resumes it).
+  optimizer, ...) for every round's models. chunk_size: models per device in one dispatch of
+  the ensemble step (0: common.ensemble's choice; on CPU the result does not depend on it).
+  stop_after_round: return once that many rounds are saved (a stopped run; calling again
+  resumes it).
   """
   # Checks before any compute.
   n_pool = _check_arrays(pool, 'pool')
@@ -257,8 +254,7 @@ def run_selection(loop_config: ml_collections.ConfigDict, workdir: str, *,
   apply_features = lambda v, x: model.apply(v, x, train=False, return_features=True)[1]
 
   def train_and_score(round_dir):
-    result = train_pairs(loop_config, round_dir, model, pool, weights_matrix(),
-                         even_chunk(2 * len(runs), chunk_target))
+    result = train_pairs(loop_config, round_dir, model, pool, weights_matrix(), chunk_size)
     test_logits = ensemble.predict(result.state, apply_logits, test['inputs'])
     correct = ensemble.correctness(test_logits, np.asarray(test['label']))   # (M, N_test)
     return result, correct.mean(1)

@@ -54,6 +54,7 @@ def test_tiny_config_runs_end_to_end(tmp_path):
 def test_config_variants_build_and_check(variant):
   config = iwes_config.get_config(variant)
   assert config.is_locked
+  experiment.check_config(config)
   runs = experiment.make_runs(config)   # every method builds (Method checks its fields)
   assert len(runs) == len(config.method_names) * config.seeds
   for name in config.method_names:
@@ -81,3 +82,43 @@ def test_unknown_variant_and_method_names():
   config.method_names = ('uniform', 'coreset')
   with pytest.raises(checks.IwesInputError, match='coreset'):
     experiment.make_runs(config)
+
+
+def _with(variant='tiny', **fields):
+  config = iwes_config.get_config(variant)
+  with config.unlocked():
+    return config_lib.set_fields(config, **fields)
+
+
+@pytest.mark.parametrize('fields, match', [
+    ({'datasets.digits.batch_size': 0}, r'datasets\.digits\.batch_size=0: expected a whole'),
+    ({'datasets.digits.budget': 100}, r'datasets\.digits\.budget - datasets\.digits\.seed_size '
+                                      r'= 36 is not a whole number of batches'),
+    ({'datasets.digits.seed_size': 200}, r'datasets\.digits\.seed_size=200 is larger than '
+                                         r'datasets\.digits\.budget=128'),
+    ({'datasets.digits.loop.batch_size': 96}, r'datasets\.digits\.loop\.batch_size=96 is larger '
+                                              r'than datasets\.digits\.seed_size=64'),
+    ({'datasets.digits.loop.optimizer.learning_rate': -1.0},
+     r'datasets\.digits\.loop\.optimizer\.learning_rate=-1\.0'),
+    ({'datasets.digits.model.name': 'mlpp'}, r"datasets\.digits\.model: Unknown model 'mlpp'"),
+    ({'methods.iwes_dis_w5.w_max': 0.5}, r'methods\.iwes_dis_w5: .*w_max=0\.5'),
+    ({'method_names': ('uniform', 'coreset')}, r"method_names: \['coreset'\] not in methods"),
+    ({'primary': 'iwes_dis_w7'}, r"primary: \['iwes_dis_w7'\] not in methods"),
+    ({'seeds': 0}, r'seeds=0: expected a whole number >= 1'),
+    ({'chunk_size': -1}, r'chunk_size=-1: expected a whole number >= 0'),
+    ({'checks.final_points': 4}, r'checks\.final_points=4: more than the 3 budgets'),
+    ({'checks.beats_margin': float('nan')}, r'checks\.beats_margin=nan: expected a finite'),
+    ({'dataset_names': ('digits', 'svhn')}, r"dataset_names: 'svhn' is not in datasets"),
+])
+def test_check_config_names_the_bad_field_before_anything_runs(tmp_path, fields, match):
+  config = _with(**fields)
+  with pytest.raises(config_lib.ConfigError, match=match):
+    experiment.check_config(config)
+  with pytest.raises(config_lib.ConfigError, match=match):  # run checks first: nothing written
+    experiment.run(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_the_compile_cache_switch_is_gone():
+  assert 'compile_cache' not in iwes_config.get_config('cpu')
+  assert not hasattr(experiment, 'compile_cache')

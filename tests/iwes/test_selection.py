@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
+from common import app
 from common.data import loader
 from configs.common import loop as loop_config
 from iwes import checks
-from iwes import experiment
 from iwes import methods
 from iwes import selection
 
@@ -26,7 +26,7 @@ def data():
 
 @pytest.fixture(scope='module')
 def cache(tmp_path_factory):
-  with experiment.compile_cache(True, str(tmp_path_factory.mktemp('xla_cache'))):
+  with app.compilation_cache(str(tmp_path_factory.mktemp('xla_cache'))):
     yield
 
 
@@ -50,7 +50,7 @@ RUNS = [selection.Run(methods.Method('uniform', 'uniform'), 0),
 def _run(workdir, data, **kwargs):
   pool, test = data
   return selection.run_selection(_loop(), str(workdir), model_config=MODEL, pool=pool,
-                                 test=test, runs=RUNS, num_classes=10, chunk_target=4,
+                                 test=test, runs=RUNS, num_classes=10, chunk_size=4,
                                  **SIZES, **kwargs)
 
 
@@ -158,10 +158,3 @@ def test_bad_runs_and_arrays_stop_before_compute(tmp_path, data):
     call(pool={'inputs': pool['inputs'], 'label': pool['label'][:10]})
   with pytest.raises(checks.IwesInputError, match='integer'):
     call(pool={'inputs': pool['inputs'], 'label': pool['label'].astype(float)})
-
-
-def test_even_chunk():
-  assert selection.even_chunk(84, 24) == 21
-  assert selection.even_chunk(8, 24) == 8
-  assert selection.even_chunk(14, 4) == 2
-  assert selection.even_chunk(84, 0) == 0
