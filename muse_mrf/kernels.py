@@ -81,24 +81,26 @@ def pairwise_energy(q: jax.Array, spatial: jax.Array, compat=None, low_rank=None
   return jnp.einsum('bhwfr,flr->bhwl', neighbour_messages(projected, spatial), a)
 
 
-def _clamp(q, known, known_tokens):
-  if known is None:
-    return q
-  vocab = q.shape[-1]
-  onehot = jax.nn.one_hot(known_tokens, vocab, dtype=q.dtype)
+def _clamped_rows(known_tokens, vocab: int, dtype):
+  """The one-hot rows of the known tokens (B, H, W, V); NaN for a token outside [0, vocab)."""
+  onehot = jax.nn.one_hot(known_tokens, vocab, dtype=dtype)
   in_codebook = (known_tokens >= 0) & (known_tokens < vocab)
-  onehot = jnp.where(in_codebook[..., None], onehot, jnp.nan)
-  return jnp.where(known[..., None], onehot, q)
+  return jnp.where(in_codebook[..., None], onehot, jnp.nan)
 
 
 def _mean_field(logits, spatial, compat, low_rank, known, known_tokens, unary_scale,
                 iterations: int):
   unary = logits * unary_scale
-  q = _clamp(jax.nn.softmax(unary, axis=-1), known, known_tokens)
+  if known is None:
+    clamp = lambda q: q
+  else:
+    rows = _clamped_rows(known_tokens, unary.shape[-1], unary.dtype)
+    clamp = lambda q: jnp.where(known[..., None], rows, q)
+  q = clamp(jax.nn.softmax(unary, axis=-1))
   out = unary
   for _ in range(iterations):  # static and small (5): unrolled, differentiable
     out = unary - pairwise_energy(q, spatial, compat, low_rank)
-    q = _clamp(jax.nn.softmax(out, axis=-1), known, known_tokens)
+    q = clamp(jax.nn.softmax(out, axis=-1))
   return out
 
 
