@@ -21,6 +21,7 @@ from 0 .. config.random_positions_factor x T - 1 (an extension; evaluated like F
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -31,17 +32,16 @@ import ml_collections
 from common import config_lib
 from common import report
 from common.data import loader
+from fire_pe import claims
 from fire_pe import diagnostics
 from fire_pe import encodings
 from fire_pe import evaluation
 from fire_pe import lm
 
 CLAIM = ('FIRE generalises to sequences longer than those seen in training better than NoPE, '
-         'RoPE, ALiBi, Kerple and T5\'s relative bias: at 4x and 8x the training length its loss '
-         'is the lowest (or within a small margin of it) and below NoPE\'s and RoPE\'s.')
-def _metric(row, factor, key):
-  value = row.get(factor)
-  return value[key] if isinstance(value, dict) else None
+         'RoPE, ALiBi, Kerple and T5\'s relative bias: at 4x the training length its loss is the '
+         'lowest (or within a small margin of it) and below NoPE\'s and RoPE\'s.')
+_metric = claims.metric
 
 
 def regime_config(config, length: int) -> ml_collections.ConfigDict:
@@ -52,8 +52,9 @@ def regime_config(config, length: int) -> ml_collections.ConfigDict:
   with sub.unlocked():
     sub.train_length = length
     sub.encodings = tuple(config.regime.encodings)
-    sub.claim_contenders = tuple(n for n in config.regime.encodings
-                                 if n in config.claim_contenders)
+    sub.checks.contenders = tuple(n for n in config.regime.encodings
+                                  if n in config.checks.contenders)
+    sub.checks.below = tuple(n for n in config.checks.below if n in config.regime.encodings)
     sub.eval_factors = tuple(config.regime.factors)
     sub.seeds = config.regime.seeds
     if config.regime.get('same_tokens', False):
@@ -62,23 +63,9 @@ def regime_config(config, length: int) -> ml_collections.ConfigDict:
   return sub
 
 
-def check_claim(config, table: dict[str, dict], factors=None) -> dict[str, Any]:
-  """FIRE at every long factor: lowest or within the margin of the lowest; below NoPE and RoPE."""
-  key, margin, checks = config.metric, config.claim_margin, {}
-  for factor in (config.claim_factors if factors is None else factors):
-    values = {name: _metric(row, factor, key) for name, row in table.items()}
-    values = {name: v for name, v in values.items() if v is not None}
-    contenders = {n: v for n, v in values.items() if n in config.claim_contenders}
-    best_name = min(contenders, key=contenders.get)
-    fire = values[config.claim_encoding]
-    beats = {other: values.get(other) for other in ('nope', 'rope') if other in values}
-    holds = (fire <= contenders[best_name] + margin
-             and all(fire < v for v in beats.values()))
-    checks[f'{factor}x'] = {
-        'fire': round(fire, 4), 'best': best_name, 'best_loss': round(contenders[best_name], 4),
-        'fire_minus_best': round(fire - contenders[best_name], 4),
-        **{f'{other}_loss': round(v, 4) for other, v in beats.items()}, 'holds': bool(holds)}
-  return checks
+def seeds_of(config, name: str) -> int:
+  """How many seeds `name` trains: config.seeds, or 1 for the diagnostics in config.one_seed."""
+  return 1 if name in config.get('one_seed', ()) else config.seeds
 
 
 def _plot(config, table, path):
@@ -104,15 +91,37 @@ def _plot(config, table, path):
   return report.save_figure(fig, path, dpi=90)
 
 
+def _check_checks(config) -> None:
+  """config.checks: the claim's encodings are studied, with every seed; the margin a number."""
+  c = config.checks
+  for field, names in (('encoding', (c.encoding,)), ('contenders', c.contenders),
+                       ('below', c.below)):
+    for name in names:
+      if name not in config.encodings:
+        raise config_lib.ConfigError(f'config.checks.{field} names {name!r}, which is not in '
+                                     f'config.encodings {list(config.encodings)}.')
+      if name in config.get('one_seed', ()):
+        raise config_lib.ConfigError(
+            f'config.checks.{field} names {name!r}, which config.one_seed trains at one seed: '
+            'the claim is decided over seeds; drop it from config.one_seed.')
+  if not [n for n in c.contenders if n != c.encoding]:
+    raise config_lib.ConfigError(
+        f'config.checks.contenders {list(c.contenders)} names no encoding besides '
+        f'config.checks.encoding={c.encoding!r}: the claim needs one to compare with.')
+  if c.encoding in c.below:
+    raise config_lib.ConfigError(f'config.checks.below names the claim encoding {c.encoding!r}.')
+  if (isinstance(c.margin, bool) or not isinstance(c.margin, (int, float))
+      or not math.isfinite(c.margin) or c.margin < 0):
+    raise config_lib.ConfigError(f'config.checks.margin={c.margin!r}: expected a finite number '
+                                 '>= 0 (nats).')
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Everything that can be wrong with the study's fields, before any compute (no data read)."""
   for name in (*config.encodings, *config.regime.encodings):
     if name not in encodings.ENCODINGS:
       encodings.build(name, num_heads=1, train_length=1)  # raises with the available names
-  for name in (config.claim_encoding, *config.claim_contenders):
-    if name not in config.encodings:
-      raise config_lib.ConfigError(f'Claim encoding {name!r} is not in config.encodings '
-                                   f'{list(config.encodings)}.')
+  _check_checks(config)
   for name in config.diagnose:
     if name not in config.encodings or not name.startswith('fire') or name in (
         'fire_no_interpolation', 'fire_no_threshold', 'fire_no_log'):
@@ -120,16 +129,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
           f'config.diagnose names {name!r}: it must be one of config.encodings and a FIRE with '
           f'a thresholded, log-transformed normaliser (fire, fire_s, fire_fixed_threshold, '
           f'fire_random_positions).')
-  if config.regime.train_lengths and config.claim_encoding not in config.regime.encodings:
-    raise config_lib.ConfigError(f'config.regime.encodings must include {config.claim_encoding!r}.')
+  if config.regime.train_lengths and config.checks.encoding not in config.regime.encodings:
+    raise config_lib.ConfigError(
+        f'config.regime.encodings must include {config.checks.encoding!r} (config.checks.encoding).')
   kind = config.get('train_input', 'memory')
   if kind not in ('memory', 'stream'):
     raise config_lib.ConfigError(f"config.train_input={kind!r}: use 'memory' or 'stream'.")
-  for field in ('claim_factors', 'side_factors'):
-    missing = [f for f in config[field] if f not in config.eval_factors]
+  for field in ('factors', 'side_factors'):
+    missing = [f for f in config.checks[field] if f not in config.eval_factors]
     if missing:
-      raise config_lib.ConfigError(f'config.{field} {missing} are not in config.eval_factors '
-                                   f'{list(config.eval_factors)}.')
+      raise config_lib.ConfigError(f'config.checks.{field} {missing} are not in '
+                                   f'config.eval_factors {list(config.eval_factors)}.')
   if config.regime.get('same_tokens', False):
     uneven = [n for n in config.regime.train_lengths
               if (config.loop.batch_size * config.train_length) % n]
@@ -141,6 +151,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise config_lib.ConfigError('config.regime.factors is empty: the regime needs a factor.')
   if config.seeds < 1:
     raise config_lib.ConfigError(f'config.seeds={config.seeds}: need at least 1.')
+  if config.regime.train_lengths and config.regime.seeds < 1:
+    raise config_lib.ConfigError(f'config.regime.seeds={config.regime.seeds}: need at least 1.')
+  unknown = [n for n in config.get('one_seed', ()) if n not in config.encodings]
+  if unknown:
+    raise config_lib.ConfigError(f'config.one_seed names {unknown}, not in config.encodings '
+                                 f'{list(config.encodings)}.')
   encodings.check_fire_fields({k: v for k, v in config.fire.items()
                                if k != 'init_threshold_fraction'})
   config_lib.check_loop(config.loop)
@@ -156,7 +172,7 @@ def study(config, workdir: str, train_ids, test_ids) -> dict[str, Any]:
   for name in config.encodings:
     # RoPE with position interpolation changes evaluation only: it reuses RoPE's training.
     train_name = 'rope' if name == 'rope_pi' and 'rope' in config.encodings else name
-    for seed in range(config.seeds):
+    for seed in range(seeds_of(config, name)):
       if (train_name, seed) not in trained:
         model_dir = os.path.join(workdir, 'models', train_name, f'seed{seed}')
         trained[(train_name, seed)] = lm.train_encoding(config, train_name, seed, train_ids,
@@ -186,10 +202,12 @@ def _cell(row, factor, key):
   return f'{value:.3f} ± {std:.3f}'
 
 
-def _label(name):
+def _label(config, name):
+  base = name[:-len(diagnostics.FROZEN)] if name.endswith(diagnostics.FROZEN) else name
+  one = ' (1 seed)' if config.seeds > 1 and seeds_of(config, base) == 1 else ''
   if name.endswith(diagnostics.FROZEN):
-    return f'{name[:-len(diagnostics.FROZEN)]}, normaliser frozen at row T-1 (diagnostic, not FIRE)'
-  return name
+    return f'{base}, normaliser frozen at row T-1 (diagnostic, not FIRE){one}'
+  return name + one
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -203,84 +221,82 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                               max_bytes=config.get('max_eval_bytes'))
   main = study(config, workdir, train_ids, test_ids)
   table = main['table']
-  checks = check_claim(config, table)
-  side = check_claim(config, table, config.side_factors)
+  gaps = claims.claim_gaps(config, main['per_seed'], config.checks.factors)
+  side = claims.claim_gaps(config, main['per_seed'], config.checks.side_factors)
   # The regime trend: the same study at longer train lengths, a few encodings.
-  base = regime_config(config, config.train_length)   # the same contenders at every length
-  regime = {config.train_length: check_claim(
-      base, {n: table[n] for n in config.regime.encodings if n in table},
-      config.regime.factors)} if config.regime.train_lengths else {}
   regime_tables = {config.train_length: table}
-  regime_learned = {}
+  regime_per_seed = {config.train_length: main['per_seed']}
+  regime_learned = {config.train_length: main['learned']}
   for length in config.regime.train_lengths:
-    sub = regime_config(config, length)
-    result = study(sub, os.path.join(workdir, f'regime_{length}'), train_ids, test_ids)
+    result = study(regime_config(config, length), os.path.join(workdir, f'regime_{length}'),
+                   train_ids, test_ids)
     regime_tables[length] = result['table']
+    regime_per_seed[length] = result['per_seed']
     regime_learned[length] = result['learned']
-    regime[length] = check_claim(sub, result['table'], config.regime.factors)
+  regime = (claims.regime_gaps(config, regime_per_seed) if config.regime.train_lengths else {})
   figures = []
   if jax.process_index() == 0:
     figures.append(_plot(config, table, os.path.join(workdir, 'loss_vs_length.png')))
     if main['learned']:
       figures.append(diagnostics.plot_f({n: v[0] for n, v in main['learned'].items()},
                              os.path.join(workdir, 'fire_f.png')))
+  cc = config.checks
+  one = [n for n in config.encodings if seeds_of(config, n) == 1]
   notes = (f'Byte-level LM ({config.model.num_layers} layers, d {config.model.d_model}, '
            f'{config.model.num_heads} heads) on {config.dataset}, trained at length '
-           f'{config.train_length} for {config.loop.total_steps} steps, {config.seeds} seed(s). '
+           f'{config.train_length} for {config.loop.total_steps} steps, {config.seeds} seed(s)'
+           + (f' ({", ".join(one)}: one, a diagnostic outside the claim)'
+              if one and config.seeds > 1 else '') + '. '
            f'Metric: mean next-token loss over the {config.metric.replace("_", " ")} of each '
-           f'held-out window. The claim holds at a factor when {config.claim_encoding} is within '
-           f'{config.claim_margin} of the best of {list(config.claim_contenders)} and below NoPE '
-           f'and RoPE; the paper evaluates at up to 4x its train length, so 4x decides and '
-           f'{list(config.side_factors)}x are reported beside it. FIRE\'s threshold starts at '
-           f'{config.fire.init_threshold_fraction} x the train length (the paper: 512 at 2048). '
-           f'Rows named *{diagnostics.FROZEN} are a diagnostic (the same FIRE weights with the normaliser '
-           'psi(max(L, i)) frozen at row T-1), not an encoding.')
+           f'held-out window. The claim at a factor, per seed s: {cc.encoding}_s minus the best '
+           f'of {[n for n in cc.contenders if n != cc.encoding]} at seed s (chosen per seed) '
+           f'<= {cc.margin}, and {cc.encoding}_s minus X_s < 0 for X in {list(cc.below)} '
+           '(paired by seed); each decided by its 95% Student-t interval over seeds (one seed: '
+           f'inconclusive). The paper evaluates at up to 4x its train length, so '
+           f'{list(cc.factors)}x decide and {list(cc.side_factors)}x are reported beside them. '
+           f'FIRE\'s threshold starts at {config.fire.init_threshold_fraction} x the train length '
+           f'(the paper: 512 at 2048). Rows named *{diagnostics.FROZEN} are a diagnostic (the same '
+           'FIRE weights with the normaliser psi(max(L, i)) frozen at row T-1), not an encoding.')
+  learned_numbers = lambda learned: {
+      name: [{layer: {k: v for k, v in d.items() if k != 'f'} for layer, d in per.items()}
+             for per in rows] for name, rows in learned.items()}
   numbers = {
       'losses': {name: {str(k): v for k, v in row.items()} for name, row in table.items()},
       'per_seed': {name: [{str(k): v for k, v in r.items()} for r in rows]
                    for name, rows in main['per_seed'].items()},
-      'learned_fire': {name: [{layer: {k: v for k, v in d.items() if k != 'f'}
-                               for layer, d in per.items()} for per in rows]
-                       for name, rows in main['learned'].items()},
+      'learned_fire': learned_numbers(main['learned']),
       'learned_f': {name: rows[0] for name, rows in main['learned'].items()},
-      'checks': checks, 'side_checks': side,
-      'regime': {str(length): {'checks': c, 'losses': {
-          name: {str(k): v for k, v in row.items()} for name, row in regime_tables[length].items()},
-          'learned_fire': {name: [{layer: {k: v for k, v in d.items() if k != 'f'}
-                                   for layer, d in per.items()} for per in rows]
-                           for name, rows in regime_learned.get(length, {}).items()}}
-          for length, c in regime.items()}}
-  check_list = [report.check(
-      f'{factor}: {config.claim_encoding} minus the best of the contenders ({c["best"]})',
-      c['fire_minus_best'], f'<= {config.claim_margin}, and below NoPE and RoPE', c['holds'])
-      for factor, c in checks.items()]
-  check_list += [report.check(
-      f'{factor} (beside the paper\'s range): {config.claim_encoding} minus the best ({c["best"]})',
-      c['fire_minus_best'], f'<= {config.claim_margin}, and below NoPE and RoPE', c['holds'],
-      informational=True) for factor, c in side.items()]
+      'gaps': {f'{f}x': g for f, g in gaps.items()},
+      'side_gaps': {f'{f}x': g for f, g in side.items()},
+      'regime': {str(length): {
+          'gaps': {f'{f}x': g for f, g in regime[length].items()},
+          'losses': {name: {str(k): v for k, v in row.items()}
+                     for name, row in regime_tables[length].items()},
+          'learned_fire': learned_numbers(regime_learned[length])} for length in regime}}
+  check_list = claims.claim_checks(config, gaps)
+  check_list += claims.claim_checks(config, side, informational=True,
+                                    label=' (beside the paper\'s range)')
   if config.regime.train_lengths:
-    gaps = {length: c[f'{max(config.regime.factors)}x']['fire_minus_best']
-            for length, c in regime.items()}
-    lengths = sorted(gaps)
-    check_list.append(report.check(
-        f'regime: FIRE minus the best at {max(config.regime.factors)}x by train length '
-        f'{lengths}', [gaps[n] for n in lengths], 'the gap shrinks with the train length',
-        gaps[lengths[-1]] < gaps[lengths[0]], informational=True,
-        note='the paper trains at 2048; does the gap close as the train length grows?'))
+    check_list.append(claims.regime_check(config, regime))
   factors = list(config.eval_factors)
   key = config.metric
   tables = [report.table(
       f'Held-out loss ({key.replace("_", " ")} of each window) by evaluation length'
       + (f', mean ± std over {config.seeds} seeds' if config.seeds > 1 else ''),
       ['encoding'] + [f'{f * config.train_length} ({f}x)' for f in factors] + ['final train loss'],
-      [[_label(name)] + [_cell(row, f, key) for f in factors] + [row['final_train_loss']]
+      [[_label(config, name)] + [_cell(row, f, key) for f in factors] + [row['final_train_loss']]
        for name, row in table.items()])]
+  diagnosis = claims.diagnosis_table(config, main['per_seed'], main['learned'])
+  if diagnosis is not None:
+    tables.append(diagnosis)
+  if config.regime.train_lengths:
+    tables.append(claims.regime_table(config, regime_per_seed, regime_learned))
   bucket_rows = []
   for name, row in table.items():
     if name in config.diagnose or name.endswith(diagnostics.FROZEN) or name in config.bucket_table:
       for f in factors:
         if isinstance(row.get(f), dict):
-          bucket_rows.append([_label(name), f * config.train_length,
+          bucket_rows.append([_label(config, name), f * config.train_length,
                               ', '.join(f'{b}: {v:.3f}' for b, v in row[f]['buckets'].items())])
   if bucket_rows:
     tables.append(report.table('Loss by query-position bucket (rows of each window)',

@@ -24,13 +24,18 @@ from fire_pe import lm
 
 
 def _config(**changes):
+  """The tiny variant at 1x and 2x; `changes` set fields ('checks.margin' for nested ones)."""
   config = lm_config.get_config('tiny')
   with config.unlocked():
     config.eval_factors = (1, 2)
-    config.claim_factors, config.side_factors = (2,), ()
+    config.checks.factors, config.checks.side_factors = (2,), ()
     config.eval_tokens = 256
     for key, value in changes.items():
-      setattr(config, key, value)
+      *path, field = key.split('.')
+      target = config
+      for part in path:
+        target = target[part]
+      setattr(target, field, value)
   return config
 
 
@@ -161,11 +166,20 @@ def test_training_positions_reach_fire_only():
 def test_config_errors(tmp_path):
   for changes, match in (
       ({'encodings': ('nope', 'fier')}, r"'fier'.*'fire'"),
-      ({'claim_encoding': 'fire_s'}, "Claim encoding 'fire_s' is not in"),
+      ({'checks.encoding': 'fire_s'}, "config.checks.encoding names 'fire_s', which is not in"),
+      ({'checks.contenders': ('nope', 'rope')},
+       "config.checks.contenders names 'rope', which is not in config.encodings"),
+      ({'checks.contenders': ('fire',)}, 'names no encoding besides config.checks.encoding'),
+      ({'checks.below': ('fire',)}, "config.checks.below names the claim encoding 'fire'"),
+      ({'checks.margin': -0.1}, r'config.checks.margin=-0.1: expected a finite number >= 0'),
+      ({'checks.margin': float('nan')}, r'config.checks.margin=nan'),
+      ({'one_seed': ('nope',)}, "config.checks.contenders names 'nope', which config.one_seed"),
+      ({'one_seed': ('rope',)}, r"config.one_seed names \['rope'\], not in config.encodings"),
       ({'diagnose': ('nope',)}, "config.diagnose names 'nope'"),
       ({'diagnose': ('fire_no_interpolation',)}, 'thresholded, log-transformed'),
       ({'seeds': 0}, 'config.seeds=0'),
-      ({'side_factors': (8,)}, r'config.side_factors \[8\] are not in config.eval_factors'),
+      ({'checks.side_factors': (8,)},
+       r'config.checks.side_factors \[8\] are not in config.eval_factors'),
   ):
     with pytest.raises(config_lib.ConfigError, match=match):
       experiment.run(_config(**changes), str(tmp_path))
@@ -231,9 +245,22 @@ def test_tiny_config_runs_end_to_end(tmp_path):
       assert 0 < losses[name][factor]['second_half'] < 6   # below log(259) = 5.56 + slack
     assert losses[name]['final_train_loss'] < 4.5         # below a uniform guess
   assert losses['fire' + diagnostics.FROZEN]['1'] == losses['fire']['1']
-  assert set(summary['numbers']['checks']) == {'4x'}
-  assert set(summary['numbers']['side_checks']) == {'8x'}
-  assert [c['informational'] for c in summary['checks']] == [False, True]
+  # The checks in the new form: one value against one threshold, each with its own state, the
+  # deciding ones over an interval (one seed here: unbounded, so inconclusive, never decided by a
+  # single difference); no checks tree beside the list.
+  assert 'checks' not in summary['numbers'] and set(summary['numbers']['gaps']) == {'4x'}
+  assert set(summary['numbers']['side_gaps']) == {'8x'}
+  assert [(c['name'].split(':')[0], c['compare'], c['informational'])
+          for c in summary['checks']] == [
+              ('4x', '<=', False), ('4x', '<', False),
+              ("8x (beside the paper's range)", '<=', True),
+              ("8x (beside the paper's range)", '<', True)]
+  for c in summary['checks']:
+    assert c['state'] in ('holds', 'fails', 'inconclusive')
+    assert c['evidence'] == 'interval' and c['state'] == 'inconclusive'
+  assert summary['verdict'] == 'inconclusive'
+  diagnosis = [t for t in summary['tables'] if t['title'].startswith('Diagnosis: ')]
+  assert len(diagnosis) == 1 and diagnosis[0]['columns'][1:] == ['2x (32)', '4x (64)', '8x (128)']
   learned = summary['numbers']['learned_fire']['fire'][0]
   assert set(learned) == {'layer_0', 'layer_1'} and learned['layer_0']['c'] > 0
   assert all(os.path.exists(tmp_path / f) for f in summary['figures'])
