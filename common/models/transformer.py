@@ -384,7 +384,8 @@ class MaskedTokenTransformer(nn.Module):
       logits = model.apply(variables, tokens, labels)   # (B, 64) ids, (B,) -> (B, 64, 8)
 
   With num_classes=0 there is no class token (unconditional) and `labels` must be None.
-  Tokens must be codebook ids or `mask_id`; concrete inputs are checked (ValueError).
+  Tokens must be codebook ids or `mask_id`; concrete inputs are checked (ValueError); under jit a
+  label outside [0, num_classes) gives its row NaN logits.
   """
   codebook_size: int
   num_classes: int = 0
@@ -438,4 +439,10 @@ class MaskedTokenTransformer(nn.Module):
         dtype=self.dtype, causal=False,
         encoding=functools.partial(LearnedPositions, max_len=length), name='transformer')
     logits = lm(tokens, train=train)
-    return logits[:, 1:] if labels is not None else logits
+    if labels is None:
+      return logits
+    # A traced label outside the classes would read another special token's embedding (the mask
+    # token's, for label = num_classes): its row's logits are NaN instead, which a loss carries
+    # to the training loop's NaN guard, never a silently wrong prediction.
+    valid = (labels >= 0) & (labels < self.num_classes)
+    return jnp.where(valid[:, None, None], logits[:, 1:], jnp.nan)

@@ -85,3 +85,16 @@ def test_transformer_lays_out_activations_by_logical_axes():
   assert len(constraints) >= 6, text[:2000]
   heads = [c for c in constraints if 'tensor<4x8x4x4xf32>' in c]  # q, k, v, attention out
   assert len(heads) == 4 and all('{"data"}, {}, {"model"}, {}' in c for c in heads)
+
+
+def test_masked_token_transformer_gives_nan_logits_for_a_traced_label_outside_the_classes():
+  """Under jit a label cannot be checked on the host; label 3 of 3 classes would otherwise read
+  the mask token's embedding and give finite, wrong logits."""
+  model = transformer.MaskedTokenTransformer(codebook_size=4, num_classes=3, num_tokens=4,
+                                             num_layers=1, d_model=8, num_heads=2)
+  tokens = jnp.zeros((2, 4), jnp.int32)
+  variables = model.init(jax.random.key(0), tokens, jnp.zeros((2,), jnp.int32))
+  logits = jax.jit(model.apply)(variables, tokens, jnp.array([1, 3]))
+  assert np.isfinite(np.asarray(logits[0])).all() and np.isnan(np.asarray(logits[1])).all()
+  with pytest.raises(ValueError, match=r'Class labels must lie in \[0, 3\)'):
+    model.apply(variables, tokens, jnp.array([1, 3]))
