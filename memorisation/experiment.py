@@ -195,76 +195,154 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _number(t, 'z', 0, math.inf, 'trajectory.')
   _number(t, 'floor', 0, math.inf, 'trajectory.')
   _whole(t, 'bootstrap', 1, 'trajectory.')
-  _whole(t, 'model_bootstrap', 1, 'trajectory.')
+  _whole(t, 'model_bootstrap', 2, 'trajectory.')
+  _whole(t, 'null_draws', 2, 'trajectory.')
+  _whole(t, 'proxy_bootstrap', 2, 'trajectory.')
 
   c = config.checks
-  _number(c, 'min_class_fraction', 0, 1, 'checks.')
+  _number(c, 'class_null_quantile', 0, 1, 'checks.', lo_open=True, hi_open=True)
+  _number(c, 'decreasing_minus_increasing', -1, 1, 'checks.')
+  _number(c, 'distill_mem_change', -1, 1, 'checks.')
+  _number(c, 'distill_most_on_increasing', -2, 2, 'checks.')
   _number(c, 'mislabelled_increasing', 0, 1, 'checks.')
   _number(c, 'fixed_size_corr', 0, 1, 'checks.')
   _number(c, 'trend_ratio', 0, math.inf, 'checks.')
   _number(c, 'distill_accuracy_margin', -1, 1, 'checks.')
 
 
-def _median_abs(values) -> float:
-  return float(np.median(np.abs(values)))
+def _fmt_interval(interval) -> str:
+  return f'[{interval[0]:.3f}, {interval[1]:.3f}]' if interval else ''
 
 
 def make_checks(config, name: str, numbers: dict[str, Any]) -> list[dict[str, Any]]:
-  """The checks stated in the config before the run, as report.check entries."""
+  """The checks stated in config.checks before the run, each decided by its interval."""
   c = config.checks
+  q = round(100 * c.class_null_quantile)
   out = []
   for cls in ('decreasing', 'cap', 'increasing'):
-    frac = numbers['class_fraction'][cls]
-    lo, hi = numbers['class_interval_examples'][cls]
-    mlo, mhi = numbers['class_interval_models'][cls]
+    null = numbers['null'][cls]
     agree = numbers['split_half']['same_class_given_class'][cls]
     out.append(report.check(
-        f'{name}/{cls}_fraction', f'{frac:.3f} [{lo:.3f}, {hi:.3f}]',
-        f'>= {c.min_class_fraction}, interval > 0', frac >= c.min_class_fraction and lo > 0,
-        note=f'95% bootstrap interval over examples; over models and examples [{mlo:.3f}, '
-        f'{mhi:.3f}] (biased by duplicated models); split-half: {agree:.2f} of the class in one '
-        'half of the models is in it in the other'))
+        f'{name}/{cls}_fraction_above_null', numbers['class_fraction'][cls], compare='>',
+        threshold=null['p95'], interval=numbers['class_interval_models'][cls], evidence='null',
+        note=f'threshold: the {q}th percentile of the fraction over {numbers["null_draws"]} '
+        f'draws of the permutation null (masks shuffled per example, same K; null mean '
+        f'{null["mean"]:.3f}); interval: 95% over models and examples, recentred; split-half '
+        f'agreement {agree:.2f}'))
+  out.append(report.check(
+      f'{name}/decreasing_exceeds_increasing', numbers['decreasing_minus_increasing'],
+      compare='>', threshold=c.decreasing_minus_increasing,
+      interval=numbers['decreasing_minus_increasing_interval'],
+      note='"most examples memorise less under larger models": fraction decreasing minus '
+      'fraction increasing (95% over models and examples, recentred)'))
   mis = numbers.get('mislabelled_class_fraction')
   if mis:
-    out.append(report.check(f'{name}/mislabelled_in_increasing', round(mis['increasing'], 3),
-                            f'> {c.mislabelled_increasing}',
-                            mis['increasing'] > c.mislabelled_increasing,
-                            note=f'{numbers["num_mislabelled"]} flipped labels; classes {mis}'))
-  fixed = {p: _median_abs(v) for p, v in numbers['proxy_corr_by_size'].items()}
-  fixed_all = float(np.median(list(fixed.values())))
-  out.append(report.check(f'{name}/proxies_correlate_at_fixed_size', round(fixed_all, 3),
-                          f'>= {c.fixed_size_corr}', fixed_all >= c.fixed_size_corr,
-                          note='median over proxies of median |Spearman| over sizes: ' +
-                          ', '.join(f'{p} {v:.2f}' for p, v in fixed.items())))
-  change = {p: t['change_corr'] for p, t in numbers['proxy_trend'].items()}
-  change_all = float(np.median(list(change.values())))
+    null = numbers['mislabelled_null_increasing']
+    out.append(report.check(
+        f'{name}/mislabelled_in_increasing', mis['increasing'], compare='>',
+        threshold=c.mislabelled_increasing, interval=numbers['mislabelled_increasing_interval'],
+        note=f'{numbers["num_mislabelled"]} flipped labels; 95% over models and examples, '
+        f'recentred; the permutation null puts {null["mean"]:.3f} of them there (p{q} '
+        f'{null["p95"]:.3f})'))
   out.append(report.check(
-      f'{name}/proxies_miss_the_trend', round(change_all, 3),
-      f'< {c.trend_ratio} x {fixed_all:.3f}', change_all < c.trend_ratio * fixed_all,
-      note='median over proxies of the oriented Spearman correlation of the change across sizes: '
-      + ', '.join(f'{p} {v:.2f}' for p, v in change.items())))
+      f'{name}/proxies_correlate_at_fixed_size', numbers['fixed_size_corr'], compare='>=',
+      threshold=c.fixed_size_corr, interval=numbers['fixed_size_corr_interval'],
+      note='median over proxies of the median |Spearman| over sizes (95% over examples): '
+      + ', '.join(f'{p} {np.median(np.abs(v)):.2f}'
+                  for p, v in numbers['proxy_corr_by_size'].items())))
+  out.append(report.check(
+      f'{name}/proxies_miss_the_trend', numbers['trend_excess'], compare='<', threshold=0.0,
+      interval=numbers['trend_excess_interval'],
+      note=f'median over proxies of the oriented Spearman of the change across sizes minus '
+      f'{c.trend_ratio} x the fixed-size value (95% over examples); changes: '
+      + ', '.join(f'{p} {t["change_corr"]:.2f}' for p, t in numbers['proxy_trend'].items())))
   dist = numbers.get('distillation')
   if dist:
-    rows = list(dist.values())
-    d_mem = float(np.mean([r['mean_mem_distilled'] - r['mean_mem_onehot'] for r in rows]))
-    out.append(report.check(f'{name}/distillation_lowers_memorisation', round(d_mem, 4), '< 0',
-                            d_mem < 0, note='mean over student sizes of distilled - one-hot'))
-    by_class = {}
-    for cls in ('decreasing', 'cap', 'increasing', 'flat'):
-      values = [r['mem_change_by_class'][cls] for r in rows]
-      if not all(np.isnan(values)):  # an empty class has no change to compare
-        by_class[cls] = float(np.nanmean(values))
-    most = min(by_class, key=by_class.get)
-    out.append(report.check(f'{name}/distillation_most_on_increasing', most, 'increasing',
-                            most == 'increasing', note='mean change of memorisation per class: '
-                            + ', '.join(f'{k} {v:+.3f}' for k, v in by_class.items())))
-    d_acc = float(np.mean([r['test_accuracy_distilled'] - r['test_accuracy_onehot']
-                           for r in rows]))
-    out.append(report.check(f'{name}/distillation_test_accuracy', round(d_acc, 4),
-                            f'>= {c.distill_accuracy_margin}',
-                            d_acc >= c.distill_accuracy_margin,
-                            note='mean over student sizes of distilled - one-hot'))
+    ev = dist['evidence']
+    row = lambda key: (ev[key]['value'], ev[key]['interval'])
+    value, interval = row('distilled minus one-hot mem')
+    out.append(report.check(
+        f'{name}/distillation_lowers_memorisation', value, compare='<',
+        threshold=c.distill_mem_change, interval=interval,
+        note='mean over student sizes of distilled (teacher of the same subset) minus one-hot '
+        'mean memorisation; 95% over models (paired) and examples'))
+    value, interval = row('change on increasing minus the lowest other')
+    base = ('one-hot models of another seed (independent of the sweep that picked the classes)'
+            if 'control' in dist['arms'] else 'the sweep\'s one-hot models')
+    out.append(report.check(
+        f'{name}/distillation_most_on_increasing', value, compare='<',
+        threshold=c.distill_most_on_increasing, interval=interval,
+        note=f'distilled minus {base}, per class of the one-hot sweep: change on increasing minus '
+        'the lowest change among decreasing, cap, flat; 95% over models (paired) and examples; '
+        'per class: ' + ', '.join(f'{k} {ev[f"change on {k}"]["value"]:+.3f}'
+                                  for k in ('decreasing', 'cap', 'increasing', 'flat')
+                                  if f'change on {k}' in ev)))
+    value, interval = row('distilled minus one-hot test acc')
+    out.append(report.check(
+        f'{name}/distillation_test_accuracy', value, compare='>=',
+        threshold=c.distill_accuracy_margin, interval=interval,
+        note='mean over student sizes of distilled minus one-hot test accuracy; 95% over '
+        'models (paired) and test examples'))
   return out
+
+
+def diagnosis_table(config, numbers) -> dict[str, Any] | None:
+  """'Diagnosis: ...': where the distilled students' memorisation comes from (issue 31)."""
+  rows = []
+  for name in config.dataset_names:
+    dist = numbers[name].get('distillation')
+    if not dist:
+      continue
+    ev, teacher = dist['evidence'], dist['teacher_size']
+
+    def add(label, key, size=''):
+      if key in ev:
+        rows.append([name, size, label, round(ev[key]['value'], 4),
+                     _fmt_interval(ev[key]['interval'])])
+
+    add(f'teacher (width {teacher}, subset k) mem on mislabelled', 'teacher mem, mislabelled')
+    add(f'teacher (width {teacher}, subset k) mem on clean', 'teacher mem, clean')
+    for arm, what in (('subset', 'teacher of subset k'), ('full', 'teacher of all data')):
+      add(f'{what}: p(flipped label) on mislabelled examples it saw',
+          f'{arm} teacher p(flipped label), seen')
+      add(f'{what}: same at tau = {config.distill.tau:g} (the students\' target)',
+          f'{arm} teacher p(flipped label) at tau, seen')
+      add(f'{what}: argmax = flipped label on mislabelled examples it saw',
+          f'{arm} teacher argmax = flipped label, seen')
+    for size in dist['student_sizes']:
+      add('mem on mislabelled: one-hot student', f'{size}: one-hot mem, mislabelled', size)
+      add('mem on mislabelled: distilled, teacher of subset k',
+          f'{size}: subset mem, mislabelled', size)
+      add('mem on mislabelled: distilled, teacher of all data', f'{size}: full mem, mislabelled',
+          size)
+      add('mean mem: one-hot student', f'{size}: one-hot mem', size)
+      add('mean mem: distilled, teacher of subset k', f'{size}: subset mem', size)
+      add('mean mem: distilled, teacher of all data', f'{size}: full mem', size)
+      for arm, what in (('subset', 'teacher of subset k'), ('full', 'teacher of all data')):
+        add(f'examples distilled students ({what}) memorise (mem >= 0.5): count',
+            f'{size}: {arm} memorised count', size)
+        add('  of them mislabelled', f'{size}: {arm} memorised, mislabelled', size)
+        add('  the teacher\'s own mem on them', f'{size}: {arm} memorised, teacher mem', size)
+        add('  the one-hot students\' mem on them', f'{size}: {arm} memorised, one-hot mem',
+            size)
+      add('mean mem: one-hot, another seed (control)', f'{size}: control mem', size)
+      add('mem on mislabelled: one-hot, another seed (control)',
+          f'{size}: control mem, mislabelled', size)
+      add('test acc: one-hot student', f'{size}: one-hot test acc', size)
+      add('test acc: distilled, teacher of subset k', f'{size}: subset test acc', size)
+      add('test acc: distilled, teacher of all data', f'{size}: full test acc', size)
+    for cls in ('decreasing', 'cap', 'increasing', 'flat'):
+      add(f'per-class change, distilled minus control: {cls}', f'change on {cls}')
+      add(f'per-class change, distilled minus the sweep\'s one-hot: {cls}',
+          f'change on {cls} against the sweep')
+      add(f'regression to the mean, control minus the sweep\'s one-hot: {cls}',
+          f'control minus sweep on {cls}')
+  if not rows:
+    return None
+  return report.table(
+      'Diagnosis: where the distilled students\' memorisation goes (teacher of the same subset '
+      'vs of all the data; 95% intervals over models, paired, and examples)',
+      ['dataset', 'student width', 'quantity', 'value', '95% interval'], rows)
 
 
 def tables(config, numbers) -> list[dict[str, Any]]:
@@ -283,14 +361,16 @@ def tables(config, numbers) -> list[dict[str, Any]]:
   for name in config.dataset_names:
     nb = numbers[name]
     for cls in trajectories.CLASSES:
-      lo, hi = nb['class_interval_examples'][cls]
-      mlo, mhi = nb['class_interval_models'][cls]
-      rows.append([name, cls, round(nb['class_fraction'][cls], 3), f'[{lo:.3f}, {hi:.3f}]',
-                   f'[{mlo:.3f}, {mhi:.3f}]',
+      rows.append([name, cls, round(nb['class_fraction'][cls], 3),
+                   _fmt_interval(nb['class_interval_models'][cls]),
+                   _fmt_interval(nb['class_interval_examples'][cls]),
+                   round(nb['null'][cls]['mean'], 3), round(nb['null'][cls]['p95'], 3),
                    round(nb['split_half']['same_class_given_class'][cls], 3)])
-  classes = report.table('Trajectory classes (95% bootstrap intervals)',
-                         ['dataset', 'class', 'fraction', 'over examples',
-                          'over models and examples', 'split-half agreement'], rows)
+  classes = report.table(
+      'Trajectory classes against the permutation null (95% intervals; the null: masks shuffled '
+      'per example at the same K)',
+      ['dataset', 'class', 'fraction', 'over models and examples (deciding)',
+       'over examples only', 'null mean', 'null p95', 'split-half agreement'], rows)
   rows = []
   for name in config.dataset_names:
     nb = numbers[name]
@@ -300,19 +380,9 @@ def tables(config, numbers) -> list[dict[str, Any]]:
   proxy = report.table('Proxies: Spearman with memorisation per size, and of the change across '
                        'sizes (oriented)', ['dataset', 'proxy', 'per size', 'change'], rows)
   out = [sweep, classes, proxy]
-  rows = []
-  for name in config.dataset_names:
-    for size, d in numbers[name].get('distillation', {}).items():
-      rows.append([name, size, round(d['mean_mem_onehot'], 3), round(d['mean_mem_distilled'], 3),
-                   round(d['mem_change_by_class']['increasing'], 3),
-                   round(d['mem_change_mislabelled'], 3)
-                   if d['mem_change_mislabelled'] is not None else '',
-                   round(d['test_accuracy_onehot'], 3), round(d['test_accuracy_distilled'], 3)])
-  if rows:
-    out.append(report.table('Distillation (teacher of the same subset)',
-                            ['dataset', 'student width', 'mem one-hot', 'mem distilled',
-                             'change on increasing', 'change on mislabelled',
-                             'test acc one-hot', 'test acc distilled'], rows))
+  diagnosis = diagnosis_table(config, numbers)
+  if diagnosis:
+    out.append(diagnosis)
   return out
 
 
@@ -332,14 +402,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   tc, c = config.trajectory, config.checks
   notes = (f'K = {config.num_models} subset models (f = {config.fraction}, masks shared across '
            f'sizes) and {config.num_full_models} full-data models per size. Trajectory tolerance '
-           f'max({tc.floor}, {tc.z} sqrt(2) rms se). Checks fixed before the run: decreasing, '
-           f'cap-shaped and increasing each >= {c.min_class_fraction} with the lower end of the '
-           f'bootstrap interval over examples > 0; > {c.mislabelled_increasing} of the '
-           'mislabelled examples increasing; proxies: median |Spearman| at fixed size >= '
-           f'{c.fixed_size_corr}, correlation of the change across sizes < {c.trend_ratio} x '
-           'that; distillation lowers mean memorisation, most on the increasing class, test '
-           f'accuracy within {-c.distill_accuracy_margin} of one-hot. Arrays (masks, 0/1 '
-           'correctness per size) are saved under each dataset for recomputation.')
+           f'max({tc.floor}, {tc.z} sqrt(2) rms se). Checks fixed before the run (config.checks), '
+           'each decided by its 95% interval: decreasing, cap-shaped and increasing fractions '
+           '(models and examples resampled, recentred) above the '
+           f'{round(100 * c.class_null_quantile)}th percentile of a permutation null '
+           f'({tc.null_draws} draws: each example\'s mask column shuffled across the models, '
+           'same K, same correctness); decreasing above increasing; > '
+           f'{c.mislabelled_increasing} of the mislabelled examples increasing; proxies: median '
+           f'|Spearman| at fixed size >= {c.fixed_size_corr}, correlation of the change across '
+           f'sizes minus {c.trend_ratio} x that < 0 (examples resampled); distillation lowers '
+           'mean memorisation, most on the increasing class, test accuracy within '
+           f'{-c.distill_accuracy_margin} of one-hot (models, paired, and examples resampled). '
+           'Arrays (masks, 0/1 correctness per size) are saved under each dataset for '
+           'recomputation.')
   return report.make_summary(
       name='memorisation', title='What do larger image classifiers memorise?', claim=CLAIM,
       numbers=numbers, checks=checks, tables=tables(config, numbers), workdir=workdir,

@@ -21,6 +21,7 @@ import numpy as np
 from common import ensemble
 from common import models
 from common.data import loader
+from memorisation import evidence
 from memorisation import proxies
 from memorisation import scores as scores_lib
 from memorisation import training
@@ -118,10 +119,10 @@ def run_size(config, name: str, j: int, model, train, test, masks, workdir) -> d
       'forgetting': trace['forgetting'].mean(0),
       'correct_train': correct_train[:k], 'correct_test': correct_test[:k],
       'full_correct_train': correct_train[full], 'full_correct_test': correct_test[full],
-      'teacher_probs': probs[:k],
+      'teacher_probs': probs[:k], 'full_probs': probs[full],
   }
   np.savez_compressed(os.path.join(workdir, 'arrays.npz'),
-                      **{key: v for key, v in out.items() if key != 'teacher_probs'})
+                      **{key: v for key, v in out.items() if not key.endswith('_probs')})
   stats = {
       'test_accuracy': float(correct_test[:k].mean()),
       'full_test_accuracy': float(correct_test[full].mean()),
@@ -135,21 +136,75 @@ def run_size(config, name: str, j: int, model, train, test, masks, workdir) -> d
 
 
 def run_students(config, name, model, train, test, masks, teacher_probs, workdir):
-  """Students on soft labels of the teacher of their own subset; scores and test accuracy."""
+  """Students on soft labels: student k reads row k of teacher_probs (K, N, C), the teacher of
+  its own subset (the card's protocol) or a teacher trained on all the data; scores, accuracy.
+  teacher_probs None: one-hot models of another initialisation seed (loop.seed + 1), the
+  control whose scores are independent of the sweep that defines the trajectory classes."""
   ds = config.datasets[name]
   k, _ = masks.shape
   steps = training.steps_for(ds.loop.total_epochs, masks[0].sum(), ds.loop.batch_size)
+  loop = ds.loop
+  if teacher_probs is None:
+    loop = ds.loop.copy_and_resolve_references()
+    with loop.unlocked():
+      loop.seed = ds.loop.seed + 1
+    kwargs = {}
+  else:
+    kwargs = {'alpha': config.distill.alpha, 'tau': config.distill.tau,
+              'teacher_probs': teacher_probs}
   result = training.train_models(
-      ds.loop, workdir, model, train, masks.astype(np.float32), total_steps=steps,
-      chunk_target=config.chunk_target, trace=False, alpha=config.distill.alpha,
-      tau=config.distill.tau, teacher_probs=teacher_probs)
+      loop, workdir, model, train, masks.astype(np.float32), total_steps=steps,
+      chunk_target=config.chunk_target, trace=False, **kwargs)
   logits_train, logits_test, _ = _evaluate_all(result.state, model, train, test)
   correct_train = ensemble.correctness(logits_train, train['label'])
   correct_test = ensemble.correctness(logits_test, test['label'])
   s = scores_lib.memorisation(masks, correct_train)
   np.savez_compressed(os.path.join(workdir, 'arrays.npz'), correct_train=correct_train,
                       correct_test=correct_test)
-  return {'mem': s.mem, 'test_accuracy': float(correct_test.mean())}
+  return {'mem': s.mem, 'test_accuracy': float(correct_test.mean()),
+          'correct_train': correct_train, 'correct_test': correct_test}
+
+
+def run_distillation(config, name, train, test, masks, per_size, classes, num_classes, workdir):
+  """Students at each student size from the teacher of their own subset (the card's protocol)
+  and, with distill.full_teacher, from a teacher trained on all the data (student k reads full
+  model k mod R at the teacher's size); with distill.onehot_control, one-hot models of another
+  seed on the same subsets; the checks' values and the diagnosis with intervals."""
+  ds, d = config.datasets[name], config.distill
+  teacher = per_size[d.teacher_size]
+  k = masks.shape[0]
+  teachers = {'subset': teacher['teacher_probs']}
+  if d.full_teacher:
+    full = teacher['full_probs']
+    teachers['full'] = full[np.arange(k) % len(full)]
+  arms = dict(teachers)
+  if d.onehot_control:
+    arms['control'] = None
+  onehot, students = {}, {arm: {} for arm in arms}
+  for j in d.student_sizes:
+    label = _size_label(ds.sizes[j])
+    model = models.build(size_model(ds, ds.sizes[j]), num_classes)
+    onehot[label] = {key: per_size[j][key] for key in ('correct_train', 'correct_test')}
+    for arm, probs in arms.items():
+      suffix = '' if arm == 'subset' else f'_{arm}'
+      students[arm][label] = run_students(config, name, model, train, test, masks, probs,
+                                          os.path.join(workdir, f'student_{j}{suffix}'))
+  draws = trajectories.model_draws(masks, config.trajectory.model_bootstrap,
+                                   rng=config.mask_seed + 2)
+  rng = np.random.default_rng([config.mask_seed, 3])
+  num_test = len(test['label'])
+  test_draws = [rng.integers(0, num_test, num_test) for _ in draws]
+  t = {'correct_train': teacher['correct_train'], 'probs': teachers['subset']}
+  if 'full' in teachers:
+    t['full_probs'] = teachers['full']
+  return {
+      'teacher_size': _size_label(ds.sizes[d.teacher_size]),
+      'student_sizes': list(onehot),
+      'arms': list(arms),
+      'evidence': evidence.distillation(masks, train['label'], train['flipped'], classes, onehot,
+                                        students, t, tau=d.tau, draws=draws,
+                                        test_draws=test_draws),
+  }
 
 
 def run_dataset(config, name: str, workdir: str) -> dict[str, Any]:
@@ -176,16 +231,18 @@ def run_dataset(config, name: str, workdir: str) -> dict[str, Any]:
   tc = config.trajectory
   tol = trajectories.tolerance(se, tc.z, tc.floor)
   classes = trajectories.classify(mem, tol)
-  frac, lo, hi = trajectories.bootstrap_fractions(classes, tc.bootstrap, rng=config.mask_seed)
-  mfrac, mlo, mhi = trajectories.bootstrap_over_models(
-      masks, stack('correct_train'), tc.model_bootstrap, rng=config.mask_seed, z=tc.z,
-      floor=tc.floor)
-  halves = trajectories.split_half(masks, stack('correct_train'), tc.z, tc.floor,
-                                   rng=config.mask_seed)
+  _, lo, hi = trajectories.bootstrap_fractions(classes, tc.bootstrap, rng=config.mask_seed)
   flipped = train['flipped']
+  correct_by_size = stack('correct_train')
+  # The deciding evidence: models-and-examples intervals against the permutation null.
+  class_ev = evidence.classes(masks, correct_by_size, flipped, z=tc.z, floor=tc.floor,
+                              draws=tc.model_bootstrap, null_draws=tc.null_draws,
+                              rng=config.mask_seed,
+                              quantile=config.checks.class_null_quantile)
+  halves = trajectories.split_half(masks, correct_by_size, tc.z, tc.floor, rng=config.mask_seed)
   proxy_values = {p: stack(p) for p in PROXIES}
-  corr = proxies.correlations(mem, proxy_values)
-  trend = proxies.trend_agreement(mem, proxy_values)
+  proxy_ev = evidence.proxies(mem, proxy_values, trend_ratio=config.checks.trend_ratio,
+                              num_resamples=tc.proxy_bootstrap, rng=config.mask_seed)
   infl = scores_lib.influence(masks, per_size[-1]['correct_test'])
   np.savez_compressed(os.path.join(workdir, 'trajectories.npz'), mem=mem, se=se, tolerance=tol,
                       classes=classes, influence_largest=infl.astype(np.float32))
@@ -198,38 +255,19 @@ def run_dataset(config, name: str, workdir: str) -> dict[str, Any]:
       'mean_mem_by_class': {c: mem[:, classes == i].mean(1).tolist() if np.any(classes == i)
                             else None for i, c in enumerate(trajectories.CLASSES)},
       'tolerance_median': float(np.median(tol)),
-      'class_fraction': dict(zip(trajectories.CLASSES, frac.tolist())),
       'class_interval_examples': {c: [float(a), float(b)] for c, a, b in
                                   zip(trajectories.CLASSES, lo, hi)},
-      'class_interval_models': {c: [float(a), float(b)] for c, a, b in
-                                zip(trajectories.CLASSES, mlo, mhi)},
+      **class_ev,
       'split_half': halves,
-      'mislabelled_class_fraction': (dict(zip(trajectories.CLASSES,
-                                              trajectories.fractions(classes[flipped]).tolist()))
-                                     if flipped.any() else None),
       'num_mislabelled': int(flipped.sum()),
-      'proxy_corr_by_size': corr, 'proxy_trend': trend,
+      **proxy_ev,
       'influence_largest': {'max_per_test_mean': float(infl.max(0).mean()),
                             'pairs_above_0.3': int(np.sum(infl > 0.3))},
   }
   result = {'numbers': numbers, 'mem': mem, 'classes': classes, 'train': train,
             'flipped': flipped, 'test_accuracy': [s['test_accuracy'] for s in stats]}
   if name in config.distill.datasets:
-    teacher = per_size[config.distill.teacher_size]['teacher_probs']
-    distilled = {}
-    for j in config.distill.student_sizes:
-      model = models.build(size_model(ds, ds.sizes[j]), num_classes)
-      out = run_students(config, name, model, train, test, masks, teacher,
-                         os.path.join(workdir, f'student_{j}'))
-      d_mem = out['mem'] - mem[j]
-      distilled[_size_label(ds.sizes[j])] = {
-          'mean_mem_onehot': float(mem[j].mean()), 'mean_mem_distilled': float(out['mem'].mean()),
-          'mem_change_by_class': dict(zip(trajectories.CLASSES,
-                                          proxies.class_means(d_mem, classes,
-                                                              len(trajectories.CLASSES)))),
-          'mem_change_mislabelled': float(d_mem[flipped].mean()) if flipped.any() else None,
-          'test_accuracy_onehot': stats[j]['test_accuracy'],
-          'test_accuracy_distilled': out['test_accuracy']}
-    numbers['distillation'] = distilled
+    numbers['distillation'] = run_distillation(config, name, train, test, masks, per_size, classes,
+                                               num_classes, workdir)
   numbers['seconds'] = round(time.time() - start, 1)
   return result

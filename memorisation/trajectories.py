@@ -3,6 +3,7 @@
     tol = trajectories.tolerance(se_by_size, z=1.0, floor=0.05)        # (N,)
     classes = trajectories.classify(mem_by_size, tol)                    # (N,) class ids
     frac, lo, hi = trajectories.bootstrap_fractions(classes, rng=0)      # per class
+    null = trajectories.null_fractions(masks, correct_by_size, 200)      # (draws, classes)
 
 A trajectory is an example's memorisation at sizes s_1 < ... < s_S. With first = mem(s_1),
 last = mem(s_S), peak = max_s mem(s) and tolerance t (per example):
@@ -14,6 +15,12 @@ last = mem(s_S), peak = max_s mem(s) and tolerance t (per example):
 The tolerance is tied to the estimator's noise: t_i = max(floor, z sqrt(2) rms_s se_i(s)), the
 standard error of a difference of two sizes' scores (taken as independent: conservative, since
 the masks are shared across sizes).
+
+What noise alone gives: at K = 64 the estimator's noise puts a few percent of examples whose true
+memorisation is zero into each non-flat class. `null_fractions` measures it on the run's own
+correctness with each example's mask column permuted across the models (the same permutation at
+every size, so trajectories stay paired): in/out no longer matters, every true score is 0, and the
+class fractions that remain are the noise floor a class must clear.
 """
 
 from __future__ import annotations
@@ -82,36 +89,105 @@ def bootstrap_fractions(classes, num_resamples: int = 1000, level: float = 0.95,
   return point, np.quantile(boot, alpha, axis=0), np.quantile(boot, 1 - alpha, axis=0)
 
 
-def bootstrap_over_models(masks, correct_by_size, num_resamples: int = 200, level: float = 0.95,
-                          rng=0, z: float = 1.0, floor: float = 0.0):
-  """(fraction, lower, upper) per class with the estimator's noise included: each resample draws
-  the K models with replacement (the same draw at every size: trajectories stay paired) and the
-  examples with replacement, then recomputes scores, tolerances and classes.
-
-  correct_by_size: (S, K, N) 0/1. Resamples in which some example is never in or never out are
-  drawn again.
-  """
+def model_draws(masks, num_resamples: int, rng=0) -> list[tuple[np.ndarray, np.ndarray]]:
+  """Resamples of models and examples: [(ks (K,), idx (N,))], the K models drawn with
+  replacement (again when some example would be in none or in all of them) and the N examples
+  with replacement. One list serves every quantity of a run, so its intervals are paired."""
   masks = scores_lib.check_masks(masks)
+  rng = np.random.default_rng(rng)
+  num_models, n = masks.shape
+  out = []
+  while len(out) < num_resamples:
+    ks = rng.integers(0, num_models, num_models)
+    m = masks[ks]
+    if not (m.any(0).all() and (~m).any(0).all()):
+      continue
+    out.append((ks, rng.integers(0, n, n)))
+  return out
+
+
+def recentred_interval(point: float, draws, level: float = 0.95) -> tuple[float, float]:
+  """The bootstrap's percentile interval moved so that its draws' mean sits on the point estimate.
+
+  Resampling the models with replacement duplicates some of them, which adds estimator noise and
+  so inflates every non-flat class (digits' decreasing class: 0.096 at K = 64, draws around
+  0.16). The spread of the draws is kept; their bias is removed.
+  """
+  draws = np.asarray(draws, np.float64)
+  alpha = (1 - level) / 2
+  shift = float(point) - float(draws.mean())
+  return (float(np.quantile(draws, alpha)) + shift, float(np.quantile(draws, 1 - alpha)) + shift)
+
+
+def classes_in_draws(masks, correct_by_size, draws, z: float = 1.0, floor: float = 0.0):
+  """(num_draws, N) the class of every example under each draw's models (columns in example
+  order: index them with the draw's idx)."""
+  masks = scores_lib.check_masks(masks)
+  correct = _check_correct_by_size(masks, correct_by_size)
+  return np.stack([classify(*_scores(masks[ks], correct[:, ks], z, floor)) for ks, _ in draws])
+
+
+def _check_correct_by_size(masks, correct_by_size) -> np.ndarray:
   correct_by_size = np.asarray(correct_by_size)
   if correct_by_size.ndim != 3 or correct_by_size.shape[1:] != masks.shape:
     raise scores_lib.MemorisationInputError(
         f'correct_by_size must be (num_sizes, {masks.shape[0]}, {masks.shape[1]}), got '
         f'{correct_by_size.shape}.')
-  correct = np.stack([scores_lib.check_correctness(c) for c in correct_by_size])
-  rng = np.random.default_rng(rng)
-  num_models, n = masks.shape
+  return np.stack([scores_lib.check_correctness(c) for c in correct_by_size])
+
+
+def bootstrap_over_models(masks, correct_by_size, num_resamples: int = 200, level: float = 0.95,
+                          rng=0, z: float = 1.0, floor: float = 0.0):
+  """(fraction, lower, upper) per class with the estimator's noise included: each resample draws
+  the K models with replacement (the same draw at every size: trajectories stay paired) and the
+  examples with replacement, then recomputes scores, tolerances and classes; the interval is
+  `recentred_interval` (duplicated models bias the raw draws upwards for non-flat classes).
+
+  correct_by_size: (S, K, N) 0/1.
+  """
+  masks = scores_lib.check_masks(masks)
+  correct = _check_correct_by_size(masks, correct_by_size)
   point = fractions(classify(*_scores(masks, correct, z, floor)))
-  boot = []
-  while len(boot) < num_resamples:
-    ks = rng.integers(0, num_models, num_models)
-    m = masks[ks]
-    if not (m.any(0).all() and (~m).any(0).all()):
-      continue
-    cls = classify(*_scores(m, correct[:, ks], z, floor))
-    boot.append(fractions(cls[rng.integers(0, n, n)]))
-  boot = np.stack(boot)
-  alpha = (1 - level) / 2
-  return point, np.quantile(boot, alpha, axis=0), np.quantile(boot, 1 - alpha, axis=0)
+  draws = model_draws(masks, num_resamples, rng)
+  cls = classes_in_draws(masks, correct, draws, z, floor)
+  boot = np.stack([fractions(c[idx]) for c, (_, idx) in zip(cls, draws)])
+  bounds = [recentred_interval(p, b, level) for p, b in zip(point, boot.T)]
+  return point, np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+
+
+def permuted_masks(masks, rng) -> np.ndarray:
+  """Each example's column of masks shuffled across the models (in/out counts kept)."""
+  masks = np.asarray(masks, bool)
+  order = np.argsort(rng.random(masks.shape), axis=0)
+  return np.take_along_axis(masks, order, axis=0)
+
+
+def null_fractions(masks, correct_by_size, num_draws: int = 200, z: float = 1.0,
+                   floor: float = 0.0, rng=0, groups=None) -> np.ndarray:
+  """(num_draws, len(CLASSES)) class fractions when memorisation is zero by construction: each
+  example's mask column permuted across the K models (one permutation for every size), the
+  same estimator, tolerance and classifier at the same K on the run's own correctness.
+
+  groups: optional {name: (N,) bool}; then returns {'all': (D, C), name: (D, C) the fractions
+  within the group}.
+  """
+  masks = scores_lib.check_masks(masks)
+  correct = _check_correct_by_size(masks, correct_by_size)
+  if not isinstance(num_draws, (int, np.integer)) or num_draws < 2:
+    raise scores_lib.MemorisationInputError(f'num_draws must be a whole number >= 2, got '
+                                            f'{num_draws!r}.')
+  rng = np.random.default_rng(rng)
+  out = {'all': []}
+  groups = dict(groups or {})
+  for name in groups:
+    out[name] = []
+  for _ in range(num_draws):
+    cls = classify(*_scores(permuted_masks(masks, rng), correct, z, floor))
+    out['all'].append(fractions(cls))
+    for name, g in groups.items():
+      out[name].append(fractions(cls[np.asarray(g, bool)]))
+  out = {k: np.stack(v) for k, v in out.items()}
+  return out if groups else out['all']
 
 
 def split_half(masks, correct_by_size, z: float = 1.0, floor: float = 0.0, rng=0):

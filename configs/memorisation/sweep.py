@@ -84,27 +84,51 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'teacher_size': -1,             # index into sizes: the teacher of subset k is model k there
       'student_sizes': (2, 3, 4),     # indices into sizes
       'tau': 4.0, 'alpha': 0.0,       # alpha: weight of the one-hot term (0: soft labels only)
+      # Also students of a teacher trained on all the data (full model k mod R at teacher_size):
+      # the diagnosis compares them with the card's protocol (teacher k saw only subset k).
+      'full_teacher': True,
+      # Also one-hot models of another init seed at the student sizes: memorisation re-estimated
+      # independently of the sweep that defines the trajectory classes (a class picked on high
+      # scores at a student size regresses in any re-estimate); the per-class change is
+      # measured against it.
+      'onehot_control': True,
   })
   config.trajectory = ml_collections.ConfigDict({
       # Tolerance t_i = max(floor, z sqrt(2) rms_s se_i(s)) (memorisation.trajectories): a change
       # between two sizes must exceed z standard errors of a difference. z = 2: with z = 1 a
       # flat example's noise alone crosses it in about a third of the cases.
       'z': 2.0, 'floor': 0.05,
-      'bootstrap': 1000,              # resamples of examples
-      'model_bootstrap': 200,         # resamples of models and examples (estimator noise too)
+      'bootstrap': 1000,              # resamples of examples (shown, not deciding)
+      # Resamples of models and examples (the estimator's noise too; recentred on the point
+      # estimate, since duplicated models inflate every non-flat class): the interval the class,
+      # mislabelled and distillation checks use.
+      'model_bootstrap': 200,
+      # Draws of the permutation null (each example's mask column shuffled across the models:
+      # memorisation zero by construction, same K, same correctness): its 95th percentile is the
+      # bar a class fraction must clear.
+      'null_draws': 200,
+      'proxy_bootstrap': 200,         # resamples of examples for the proxy checks
   })
-  # The checks, fixed before the run (summary.json: value, threshold, holds).
+  # The checks, fixed before the run; each decided by its interval (report.check).
   config.checks = ml_collections.ConfigDict({
-      # each of decreasing, cap-shaped and increasing: fraction >= this, and the lower end of
-      # its model-and-example bootstrap interval > 0
-      'min_class_fraction': 0.02,
+      # decreasing, cap-shaped, increasing: the fraction's models-and-examples interval above
+      # this quantile of the permutation null's fractions (evidence 'null')
+      'class_null_quantile': 0.95,
+      # "most examples memorise less under larger models": decreasing minus increasing > this
+      'decreasing_minus_increasing': 0.0,
       # fraction of the mislabelled examples in the increasing class: above this
       'mislabelled_increasing': 0.5,
       # proxies at a fixed size: median over proxies of the median over sizes of |Spearman| >=
       'fixed_size_corr': 0.3,
       # across sizes: median over proxies of the oriented Spearman correlation of the change
-      # (largest minus smallest size) with memorisation's change < this x the fixed-size value
+      # (largest minus smallest size) with memorisation's change, minus this x the fixed-size
+      # value, < 0
       'trend_ratio': 0.5,
+      # distillation: distilled minus one-hot mean memorisation (mean over student sizes) < this
+      'distill_mem_change': 0.0,
+      # distillation: change on the increasing class minus the lowest change of the other
+      # classes (decreasing, cap, flat) < this (it falls most on the increasing examples)
+      'distill_most_on_increasing': 0.0,
       # distillation: student test accuracy minus one-hot's (mean over student sizes) >= this
       'distill_accuracy_margin': -0.01,
   })
@@ -121,6 +145,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.distill.student_sizes = (1,)
     config.trajectory.bootstrap = 200
     config.trajectory.model_bootstrap = 20
+    config.trajectory.null_draws = 20
+    config.trajectory.proxy_bootstrap = 20
   elif variant == 'study':
     config.datasets.digits.sizes = ((2,), (4,), (8,), (16,), (32,), (64,), (256,), (1024,))
     config.datasets.mnist1d.sizes = ((4,), (8,), (16,), (32,), (64,), (128,), (512,), (2048,))

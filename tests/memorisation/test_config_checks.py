@@ -168,15 +168,19 @@ def test_holdout_retraining_needs_positive_values(field):
 
 
 @pytest.mark.parametrize('field,value', [('z', -1.0), ('floor', -0.1), ('bootstrap', 0),
-                                         ('model_bootstrap', 0)])
+                                         ('model_bootstrap', 1), ('null_draws', 1),
+                                         ('proxy_bootstrap', 0)])
 def test_trajectory_settings_are_checked_before_training(field, value):
   # Were found by trajectories.tolerance / the bootstrap after every size had trained.
   _refused(rf'^trajectory\.{field}=', **{f'trajectory.{field}': value})
 
 
-@pytest.mark.parametrize('field,value', [('min_class_fraction', 1.5),
+@pytest.mark.parametrize('field,value', [('class_null_quantile', 1.0),
+                                         ('decreasing_minus_increasing', 1.5),
+                                         ('distill_mem_change', -2.0),
                                          ('mislabelled_increasing', -0.1),
                                          ('fixed_size_corr', 2.0), ('trend_ratio', -1.0),
                                          ('distill_accuracy_margin', 3.0)])
 def test_check_thresholds_outside_their_range_are_refused(field, value):
   _refused(rf'^checks\.{field}=', **{f'checks.{field}': value})
+

@@ -36,8 +36,20 @@ def test_tiny_end_to_end_with_saved_arrays(tmp_path):
   config = _tiny()
   summary = experiment.run(config, str(tmp_path))
   names = [c['name'] for c in summary['checks']]
-  assert 'digits/increasing_fraction' in names and 'digits/distillation_test_accuracy' in names
-  assert summary['reproduced'] in (True, False)
+  assert 'digits/increasing_fraction_above_null' in names
+  assert 'digits/distillation_test_accuracy' in names
+  # Every check carries a state, decided by an interval or a null, never a single value.
+  for c in summary['checks']:
+    assert c['state'] in ('holds', 'fails', 'inconclusive') and c['compare'], c
+    assert c['evidence'] in ('interval', 'null') and c['interval'], c
+  assert {c['evidence'] for c in summary['checks'] if 'fraction_above_null' in c['name']} == {
+      'null'}
+  assert summary['verdict'] in ('reproduced', 'not reproduced', 'inconclusive')
+  diagnosis = [t for t in summary['tables'] if t['title'].startswith('Diagnosis: ')]
+  assert len(diagnosis) == 1
+  quantities = [r[2] for r in diagnosis[0]['rows']]
+  assert any('p(flipped label)' in q for q in quantities)
+  assert any('teacher of all data' in q for q in quantities)
   nb = summary['numbers']['digits']
   assert len(nb['per_size']) == 2 and nb['num_mislabelled'] == 75
   assert sum(nb['class_fraction'].values()) == pytest.approx(1.0)
