@@ -174,7 +174,6 @@ def test_config_errors(tmp_path):
       ({'checks.margin': -0.1}, r'config.checks.margin=-0.1: expected a finite number >= 0'),
       ({'checks.margin': float('nan')}, r'config.checks.margin=nan'),
       ({'one_seed': ('nope',)}, "config.checks.contenders names 'nope', which config.one_seed"),
-      ({'one_seed': ('rope',)}, r"config.one_seed names \['rope'\], not in config.encodings"),
       ({'diagnose': ('nope',)}, "config.diagnose names 'nope'"),
       ({'diagnose': ('fire_no_interpolation',)}, 'thresholded, log-transformed'),
       ({'seeds': 0}, 'config.seeds=0'),
