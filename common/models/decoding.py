@@ -19,13 +19,16 @@ Greedy and sampled decoding are one compiled program: `temperature` is an input 
 are the prompts and the RNG; `top_k` (0: all) and the sizes are static. Token ids may include the
 model's special tokens (ids >= vocab_size, e.g. <pause>): they can be fed, never generated (the
 readout has vocab_size outputs). Prompts longer than the cache or the position encoding, empty
-prompts and ids outside the model's vocabulary are refused before any compute.
+prompts, ids outside the model's vocabulary, a temperature that is negative or not finite (NaN
+would otherwise decode greedily without a word) and an `eos_id` the model cannot generate (outside
+[0, vocab_size): no row would ever stop) are refused before any compute.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Sequence
 
 import jax
@@ -36,7 +39,8 @@ from common.models import transformer
 
 
 class PromptError(ValueError):
-  """Prompts that cannot be decoded as asked (empty, too long, ids outside the vocabulary)."""
+  """A decoding request that cannot run as asked: prompts empty, too long or with ids outside the
+  vocabulary; a bad temperature, top_k or eos_id."""
 
 
 @dataclasses.dataclass
@@ -120,6 +124,33 @@ def check_prompts(model: transformer.TransformerLM, padded: np.ndarray, lengths:
                       f'represents {max_len}.')
 
 
+def check_sampling(model: transformer.TransformerLM, temperature, top_k: int,
+                   eos_id: int | None) -> float:
+  """The temperature as a float; raises PromptError for a value decoding would misread.
+
+  A NaN temperature fails `temperature > 0` under jit and so decoded greedily, and an eos_id the
+  readout cannot produce (>= vocab_size, or negative) never stopped a row: both are refused.
+  """
+  try:
+    value = float(temperature)
+  except (TypeError, ValueError):
+    raise PromptError(f'temperature={temperature!r}: expected one number (0: greedy, > 0: '
+                      'sample).') from None
+  if isinstance(temperature, bool) or not math.isfinite(value) or value < 0:
+    raise PromptError(f'temperature={temperature!r}: expected a finite number >= 0 (0: greedy, '
+                      '> 0: sample from softmax(logits / temperature)).')
+  if isinstance(top_k, bool) or top_k < 0 or top_k > model.vocab_size:
+    raise PromptError(f'top_k={top_k!r}: expected 0 (all) .. vocab_size={model.vocab_size}.')
+  if eos_id is not None:
+    whole = isinstance(eos_id, (int, np.integer)) and not isinstance(eos_id, bool)
+    if not whole or not 0 <= eos_id < model.vocab_size:
+      raise PromptError(
+          f'eos_id={eos_id!r}: expected an id in [0, vocab_size={model.vocab_size}), one the '
+          'model can generate (special tokens and ids outside the vocabulary are never '
+          'generated, so no row would stop).')
+  return value
+
+
 def choose_tokens(logits, rng, temperature, top_k: int = 0):
   """argmax where temperature <= 0, else a sample of softmax(logits / temperature) (top-k)."""
   greedy = jnp.argmax(logits, axis=-1)
@@ -177,13 +208,12 @@ def generate(model: transformer.TransformerLM, params: Any, prompts: Sequence[An
   check_prompts(model, padded, lengths, max_new_tokens, cache_length)
   if padded.shape[1] > cache_length:  # padding columns past every prompt: drop them
     padded = padded[:, :int(lengths.max())]
-  if isinstance(top_k, bool) or top_k < 0 or top_k > model.vocab_size:
-    raise PromptError(f'top_k={top_k!r}: expected 0 (all) .. vocab_size={model.vocab_size}.')
+  temperature = check_sampling(model, temperature, top_k, eos_id)
   if temperature > 0 and rng is None:
     raise PromptError('Sampling (temperature > 0) needs rng=jax.random.key(...).')
   rng = jax.random.key(0) if rng is None else rng
   fn = _decoder(model, int(max_new_tokens), int(cache_length), int(top_k), bool(return_logits),
-                eos_id, int(pad_id))
+                None if eos_id is None else int(eos_id), int(pad_id))
   variables = params if 'params' in params else {'params': params}
   outs = jax.device_get(fn(variables, jnp.asarray(padded), jnp.asarray(lengths), rng,
                            jnp.asarray(temperature, jnp.float32)))

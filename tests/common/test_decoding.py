@@ -198,3 +198,32 @@ def test_a_step_takes_one_token_per_row():
   with pytest.raises(ValueError, match='do not fit the cache'):
     jax.eval_shape(lambda: model.apply({'params': params}, jnp.zeros((2, 9), jnp.int32),
                                        cache=cache))
+
+
+@pytest.mark.parametrize('temperature', [float('nan'), float('inf'), -0.5, np.float32('nan'),
+                                         True, 'hot', np.array([1.0, 2.0])])
+def test_a_temperature_that_is_not_a_finite_number_at_least_zero_is_refused(temperature):
+  """temperature=nan failed `temperature > 0` inside the jitted step and decoded greedily."""
+  model = _model('nope')
+  with pytest.raises(decoding.PromptError, match=r'temperature=.*expected .*number'):
+    decoding.generate(model, _params(model), PROMPTS, max_new_tokens=2, temperature=temperature,
+                      rng=jax.random.key(0))
+
+
+@pytest.mark.parametrize('eos_id', [9999, VOCAB, VOCAB + 1, -1, 2.0, True])
+def test_an_eos_id_the_model_cannot_generate_is_refused(eos_id):
+  """eos_id=9999 (or a special token, which the readout never produces) never stopped a row."""
+  model = _model('nope')
+  with pytest.raises(decoding.PromptError, match=rf'eos_id={eos_id!r}: expected an id in '
+                     rf'\[0, vocab_size={VOCAB}\)'):
+    decoding.generate(model, _params(model), PROMPTS, max_new_tokens=2, eos_id=eos_id)
+
+
+def test_the_sampling_arguments_are_checked_before_anything_compiles():
+  model = _model('nope')
+  assert decoding.check_sampling(model, 0, 0, VOCAB - 1) == 0.0
+  assert decoding.check_sampling(model, np.float32(0.5), 3, np.int64(0)) == 0.5
+  before = decoding._decoder.cache_info().misses
+  with pytest.raises(decoding.PromptError, match='eos_id'):
+    decoding.generate(model, _params(model), PROMPTS, max_new_tokens=3, eos_id=VOCAB)
+  assert decoding._decoder.cache_info().misses == before
