@@ -20,7 +20,10 @@ from cascades import deferral
 from cascades import posthoc
 from cascades import settings as settings_lib
 from common import classifier
+from common import config_lib
+from common import models
 from common import report
+from common import validate
 from common.data import loader
 
 CLAIM = ('Confidence-based deferral is near-optimal in the standard setting (post-hoc within a '
@@ -28,6 +31,53 @@ CLAIM = ('Confidence-based deferral is near-optimal in the standard setting (pos
          'the distribution shifts: there a post-hoc rule learned from h1\'s outputs has a larger '
          'area under the deferral curve and higher accuracy at low deferral rates.')
 LOW_RATES = (0.1, 0.2, 0.3)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError (naming the dotted field) for a config that cannot run or would run
+  wrongly; reads only the config (no data, no compile, no files). Called at the top of `run` and
+  by common.app before anything runs."""
+  config_lib.check_loop(config.classifier, 'classifier')
+  validate.whole(config, 'classifier.seed', 0)
+  validate.whole(config, 'seeds', 1)
+  validate.whole(config, 'curve_points', 2)
+  validate.real(config, 'standard_margin', 0.0)
+  for name in validate.choice_tuple(config, 'dataset_names', tuple(config.datasets)):
+    for role in ('h1', 'h2'):
+      _check_model(config, f'datasets.{name}.{role}')
+  validate.choice_tuple(config, 'setting_names', settings_lib.SETTINGS)
+  for classes in ('specialist_classes', 'noisy_classes', 'tail_classes'):
+    validate.whole_tuple(config, f'settings.{classes}', 0)
+  validate.whole(config, 'settings.tail_factor', 1)
+  validate.flag(config, 'settings.shift_heldout_balanced')
+  targets = validate.choice_tuple(config, 'posthoc.targets', posthoc.TARGETS)
+  validate.whole_tuple(config, 'posthoc.widths', 1, allow_empty=True)
+  validate.whole(config, 'posthoc.steps', 1)
+  validate.real(config, 'posthoc.learning_rate', 0.0, open_low=True)
+  validate.choice(config, 'primary_target', targets)
+
+
+def _check_model(config, name: str) -> None:
+  """One trained model's entry: its steps, learning rate, pool factor and model config."""
+  validate.whole(config, f'{name}.total_steps', 1)
+  validate.real(config, f'{name}.learning_rate', 0.0, open_low=True)
+  if validate.field(config, name).get('pool') is not None:
+    validate.whole(config, f'{name}.pool', 1)
+  try:
+    models.build(validate.field(config, f'{name}.model'), 1)  # names and fields, no compute
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(f'{name}.model: {e}') from None
+  # The loop config it trains under (classifier.* with this entry's model, steps and rate): the
+  # input kind, optimizer and sharding names.
+  classifier.check_config(classifier.study_config(config.classifier,
+                                                  validate.field(config, name), 0))
+
+
+def model_seed(config, seed: int) -> int:
+  """The seed of the classifiers of run seed `seed` (0 .. seeds - 1): config.classifier.seed
+  shifts every run's classifiers (their initialisation and batch order); the settings' data
+  (label noise, the long tail) and the post-hoc rule follow the run seed alone."""
+  return int(config.classifier.seed) + seed
 
 
 def _pool(inputs: np.ndarray, factor: int) -> np.ndarray:
@@ -45,7 +95,7 @@ def _pool(inputs: np.ndarray, factor: int) -> np.ndarray:
 def _train_and_predict(config, model_cfg, arrays, eval_sets, workdir, num_classes, seed):
   pool = model_cfg.get('pool', 1)
   train = dict(arrays, inputs=_pool(arrays['inputs'], pool))
-  model_config = classifier.study_config(config.classifier, model_cfg, seed)
+  model_config = classifier.study_config(config.classifier, model_cfg, model_seed(config, seed))
   trained = classifier.train_classifier(model_config, workdir, train_arrays=train, eval_arrays={},
                                         num_classes=num_classes)
   return {name: np.asarray(jax.nn.softmax(trained.logits(_pool(a['inputs'], pool)), -1),
@@ -75,6 +125,8 @@ def run_setting(config, dataset: str, setting: str, seed: int, workdir: str) -> 
                               **config.settings.to_dict())
   evals = {'heldout': arrays['heldout'], 'test': arrays['test']}
   base = os.path.join(workdir, 'models', dataset, setting, f'seed{seed}')
+  if config.classifier.seed:  # other classifiers: their own checkpoints, not the default run's
+    base += f'_classifier_seed{config.classifier.seed}'
   p1 = _train_and_predict(config, ds.h1, arrays['train_h1'], evals, f'{base}/h1', num_classes,
                           seed)
   p2 = _train_and_predict(config, ds.h2, arrays['train_h2'], evals, f'{base}/h2', num_classes,
@@ -115,6 +167,7 @@ def _plot(dataset, per_setting, grid, path):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  check_config(config)
   os.makedirs(workdir, exist_ok=True)
   primary = f'posthoc_{config.primary_target}'
   numbers, checks, figures, check_list = {}, {}, [], []

@@ -32,7 +32,10 @@ VARIANTS = ('cpu', 'tiny', 'cifar100')  # get_config args (tests build each)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or 'cpu'
   config = ml_collections.ConfigDict()
-  config.classifier = classifier_config.get_config('cpu')  # the loop's fields (batch, mesh, ...)
+  # The loop's fields (batch, mesh, ...). classifier.seed shifts the classifiers' seeds: run seed s
+  # trains h1 and h2 with classifier.seed + s (initialisation, batch order); the settings' data
+  # and the post-hoc rule follow s alone.
+  config.classifier = classifier_config.get_config('cpu')
   config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data and the embedded cache
   config.datasets = ml_collections.ConfigDict({
       'mnist1d': {

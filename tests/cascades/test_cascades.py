@@ -11,6 +11,7 @@ from cascades import deferral
 from cascades import experiment
 from cascades import posthoc
 from cascades import settings
+from common import config_lib
 from common import report
 from configs.cascades import mnist1d as cascades_config
 
@@ -240,3 +241,63 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     assert area['oracle'] >= max(v for k, v in area.items() if k != 'oracle')
   assert (tmp_path / 'curves_digits.png').exists()
   assert json.load(open(tmp_path / 'summary.json'))['claim'] == experiment.CLAIM
+
+
+def _trained_probs(classifier_seed, workdir, run_seed=0):
+  config = cascades_config.get_config('tiny')
+  config.classifier.seed = classifier_seed
+  config.classifier.batch_size = 16
+  h1 = config.datasets.digits.h1
+  h1.total_steps = 4
+  rng = np.random.default_rng(0)
+  arrays = {'inputs': rng.normal(size=(64, 4, 4, 1)).astype(np.float32),
+            'label': (np.arange(64) % 3).astype(np.int32)}
+  return experiment._train_and_predict(config, h1, arrays, {'test': arrays}, str(workdir), 3,
+                                       run_seed)['test']
+
+
+def test_the_classifier_seed_seeds_the_classifiers(tmp_path):
+  """--config.classifier.seed=3 used to be overwritten by the run seed: no effect at all."""
+  config = cascades_config.get_config('tiny')
+  config.classifier.seed = 3
+  assert [experiment.model_seed(config, s) for s in range(2)] == [3, 4]
+  default = _trained_probs(0, tmp_path / 'a')
+  seed3 = _trained_probs(3, tmp_path / 'b')
+  again = _trained_probs(3, tmp_path / 'c')
+  assert not np.allclose(default, seed3)        # another seed: other classifiers
+  np.testing.assert_array_equal(seed3, again)   # the same seed: the same classifiers
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('classifier.seed', -1, r'classifier.seed=-1: expected a whole number >= 0'),
+    ('classifier.batch_size', 0, r'classifier.batch_size=0: expected a whole number >= 1'),
+    ('seeds', 0, r'seeds=0: expected a whole number >= 1'),
+    ('curve_points', 1, r'curve_points=1: expected a whole number >= 2'),
+    ('dataset_names', ('digits', 'mnist'), r"dataset_names has 'mnist' \(did you mean "
+     r"'mnist1d'\?\)"),
+    ('setting_names', ('standard', 'shfit'), r"setting_names has 'shfit' \(did you mean 'shift'"),
+    ('datasets.digits.h1.total_steps', 0, r'datasets.digits.h1.total_steps=0: expected a whole'),
+    ('datasets.digits.h2.learning_rate', -1e-3,
+     r'datasets.digits.h2.learning_rate=-0.001: expected a finite number in \(0.0, inf\]'),
+    ('datasets.digits.h1.pool', 0, r'datasets.digits.h1.pool=0'),
+    ('datasets.digits.h2.model.name', 'mpl', r"datasets.digits.h2.model: Unknown model 'mpl'"),
+    ('settings.tail_factor', 0, r'settings.tail_factor=0'),
+    ('settings.noisy_classes', (7, -1), r'settings.noisy_classes=\(7, -1\): expected a non-empty'),
+    ('posthoc.targets', ('diff01',), r"posthoc.targets has 'diff01' \(did you mean 'diff_01'"),
+    ('posthoc.steps', 0, r'posthoc.steps=0'),
+    ('primary_target', 'bin_01', r"primary_target='bin_01'.*use one of \('diff_01',"),
+    ('standard_margin', float('nan'), r'standard_margin=nan: expected a finite number'),
+])
+def test_bad_config_fields_are_refused_before_any_data_or_compute(tmp_path, field, value, match):
+  config = cascades_config.get_config('tiny')
+  if field == 'primary_target':
+    config.posthoc.targets = ('diff_01', 'diff_prob')
+  config_lib.set_fields(config, **{field: value})
+  with pytest.raises(config_lib.ConfigError, match=match):
+    experiment.run(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('variant', cascades_config.VARIANTS)
+def test_every_variant_passes_check_config(variant):
+  experiment.check_config(cascades_config.get_config(variant))

@@ -1,10 +1,12 @@
 """common.validate: the shared probability-row and 0/1 checks, and the papers' errors built on them."""
 
+import ml_collections
 import numpy as np
 import pytest
 
 from abstain import checks as abstain_checks
 from cascades import deferral
+from common import config_lib
 from common import validate
 
 
@@ -87,3 +89,33 @@ def test_zero_one_refuses_class_ids_as_flags():
   np.testing.assert_array_equal(validate.zero_one([0, 1, 1.0], 'f'), [False, True, True])
   with pytest.raises(validate.InputError, match=r'f must be 0/1 flags.*\[2\]'):
     validate.zero_one([0, 1, 2], 'f')
+
+
+def test_config_field_checks_name_the_dotted_field():
+  config = ml_collections.ConfigDict({'loop': {'steps': 10, 'rate': 0.1, 'sizes': (4, 8),
+                                               'kind': 'adam', 'on': True, 'costs': (0.5,)}})
+  assert validate.whole(config, 'loop.steps', 1) == 10
+  assert validate.real(config, 'loop.rate', 0.0, open_low=True) == 0.1
+  assert validate.whole_tuple(config, 'loop.sizes', 1) == (4, 8)
+  assert validate.choice(config, 'loop.kind', ('adam', 'sgd')) == 'adam'
+  assert validate.flag(config, 'loop.on') is True
+  assert validate.real_tuple(config, 'loop.costs', 0.0, 1.0) == (0.5,)
+  error = config_lib.ConfigError
+  with pytest.raises(error, match=r'loop.stesp: the config has no such field'):
+    validate.whole(config, 'loop.stesp', 1)
+  with pytest.raises(error, match=r'loop.steps=10: expected a whole number >= 11'):
+    validate.whole(config, 'loop.steps', 11)
+  with pytest.raises(error, match=r'loop.rate=0.1: expected a finite number in \(0.1, 1\]'):
+    validate.real(config, 'loop.rate', 0.1, 1, open_low=True)
+  with pytest.raises(error, match=r"loop.kind='adam' \(did you mean 'adamw'\?\): use one of"):
+    validate.choice(config, 'loop.kind', ('adamw', 'sgd'))
+  with pytest.raises(error, match=r'loop.sizes=\(4, 8\): expected a non-empty sequence of whole '
+                     r'numbers >= 5'):
+    validate.whole_tuple(config, 'loop.sizes', 5)
+  with pytest.raises(error, match=r"loop.sizes has 4: use \('a',\)"):
+    validate.choice_tuple(config, 'loop.sizes', ('a',))
+  with pytest.raises(error, match=r'loop.steps=10: expected True or False'):
+    validate.flag(config, 'loop.steps')
+  for bad in (float('nan'), float('inf'), True):
+    with pytest.raises(error, match='loop.rate='):
+      validate.real(ml_collections.ConfigDict({'loop': {'rate': bad}}), 'loop.rate')
