@@ -27,9 +27,11 @@ from abstain import scod
 from abstain import scores
 from abstain import splits as splits_lib
 from common import classifier
+from common import config_lib
 from common import models
 from common import report
 from common import train as train_lib
+from common import validate
 from common.data import loader
 from common.data import pipeline
 
@@ -45,6 +47,94 @@ TUNED = {'auxiliary': ('linear_double', 'plugin', 'plugin_black_box'),
          'wild': ('linear_double', 'plugin', 'plugin_corrected_sigmoid')}
 PLOTTED = ('msp', 'energy', 'mahalanobis', 'outlier_exposure', 'ood', 'sirc', 'linear_double',
            'plugin', 'plugin_black_box', 'plugin_corrected_sigmoid')
+
+
+# ------------------------------------------------------------------------------------------------
+# The config.
+# ------------------------------------------------------------------------------------------------
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError (naming the dotted field) for a config that cannot run or would run
+  wrongly; reads only the config (no data, no compile, no files). Called at the top of `run` and
+  by common.app before anything runs."""
+  config_lib.check_loop(config.classifier, 'classifier')
+  validate.whole(config, 'classifier.seed', 0)
+  for name in config.models:
+    _check_model(config, f'models.{name}')
+  for name in validate.choice_tuple(config, 'dataset_names', tuple(config.datasets)):
+    _check_dataset(config, name)
+    pair = validate.field(config, f'dataset_models.{name}')
+    if isinstance(pair, str) or not isinstance(pair, (tuple, list)) or len(pair) != 2:
+      raise config_lib.ConfigError(f'dataset_models.{name}={pair!r}: expected (the inlier '
+                                   'classifier and OE model, the binary classifiers), two names '
+                                   f'from config.models ({sorted(config.models)}).')
+    for model in pair:
+      if model not in config.models:
+        raise config_lib.ConfigError(
+            f'dataset_models.{name} names {model!r}{config_lib.closest(model, config.models)}, '
+            f'which is not in config.models ({sorted(config.models)}).')
+  validate.whole(config, 'seeds', 1)
+  validate.real(config, 'wild_pi', 0.0, 1.0, open_low=True, open_high=True)
+  validate.real_tuple(config, 'c_fns', 0.0, 1.0)
+  validate.real_tuple(config, 'budgets', 0.0, 1.0)
+  validate.real(config, 'oe_weight', 0.0)
+  validate.real(config, 'odin.temperature', 0.0, open_low=True)
+  validate.real(config, 'odin.epsilon', 0.0)
+  validate.whole_tuple(config, 'gaussians.sizes', 1)
+  validate.whole(config, 'gaussians.seeds', 1)
+  validate.whole(config, 'gaussians.test_size', 1)
+  for field in ('pi', 'pi_mix'):
+    validate.real(config, f'gaussians.{field}', 0.0, 1.0, open_low=True, open_high=True)
+  validate.real(config, 'gaussians.figure_c_fn', 0.0, 1.0)
+  validate.real(config, 'gaussians.figure_budget', 0.0, 1.0, open_high=True)
+  for field in ('noise_margin', 'bayes_margin'):
+    validate.real(config, f'checks.{field}', 0.0)
+  validate.real(config, 'checks.clear_gain')
+
+
+def _check_model(config, name: str) -> None:
+  """One trained model's entry: its steps, learning rate and model config."""
+  validate.whole(config, f'{name}.total_steps', 1)
+  validate.real(config, f'{name}.learning_rate', 0.0, open_low=True)
+  try:
+    models.build(validate.field(config, f'{name}.model'), 1)  # names and fields, no compute
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(f'{name}.model: {e}') from None
+  # The loop config it trains under (classifier.* with this entry's model, steps and rate): the
+  # input kind, optimizer and sharding names.
+  classifier.check_config(classifier.study_config(config.classifier,
+                                                  validate.field(config, name), 0))
+
+
+def _check_dataset(config, name: str) -> None:
+  """The split by class: disjoint class sets, fractions that leave something to train on."""
+  prefix = f'datasets.{name}'
+  ds = validate.field(config, prefix)
+  if not isinstance(ds.dataset, str) or not ds.dataset:
+    raise config_lib.ConfigError(f'{prefix}.dataset={ds.dataset!r}: expected a dataset name.')
+  classes = {kind: set(validate.whole_tuple(config, f'{prefix}.{kind}', 0))
+             for kind in ('inlier_classes', 'aux_classes', 'test_outlier_classes')}
+  if len(classes['inlier_classes']) < 2:
+    raise config_lib.ConfigError(f'{prefix}.inlier_classes={tuple(ds.inlier_classes)!r}: '
+                                 'expected at least two classes to classify.')
+  pairs = [('inlier_classes', 'aux_classes')]
+  if not ds.outlier_dataset:  # test outliers from the same dataset: their classes are its own
+    pairs += [('inlier_classes', 'test_outlier_classes'), ('aux_classes', 'test_outlier_classes')]
+  for a, b in pairs:
+    if classes[a] & classes[b]:
+      raise config_lib.ConfigError(f'{prefix}.{a} and {prefix}.{b} share classes '
+                                   f'{sorted(classes[a] & classes[b])}: they must be disjoint.')
+  for field in ('val_fraction', 'wild_fraction', 'aux_val_fraction', 'wild_val_fraction'):
+    validate.real(config, f'{prefix}.{field}', 0.0, 1.0, open_low=True, open_high=True)
+  if ds.val_fraction + ds.wild_fraction >= 1:
+    raise config_lib.ConfigError(f'{prefix}.val_fraction + wild_fraction = '
+                                 f'{ds.val_fraction + ds.wild_fraction:g}: must be below 1 '
+                                 '(the rest of the inliers trains the models).')
+
+
+def model_seed(config, seed: int) -> int:
+  """The seed of the models of run seed `seed` (0 .. seeds - 1): config.classifier.seed shifts
+  every run's models (initialisation, batch order); the split by class follows the run seed."""
+  return int(config.classifier.seed) + seed
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,7 +256,8 @@ def run_gaussians(config, workdir):
 # Models.
 # ------------------------------------------------------------------------------------------------
 def _train(config, model_name, arrays, num_classes, workdir, seed) -> classifier.Classifier:
-  mcfg = classifier.study_config(config.classifier, config.models[model_name], seed)
+  mcfg = classifier.study_config(config.classifier, config.models[model_name],
+                                 model_seed(config, seed))
   data = {'inputs': arrays['inputs'], 'label': arrays['label']}
   return classifier.train_classifier(mcfg, workdir, train_arrays=data, eval_arrays={},
                                      num_classes=num_classes)
@@ -180,7 +271,8 @@ def _binary(negatives, positives) -> dict[str, np.ndarray]:
 
 def _train_outlier_exposure(config, model_name, train_in, aux, num_classes, workdir, seed):
   """The inlier classifier trained with Outlier Exposure's loss through the common loop."""
-  mcfg = classifier.study_config(config.classifier, config.models[model_name], seed)
+  mcfg = classifier.study_config(config.classifier, config.models[model_name],
+                                 model_seed(config, seed))
   model = models.build(mcfg.model, num_classes)
   arrays = {'inputs': np.concatenate([train_in['inputs'], aux['inputs']]),
             'label': np.concatenate([train_in['label'], aux['label']]).astype(np.int32),
@@ -237,6 +329,8 @@ def outputs(config, name, seed, workdir) -> dict[str, Any]:
   parts = splits_lib.build(data['train'], data['test'], ds, config.wild_pi, seed, **other)
   clf_name, ood_name = config.dataset_models[name]
   base = os.path.join(workdir, 'models', name, f'seed{seed}')
+  if config.classifier.seed:  # other models: their own checkpoints, not the default run's
+    base += f'_classifier_seed{config.classifier.seed}'
   k = parts['num_classes']
   clf = _train(config, clf_name, parts['train_in'], k, f'{base}/classifier', seed)
   aux_net = _train(config, ood_name, _binary(parts['train_in'], parts['aux_train']), 2,
@@ -267,98 +361,172 @@ def outputs(config, name, seed, workdir) -> dict[str, Any]:
   return res
 
 
-def evaluate(config, res) -> dict[str, Any]:
-  """Every method's metrics on the test mixture for one seed (both settings)."""
+# The binary classifier's logit and the density-ratio estimate each setting's rules use.
+LOGIT_KEY = {'auxiliary': 'aux_logit', 'wild': 'wild_logit'}
+RHO_KEY = {'auxiliary': 'rho_aux', 'wild': 'rho_wild'}
+# Angles of linear_double tried in the wild setting (tuned on the unlabelled mixture's risk).
+WILD_ANGLES = np.linspace(0, np.pi / 2, 31)
+
+
+def per_example_quantities(res, temperature: float):
+  """For every set (val_in, aux_val, wild_val, test), what the rules are built from; and the
+  corrected-sigmoid fit.
+
+  m_raw, m: max softmax probability, raw and temperature-scaled; correct: the classifier is right
+  on an inlier; energy: the free energy; rho_aux, rho_wild, rho_energy, rho_csig: the density
+  ratio p_out / p_in estimated from the inlier-vs-auxiliary classifier, the inlier-vs-wild one
+  with the mixture correction, the energy through a fitted transform, the corrected sigmoid.
+  """
   sets, parts = res['sets'], res['parts']
-  temperature = estimators.fit_temperature(sets['val_in']['logits'], sets['val_in']['label'])
-  d = {}
+  quantities = {}
   for part, s in sets.items():
     probs = _softmax(s['logits'])
-    correct = (probs.argmax(1) == s['label']) & ~s['is_outlier']
-    d[part] = {
+    quantities[part] = {
         'm_raw': probs.max(1), 'm': estimators.max_prob(s['logits'], temperature),
-        'correct': correct, 'is_outlier': s['is_outlier'],
+        'correct': (probs.argmax(1) == s['label']) & ~s['is_outlier'],
+        'is_outlier': s['is_outlier'],
         'rho_aux': estimators.rho_from_binary(special.expit(s['aux_logit']), res['aux_share']),
         'rho_wild': estimators.rho_from_mixture(special.expit(s['wild_logit']), parts['wild_pi'],
                                                 res['wild_share']),
         'energy': scores.energy(s['logits'])}
-  transform = estimators.fit_score_transform(d['val_in']['energy'], d['aux_val']['energy'])
-  csig = estimators.fit_corrected_sigmoid(sets['val_in']['wild_logit'],
-                                          sets['wild_val']['wild_logit'])
+  transform = estimators.fit_score_transform(quantities['val_in']['energy'],
+                                             quantities['aux_val']['energy'])
+  corrected = estimators.fit_corrected_sigmoid(sets['val_in']['wild_logit'],
+                                               sets['wild_val']['wild_logit'])
   for part, s in sets.items():
-    d[part]['rho_energy'] = transform.rho(d[part]['energy'])
-    d[part]['rho_csig'] = csig.rho(s['wild_logit'])
-  t, st = d['test'], sets['test']
-  base = {'msp': 1 - t['m_raw'], 'max_logit': scores.max_logit(st['logits']),
-          'energy': t['energy'], 'odin': st['odin'],
-          'mahalanobis': res['mahalanobis'].score(st['features']),
-          'outlier_exposure': scores.msp(st['oe_probs'])}
-  # The labelled validation mixture of the auxiliary setting: held-out inliers + aux outliers.
-  val = {k: np.concatenate([d['val_in'][k], d['aux_val'][k]]) for k in d['val_in']}
+    quantities[part]['rho_energy'] = transform.rho(quantities[part]['energy'])
+    quantities[part]['rho_csig'] = corrected.rho(s['wild_logit'])
+  return quantities, corrected
+
+
+def baseline_scores(res, test) -> dict[str, np.ndarray]:
+  """The test scores of the baselines that use neither outlier classifier (`test`: the test
+  set's per_example_quantities)."""
+  outputs_ = res['sets']['test']
+  return {'msp': 1 - test['m_raw'], 'max_logit': scores.max_logit(outputs_['logits']),
+          'energy': test['energy'], 'odin': outputs_['odin'],
+          'mahalanobis': res['mahalanobis'].score(outputs_['features']),
+          'outlier_exposure': scores.msp(outputs_['oe_probs'])}
+
+
+def single_scores(setting: str, baselines, quantities, sets) -> dict[str, np.ndarray]:
+  """Test scores that need no tuning per budget: the baselines, the setting's ratio estimate
+  alone ('ood'), SIRC on it, and in the wild setting the corrected sigmoid's ratio."""
+  logit, test = LOGIT_KEY[setting], quantities['test']
+  single = dict(baselines, ood=test[RHO_KEY[setting]])
+  sirc = scores.Sirc.fit(-sets['val_in'][logit])
+  single['sirc'] = sirc.score(test['m_raw'], -sets['test'][logit])
+  if setting == 'wild':
+    single['ood_corrected_sigmoid'] = test['rho_csig']
+  return single
+
+
+def _linear_double_inputs(quantities, sets, logit: str):
+  """inputs(m_raw, logit values) -> linear_double's two inputs (1 - m_raw and the binary
+  classifier's logit), each standardised on the held-out inliers."""
+  scale_msp = _standardise(1 - quantities['val_in']['m_raw'])
+  scale_logit = _standardise(sets['val_in'][logit])
+  return lambda m_raw, values: (scale_msp(1 - m_raw), scale_logit(values))
+
+
+def auxiliary_tuned_scores(quantities, sets):
+  """(c_fn, budget) -> test scores of linear_double and the plug-ins, each tuned at that cost
+  and budget on the labelled validation mixture (held-out inliers + auxiliary outliers)."""
+  val = {k: np.concatenate([quantities['val_in'][k], quantities['aux_val'][k]])
+         for k in quantities['val_in']}
   val_logit = np.concatenate([sets['val_in']['aux_logit'], sets['aux_val']['aux_logit']])
-  out = {'accuracy': float(t['correct'][~t['is_outlier']].mean()), 'temperature': temperature,
-         'wild_pi': parts['wild_pi'], 'pi_mix_hat_corrected_sigmoid': csig.pi_mix,
-         'test_pi': float(t['is_outlier'].mean()), 'settings': {}}
+  inputs = _linear_double_inputs(quantities, sets, 'aux_logit')
+  test = quantities['test']
+
+  def at(c, b):
+    angle = scores.tune_linear_double(*inputs(val['m_raw'], val_logit), val['is_outlier'],
+                                      val['correct'], c, b)
+    slope = scod.tune_slope(val['m'], val['rho_aux'], val['is_outlier'], val['correct'], c, b)
+    slope_black_box = scod.tune_slope(val['m'], val['rho_energy'], val['is_outlier'],
+                                      val['correct'], c, b)
+    return {'linear_double': scores.linear_double(
+                *inputs(test['m_raw'], sets['test']['aux_logit']), angle),
+            'plugin': scod.plugin_score(test['m'], test['rho_aux'], c, slope),
+            'plugin_black_box': scod.plugin_score(test['m'], test['rho_energy'], c,
+                                                  slope_black_box)}
+  return at
+
+
+def wild_tuned_scores(quantities, sets, wild_pi: float, corrected_pi_mix: float):
+  """(c_fn, budget) -> test scores of linear_double and the plug-ins, each tuned at that cost
+  and budget without outlier labels: held-out inliers against the unlabelled wild mixture (the
+  mixture risk, at the known outlier share or the corrected sigmoid's estimate of it)."""
+  inliers, mixture, test = quantities['val_in'], quantities['wild_val'], quantities['test']
+  inputs = _linear_double_inputs(quantities, sets, 'wild_logit')
+  linear_double = lambda part, angle: scores.linear_double(
+      *inputs(quantities[part]['m_raw'], sets[part]['wild_logit']), angle)
+
+  def at(c, b):
+    risks = [scod.mixture_risk_at_budget(linear_double('val_in', a), inliers['correct'],
+                                         linear_double('wild_val', a), c, b, wild_pi)
+             for a in WILD_ANGLES]
+    angle = float(WILD_ANGLES[int(np.argmin(risks))])
+    slope = scod.tune_slope_unlabelled(inliers['m'], inliers['rho_wild'], inliers['correct'],
+                                       mixture['m'], mixture['rho_wild'], c, b, wild_pi)
+    slope_corrected = scod.tune_slope_unlabelled(
+        inliers['m'], inliers['rho_csig'], inliers['correct'], mixture['m'], mixture['rho_csig'],
+        c, b, corrected_pi_mix)
+    return {'linear_double': linear_double('test', angle),
+            'plugin': scod.plugin_score(test['m'], test['rho_wild'], c, slope),
+            'plugin_corrected_sigmoid': scod.plugin_score(test['m'], test['rho_csig'], c,
+                                                          slope_corrected)}
+  return at
+
+
+def risks_by_cost(config, setting: str, single, tuned_at, test) -> dict[float, dict[str, list]]:
+  """{c_fn: {method: [SCOD risk on the test mixture at each budget]}}: the single scores
+  thresholded at each budget, the tuned methods tuned anew at each (c_fn, budget)."""
+  risks = {}
+  for c in config.c_fns:
+    risks[c] = {m: metrics.risk_at_budgets(score, test['is_outlier'], test['correct'], c,
+                                           config.budgets).tolist()
+                for m, score in single.items()}
+    tuned = [tuned_at(c, b) for b in config.budgets]
+    for m in TUNED[setting]:
+      risks[c][m] = [scod.scod_risk_at_budget(t[m], test['is_outlier'], test['correct'], c, b)
+                     for t, b in zip(tuned, config.budgets)]
+  return risks
+
+
+def budget_free_metrics(single, test) -> dict[str, Any]:
+  """The OOD and selective-classification metrics of the single scores (no budget, no c_fn)."""
+  out, correct = test['is_outlier'], test['correct']
+  ood_order = [m for m in single if m != 'msp'] + ['msp']
+  joint = {m: metrics.joint_risk_at_tpr(single[m], out, correct) for m in single}
+  return {
+      'auroc': {m: metrics.auroc(single[m], out) for m in ood_order},
+      'fpr_at_95': {m: metrics.fpr_at_tpr(single[m], out) for m in ood_order},
+      'aurc': {m: metrics.aurc(single[m], out, correct) for m in single},
+      'selective_accuracy_at_0.2': {
+          m: metrics.selective_accuracy(single[m], out, correct, 0.2) for m in single},
+      'joint_risk_at_tpr_0.95': {m: v['joint_risk'] for m, v in joint.items()},
+      'curves': {m: metrics.risk_coverage_curve(single[m], out, correct)
+                 for m in ('msp', 'ood', 'energy', 'mahalanobis', 'outlier_exposure')}}
+
+
+def evaluate(config, res) -> dict[str, Any]:
+  """Every method's metrics on the test mixture for one seed (both settings)."""
+  sets, wild_pi = res['sets'], res['parts']['wild_pi']
+  temperature = estimators.fit_temperature(sets['val_in']['logits'], sets['val_in']['label'])
+  quantities, corrected = per_example_quantities(res, temperature)
+  test = quantities['test']
+  tuners = {'auxiliary': auxiliary_tuned_scores(quantities, sets),
+            'wild': wild_tuned_scores(quantities, sets, wild_pi, corrected.pi_mix)}
+  baselines = baseline_scores(res, test)
+  out = {'accuracy': float(test['correct'][~test['is_outlier']].mean()),
+         'temperature': temperature, 'wild_pi': wild_pi,
+         'pi_mix_hat_corrected_sigmoid': corrected.pi_mix,
+         'test_pi': float(test['is_outlier'].mean()), 'settings': {}}
   for setting in SETTINGS:
-    logit_key, rho_key = ('aux_logit', 'rho_aux') if setting == 'auxiliary' else ('wild_logit',
-                                                                                  'rho_wild')
-    single = dict(base, ood=t[rho_key])
-    sirc = scores.Sirc.fit(-sets['val_in'][logit_key])
-    single['sirc'] = sirc.score(t['m_raw'], -st[logit_key])
-    if setting == 'wild':
-      single['ood_corrected_sigmoid'] = t['rho_csig']
-    s1 = _standardise(1 - d['val_in']['m_raw'])
-    s2 = _standardise(sets['val_in'][logit_key])
-    risks = {c: {m: metrics.risk_at_budgets(sc, t['is_outlier'], t['correct'], c,
-                                            config.budgets).tolist()
-                 for m, sc in single.items()} for c in config.c_fns}
-    for c in config.c_fns:
-      for m in TUNED[setting]:
-        risks[c][m] = []
-      for b in config.budgets:
-        if setting == 'auxiliary':
-          angle = scores.tune_linear_double(s1(1 - val['m_raw']), s2(val_logit),
-                                            val['is_outlier'], val['correct'], c, b)
-          slope = scod.tune_slope(val['m'], val['rho_aux'], val['is_outlier'], val['correct'],
-                                  c, b)
-          slope_bb = scod.tune_slope(val['m'], val['rho_energy'], val['is_outlier'],
-                                     val['correct'], c, b)
-          tuned = {'plugin': scod.plugin_score(t['m'], t['rho_aux'], c, slope),
-                   'plugin_black_box': scod.plugin_score(t['m'], t['rho_energy'], c, slope_bb)}
-        else:
-          vi, vm = d['val_in'], d['wild_val']
-          angles = np.linspace(0, np.pi / 2, 31)
-          ld = [scod.mixture_risk_at_budget(
-              scores.linear_double(s1(1 - vi['m_raw']), s2(sets['val_in'][logit_key]), a),
-              vi['correct'], scores.linear_double(s1(1 - vm['m_raw']),
-                                                  s2(sets['wild_val'][logit_key]), a),
-              c, b, parts['wild_pi']) for a in angles]
-          angle = float(angles[int(np.argmin(ld))])
-          slope = scod.tune_slope_unlabelled(vi['m'], vi['rho_wild'], vi['correct'], vm['m'],
-                                             vm['rho_wild'], c, b, parts['wild_pi'])
-          slope_cs = scod.tune_slope_unlabelled(vi['m'], vi['rho_csig'], vi['correct'], vm['m'],
-                                                vm['rho_csig'], c, b, csig.pi_mix)
-          tuned = {'plugin': scod.plugin_score(t['m'], t['rho_wild'], c, slope),
-                   'plugin_corrected_sigmoid': scod.plugin_score(t['m'], t['rho_csig'], c,
-                                                                 slope_cs)}
-        tuned['linear_double'] = scores.linear_double(s1(1 - t['m_raw']), s2(st[logit_key]),
-                                                      angle)
-        for m, sc in tuned.items():
-          risks[c][m].append(scod.scod_risk_at_budget(sc, t['is_outlier'], t['correct'], c, b))
-    ood_keys = [k for k in single if k != 'msp'] + ['msp']
-    joint = {m: metrics.joint_risk_at_tpr(single[m], t['is_outlier'], t['correct'])
-             for m in single}
+    single = single_scores(setting, baselines, quantities, sets)
     out['settings'][setting] = {
-        'risk': risks,
-        'auroc': {m: metrics.auroc(single[m], t['is_outlier']) for m in ood_keys},
-        'fpr_at_95': {m: metrics.fpr_at_tpr(single[m], t['is_outlier']) for m in ood_keys},
-        'aurc': {m: metrics.aurc(single[m], t['is_outlier'], t['correct']) for m in single},
-        'selective_accuracy_at_0.2': {
-            m: metrics.selective_accuracy(single[m], t['is_outlier'], t['correct'], 0.2)
-            for m in single},
-        'joint_risk_at_tpr_0.95': {m: v['joint_risk'] for m, v in joint.items()},
-        'curves': {m: metrics.risk_coverage_curve(single[m], t['is_outlier'], t['correct'])
-                   for m in ('msp', 'ood', 'energy', 'mahalanobis', 'outlier_exposure')}}
+        'risk': risks_by_cost(config, setting, single, tuners[setting], test),
+        **budget_free_metrics(single, test)}
   return out
 
 
@@ -404,6 +572,7 @@ def _plot_coverage(name, per_setting, path):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  check_config(config)
   os.makedirs(workdir, exist_ok=True)
   numbers, figures = {}, []
   numbers['gaussians'], checks, fig = run_gaussians(config, workdir)
