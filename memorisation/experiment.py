@@ -286,63 +286,71 @@ def make_checks(config, name: str, numbers: dict[str, Any]) -> list[dict[str, An
   return out
 
 
+def _cell(ev, key) -> str:
+  if key not in ev:
+    return ''
+  value, interval = ev[key]['value'], ev[key]['interval']
+  text = f'{value:.0f}' if key.endswith('count') else f'{value:.3f}'
+  if interval:
+    text += (f' [{interval[0]:.0f}, {interval[1]:.0f}]' if key.endswith('count')
+             else f' [{interval[0]:.3f}, {interval[1]:.3f}]')
+  return text
+
+
+DIAGNOSIS_COLUMNS = ['dataset', 'width', 'quantity', 'one-hot', 'one-hot, other seed',
+                     'distilled: teacher of subset k', 'distilled: teacher of all data']
+
+
 def diagnosis_table(config, numbers) -> dict[str, Any] | None:
-  """'Diagnosis: ...': where the distilled students' memorisation comes from (issue 31)."""
+  """'Diagnosis: ...': where the distilled students' memorisation goes (issue 31), each cell a
+  value [95% interval] over models (paired across arms) and examples."""
   rows = []
   for name in config.dataset_names:
     dist = numbers[name].get('distillation')
     if not dist:
       continue
     ev, teacher = dist['evidence'], dist['teacher_size']
-
-    def add(label, key, size=''):
-      if key in ev:
-        rows.append([name, size, label, round(ev[key]['value'], 4),
-                     _fmt_interval(ev[key]['interval'])])
-
-    add(f'teacher (width {teacher}, subset k) mem on mislabelled', 'teacher mem, mislabelled')
-    add(f'teacher (width {teacher}, subset k) mem on clean', 'teacher mem, clean')
-    for arm, what in (('subset', 'teacher of subset k'), ('full', 'teacher of all data')):
-      add(f'{what}: p(flipped label) on mislabelled examples it saw',
-          f'{arm} teacher p(flipped label), seen')
-      add(f'{what}: same at tau = {config.distill.tau:g} (the students\' target)',
-          f'{arm} teacher p(flipped label) at tau, seen')
-      add(f'{what}: argmax = flipped label on mislabelled examples it saw',
-          f'{arm} teacher argmax = flipped label, seen')
+    cell = lambda key: _cell(ev, key)
+    rows.append([name, teacher, 'the teacher\'s own mem on mislabelled examples', '', '',
+                 cell('teacher mem, mislabelled'), ''])
+    rows.append([name, teacher, 'the teacher\'s own mem on clean examples', '', '',
+                 cell('teacher mem, clean'), ''])
+    for label, key in (('teacher p(flipped label), mislabelled examples it saw',
+                        'teacher p(flipped label), seen'),
+                       (f'same at tau = {config.distill.tau:g} (the students\' target)',
+                        'teacher p(flipped label) at tau, seen'),
+                       ('teacher argmax = flipped label, mislabelled examples it saw',
+                        'teacher argmax = flipped label, seen')):
+      rows.append([name, teacher, label, '', '', cell(f'subset {key}'), cell(f'full {key}')])
     for size in dist['student_sizes']:
-      add('mem on mislabelled: one-hot student', f'{size}: one-hot mem, mislabelled', size)
-      add('mem on mislabelled: distilled, teacher of subset k',
-          f'{size}: subset mem, mislabelled', size)
-      add('mem on mislabelled: distilled, teacher of all data', f'{size}: full mem, mislabelled',
-          size)
-      add('mean mem: one-hot student', f'{size}: one-hot mem', size)
-      add('mean mem: distilled, teacher of subset k', f'{size}: subset mem', size)
-      add('mean mem: distilled, teacher of all data', f'{size}: full mem', size)
-      for arm, what in (('subset', 'teacher of subset k'), ('full', 'teacher of all data')):
-        add(f'examples distilled students ({what}) memorise (mem >= 0.5): count',
-            f'{size}: {arm} memorised count', size)
-        add('  of them mislabelled', f'{size}: {arm} memorised, mislabelled', size)
-        add('  the teacher\'s own mem on them', f'{size}: {arm} memorised, teacher mem', size)
-        add('  the one-hot students\' mem on them', f'{size}: {arm} memorised, one-hot mem',
-            size)
-      add('mean mem: one-hot, another seed (control)', f'{size}: control mem', size)
-      add('mem on mislabelled: one-hot, another seed (control)',
-          f'{size}: control mem, mislabelled', size)
-      add('test acc: one-hot student', f'{size}: one-hot test acc', size)
-      add('test acc: distilled, teacher of subset k', f'{size}: subset test acc', size)
-      add('test acc: distilled, teacher of all data', f'{size}: full test acc', size)
+      for label, key in (('mean mem', 'mem'), ('mem on mislabelled', 'mem, mislabelled'),
+                         ('test accuracy', 'test acc')):
+        rows.append([name, size, label, cell(f'{size}: one-hot {key}'),
+                     cell(f'{size}: control {key}'), cell(f'{size}: subset {key}'),
+                     cell(f'{size}: full {key}')])
+      for label, key in (('examples the students memorise (mem >= 0.5)', 'memorised count'),
+                         ('  of them mislabelled', 'memorised, mislabelled'),
+                         ('  the teacher\'s own mem on them', 'memorised, teacher mem'),
+                         ('  the one-hot students\' mem on them', 'memorised, one-hot mem')):
+        rows.append([name, size, label, '', '', cell(f'{size}: subset {key}'),
+                     cell(f'{size}: full {key}')])
     for cls in ('decreasing', 'cap', 'increasing', 'flat'):
-      add(f'per-class change, distilled minus control: {cls}', f'change on {cls}')
-      add(f'per-class change, distilled minus the sweep\'s one-hot: {cls}',
-          f'change on {cls} against the sweep')
-      add(f'regression to the mean, control minus the sweep\'s one-hot: {cls}',
-          f'control minus sweep on {cls}')
+      rows.append([name, 'mean', f'distilled (subset k) minus the one-hot column, class {cls}',
+                   cell(f'change on {cls} against the sweep'), cell(f'change on {cls}'), '', ''])
+    for cls in ('decreasing', 'cap', 'increasing', 'flat'):
+      rows.append([name, 'mean', f'regression to the mean: other seed minus one-hot, class {cls}',
+                   '', cell(f'control minus sweep on {cls}'), '', ''])
+  rows = [r for r in rows if any(r[3:])]
   if not rows:
     return None
   return report.table(
-      'Diagnosis: where the distilled students\' memorisation goes (teacher of the same subset '
-      'vs of all the data; 95% intervals over models, paired, and examples)',
-      ['dataset', 'student width', 'quantity', 'value', '95% interval'], rows)
+      'Diagnosis: where the distilled students\' memorisation goes', DIAGNOSIS_COLUMNS, rows,
+      note='Each cell: value [95% interval] over the K models (one draw for every arm: student k, '
+      'one-hot model k and teacher k share subset k) and the examples. one-hot: the sweep\'s '
+      'models (their scores define the trajectory classes); one-hot, other seed: the same '
+      'subsets, another initialisation (an independent re-estimate); teacher of subset k: the '
+      'card\'s protocol (teacher + student is the algorithm); teacher of all data: a full-data '
+      'model at the teacher\'s size. "mean" rows average over the student widths.')
 
 
 def tables(config, numbers) -> list[dict[str, Any]]:

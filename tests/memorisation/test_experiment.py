@@ -49,7 +49,8 @@ def test_tiny_end_to_end_with_saved_arrays(tmp_path):
   assert len(diagnosis) == 1
   quantities = [r[2] for r in diagnosis[0]['rows']]
   assert any('p(flipped label)' in q for q in quantities)
-  assert any('teacher of all data' in q for q in quantities)
+  assert diagnosis[0]['columns'] == experiment.DIAGNOSIS_COLUMNS
+  assert any('regression to the mean' in q for q in quantities)
   nb = summary['numbers']['digits']
   assert len(nb['per_size']) == 2 and nb['num_mislabelled'] == 75
   assert sum(nb['class_fraction'].values()) == pytest.approx(1.0)
