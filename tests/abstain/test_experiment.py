@@ -38,3 +38,23 @@ def test_tiny_config_runs_end_to_end(tmp_path):
   for fig in summary['figures']:
     assert (tmp_path / fig).exists()
   assert json.load(open(tmp_path / 'summary.json'))['claim'] == experiment.CLAIM
+
+
+def test_the_classifier_seed_seeds_the_models(tmp_path):
+  """classifier.seed was overwritten by the run seed (0 .. seeds - 1): it had no effect."""
+  rng = np.random.default_rng(0)
+  arrays = {'inputs': rng.normal(size=(64, 8)).astype(np.float32),
+            'label': (np.arange(64) % 3).astype(np.int32)}
+
+  def logits(classifier_seed, workdir):
+    config = abstain_config.get_config('tiny')
+    config.classifier.seed = classifier_seed
+    config.classifier.batch_size = 16
+    config.models.mlp128.total_steps = 4
+    assert experiment.model_seed(config, 1) == classifier_seed + 1
+    return experiment._train(config, 'mlp128', arrays, 3, str(tmp_path / workdir), 0).logits(
+        arrays['inputs'])
+
+  default, seed3, again = logits(0, 'a'), logits(3, 'b'), logits(3, 'c')
+  assert not np.allclose(default, seed3)
+  np.testing.assert_array_equal(seed3, again)
