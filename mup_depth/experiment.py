@@ -9,6 +9,7 @@ and training_check.png.
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -17,7 +18,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from common import config_lib
 from common import report
+from common import validate
 from common.data import loader
 from mup_depth import sweep as sweep_lib
 from mup_depth import training_check
@@ -25,6 +28,50 @@ from mup_depth import training_check
 CLAIM = ('For mean-field ReLU MLPs the maximal-update learning rate of the hidden layers scales '
          'like L^(-3/2) in depth and does not depend on width: fitted exponent in L within '
          '[-1.65, -1.35] (n >> L) and in n within +-0.1.')
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError (naming the dotted field) for a config that cannot run or would fail
+  after the sweep; reads only the config (no data, no compile). Called at the top of `run` and by
+  common.app before anything runs."""
+  for section in ('sweep', 'contrast'):
+    if section == 'contrast' and not validate.flag(config, 'contrast.enabled'):
+      continue
+    validate.whole_tuple(config, f'{section}.widths', 1)
+    validate.whole_tuple(config, f'{section}.depths', 1)
+    for field in ('num_seeds', 'batch_size', 'input_dim'):
+      validate.whole(config, f'{section}.{field}', 1)
+    validate.real(config, f'{section}.threshold', 0.0, open_low=True)
+    validate.flag(config, f'{section}.exact')
+    validate.whole(config, f'{section}.seed', 0)
+  min_depth = validate.whole(config, 'fit_min_depth', 1)
+  fitted = [d for d in config.sweep.depths if d >= min_depth]
+  if len(set(fitted)) < 2:
+    raise config_lib.ConfigError(
+        f'fit_min_depth={min_depth} leaves {len(set(fitted))} of sweep.depths='
+        f'{tuple(config.sweep.depths)} in the fit: the exponent in L needs two depths >= '
+        'fit_min_depth (lower it, or add depths).')
+  validate.whole(config, 'num_bootstrap', 1)
+  if validate.flag(config, 'training.enabled'):
+    if not isinstance(config.training.dataset, str) or not config.training.dataset:
+      raise config_lib.ConfigError(f'training.dataset={config.training.dataset!r}: expected a '
+                                   'dataset name.')
+    validate.whole(config, 'training.width', 1)
+    depths = validate.whole_tuple(config, 'training.depths', 1)
+    base = validate.whole(config, 'training.base_depth', 1)
+    if base not in depths:
+      raise config_lib.ConfigError(f'training.base_depth={base} is not in training.depths='
+                                   f'{depths}: the rate tuned there is carried to the others.')
+    low = validate.real(config, 'training.lr_min', 0.0, open_low=True)
+    validate.real(config, 'training.lr_max', low, open_low=True)
+    for field in ('num_lrs', 'batch_size', 'epochs'):
+      validate.whole(config, f'training.{field}', 1)
+    validate.whole(config, 'training.seed', 0)
+  bounds = validate.real_tuple(config, 'claim_L_range', -math.inf, math.inf)
+  if len(bounds) != 2 or bounds[0] > bounds[1]:
+    raise config_lib.ConfigError(f'claim_L_range={tuple(config.claim_L_range)!r}: expected '
+                                 '(low, high) with low <= high.')
+  validate.real(config, 'claim_n_tolerance', 0.0)
 
 
 def _sweep(cfg: ml_collections.ConfigDict, parameterisation: str) -> sweep_lib.SweepResult:
@@ -97,6 +144,7 @@ def run_training_check(cfg: ml_collections.ConfigDict) -> tuple[np.ndarray, dict
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  check_config(config)
   os.makedirs(workdir, exist_ok=True)
   # (A) The one-step sweep, mean-field, and the fits.
   result = _sweep(config.sweep, 'mean_field')

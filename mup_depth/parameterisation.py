@@ -35,15 +35,20 @@ def readout_std(width: int, parameterisation: str) -> float:
 
 
 def init(rng: jax.Array, input_dim: int, width: int, depth: int, num_outputs: int = 1,
-         parameterisation: str = 'mean_field') -> dict[str, jax.Array]:
-  """Draws W_1, the L-1 hidden matrices and the readout."""
+         parameterisation: str = 'mean_field', *, readout_scale=None) -> dict[str, jax.Array]:
+  """Draws W_1, the L-1 hidden matrices and the readout.
+
+  `readout_scale` (optional) replaces readout_std(width, parameterisation): given as an array, it
+  lets one compiled program draw the networks of both parameterisations (mup_depth.sweep).
+  """
   check_shape(width, depth, input_dim, num_outputs)
+  if readout_scale is None:
+    readout_scale = readout_std(width, parameterisation)
   k1, k2, k3 = jax.random.split(rng, 3)
   return {
       'first': jax.random.normal(k1, (input_dim, width)) * input_dim ** -0.5,
       'hidden': jax.random.normal(k2, (depth - 1, width, width)) * (2.0 / width) ** 0.5,
-      'readout': jax.random.normal(k3, (width, num_outputs)) * readout_std(width,
-                                                                           parameterisation),
+      'readout': jax.random.normal(k3, (width, num_outputs)) * readout_scale,
   }
 
 

@@ -44,27 +44,28 @@ class SweepResult:
     return np.where(counts > 0, out, np.nan)
 
 
-def _seed_batch(key, input_dim, width, depth, batch_size, parameterisation):
+def _seed_batch(key, input_dim, width, depth, batch_size, readout_scale):
   k_params, k_x, k_y = jax.random.split(key, 3)
-  params = mlp.init(k_params, input_dim, width, depth, 1, parameterisation)
+  params = mlp.init(k_params, input_dim, width, depth, 1, readout_scale=readout_scale)
   x = jax.random.normal(k_x, (batch_size, input_dim))
   y = jax.random.normal(k_y, (batch_size, 1))
   return params, x, y
 
 
-@functools.partial(jax.jit, static_argnames=('input_dim', 'width', 'depth', 'batch_size',
-                                             'parameterisation', 'exact', 'layer'))
-def _measure(keys, lr_multipliers, threshold, *, input_dim, width, depth, batch_size,
-             parameterisation, exact, layer):
+@functools.partial(jax.jit, static_argnames=('input_dim', 'width', 'depth', 'batch_size', 'exact',
+                                             'layer'))
+def _measure(keys, lr_multipliers, threshold, readout_scale, *, input_dim, width, depth,
+             batch_size, exact, layer):
+  """(A, eta*, bracketed) per key. The parameterisation enters only as the readout's scale, an
+  input: both parameterisations (the sweep and its contrast) share one compiled program for each
+  (n, L, seeds per chunk, estimator)."""
   def one(key):
-    params, x, y = _seed_batch(key, input_dim, width, depth, batch_size, parameterisation)
-    a = one_step.linear_coefficient(params, x, y, layer=layer, lr_multipliers=lr_multipliers)
+    params, x, y = _seed_batch(key, input_dim, width, depth, batch_size, readout_scale)
     if not exact:
+      a = one_step.linear_coefficient(params, x, y, layer=layer, lr_multipliers=lr_multipliers)
       return a, jnp.nan, True
-    eta, ok = one_step.eta_star_exact(params, x, y, threshold=threshold,
-                                      guess=one_step.eta_star_linear(a, threshold), layer=layer,
-                                      lr_multipliers=lr_multipliers, iterations=30)
-    return a, eta, ok
+    return one_step.coefficient_and_eta_star(params, x, y, threshold=threshold, layer=layer,
+                                             lr_multipliers=lr_multipliers, iterations=30)
   return jax.vmap(one)(keys)
 
 
@@ -104,12 +105,13 @@ def run_sweep(widths=(256, 512, 1024), depths=(2, 4, 8, 16, 32, 64), num_seeds: 
   eta_exact = np.full_like(coefficient, np.nan) if exact else None
   lrs = {k: jnp.float32(v) for k, v in lr_multipliers.items()}
   for i, n in enumerate(widths):
+    readout_scale = jnp.float32(mlp.readout_std(n, parameterisation))
     for j, depth in enumerate(depths):
       chunk = seed_chunk(n, depth)
       for start in range(0, num_seeds, chunk):
-        a, eta, ok = _measure(keys[start:start + chunk], lrs, threshold, input_dim=input_dim,
-                              width=n, depth=depth, batch_size=batch_size,
-                              parameterisation=parameterisation, exact=exact, layer=layer)
+        a, eta, ok = _measure(keys[start:start + chunk], lrs, threshold, readout_scale,
+                              input_dim=input_dim, width=n, depth=depth, batch_size=batch_size,
+                              exact=exact, layer=layer)
         coefficient[i, j, start:start + chunk] = np.asarray(a)
         if exact:
           eta_exact[i, j, start:start + chunk] = np.where(np.asarray(ok), np.asarray(eta), np.nan)

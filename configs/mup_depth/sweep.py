@@ -12,7 +12,8 @@ Variants:
          16 minutes on 2 cores. Prints (summary.json): exponent in L -1.66 [-1.72, -1.57] and in n
          -0.07 (linearised, mean of 32 seeds, L >= 8); training check best-rate slope -1.9; see
          mup_depth/README.md.
-  tiny   the same, shrunk for tests (seconds).
+  tiny   the same, shrunk for tests: n in {64, 128}, L in {4, 8, 16}, 8 seeds, exact and
+         linearised; the contrast through the sweep's compiled programs; 8 large compiles.
   paper  n up to 4096, L up to 128, 128 seeds: for an accelerator.
 """
 
@@ -50,13 +51,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif variant == 'study':
     pass
   elif variant == 'tiny':
+    # Every compiled program counts here (compiling is most of the test's time): two widths
+    # (the exponent in n), two depths >= fit_min_depth (the exponent in L) and the contrast's
+    # depth; the contrast measures as the sweep does (same seeds, same estimator), so both
+    # parameterisations run through one compiled program per (n, L).
     config.sweep.widths = (64, 128)
-    config.sweep.depths = (2, 4, 8, 16)
+    config.sweep.depths = (4, 8, 16)
     config.sweep.num_seeds = 8
     config.num_bootstrap = 50
     config.contrast.widths = (64, 128)
     config.contrast.depths = (4,)
-    config.contrast.num_seeds = 4
+    config.contrast.num_seeds = config.sweep.num_seeds
+    config.contrast.exact = config.sweep.exact
     config.training.width = 32
     config.training.depths = (2, 4)
     config.training.base_depth = 2

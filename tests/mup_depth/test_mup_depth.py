@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import mup_depth
+from common import config_lib
 from common import report
 from common.models import MLP
 from configs.mup_depth import sweep as sweep_config
@@ -87,6 +88,26 @@ def test_bisection_reports_a_grid_that_never_crosses():
   assert not bool(ok) and np.isnan(eta)
 
 
+def test_a_step_that_moves_nothing_has_an_infinite_eta_star_not_nan():
+  """Zero inputs (or a zero residual) give a zero gradient: no step size moves z, so eta* is
+  +inf with bracketed False, eagerly, under jit and under vmap; it used to come out NaN."""
+  params, x, y = _problem(n=16, depth=3)
+  zero_x = jnp.zeros_like(x)
+  zero_residual = mlp.apply(params, x)  # y = f(x): the loss is at its minimum
+  for inputs, targets in ((zero_x, y), (x, zero_residual)):
+    eta, ok = one_step.eta_star_exact(params, inputs, targets)
+    assert float(eta) == np.inf and not bool(ok)
+    assert float(one_step.eta_star_linear(one_step.linear_coefficient(params, inputs,
+                                                                      targets))) == np.inf
+  frozen = {'first': 0.0, 'hidden': 0.0, 'readout': 0.0}
+  eta, ok = one_step.eta_star_exact(params, x, y, lr_multipliers=frozen)
+  assert float(eta) == np.inf and not bool(ok)
+  batched = jax.jit(jax.vmap(lambda xs: one_step.eta_star_exact(params, xs, y)))
+  eta, ok = batched(jnp.stack([zero_x, x]))
+  assert float(eta[0]) == np.inf and not bool(ok[0])
+  assert np.isfinite(float(eta[1])) and bool(ok[1])
+
+
 def test_fit_recovers_known_exponents():
   widths, depths = (64, 128, 256), (4, 8, 16, 32)
   eta = np.array([[3.0 * d**-1.5 * n**0.2 for d in depths] for n in widths])
@@ -103,6 +124,34 @@ def test_sweep_is_vmapped_over_seeds_and_warns_for_narrow_nets():
   # The same seed at one (n, L) gives the same number whether alone or in a chunk.
   alone = sweep.run_sweep(widths=(16,), depths=(8,), num_seeds=1, exact=False)
   np.testing.assert_allclose(alone.coefficient[0, 0, 0], result.coefficient[0, 1, 0], rtol=1e-5)
+
+
+def test_both_parameterisations_share_one_compiled_program():
+  """The parameterisation is an input of the measurement, not part of the program: the standard
+  contrast at the sweep's shapes compiles nothing new, and its numbers are its own."""
+  kwargs = dict(widths=(16,), depths=(8,), num_seeds=2, exact=False, input_dim=8)
+  mean_field = sweep.run_sweep(**kwargs)
+  compiled = sweep._measure._cache_size()
+  standard = sweep.run_sweep(parameterisation='standard', **kwargs)
+  assert sweep._measure._cache_size() == compiled
+  # Readout std 1/n against 1/sqrt(n): the standard network's step moves z more.
+  assert (standard.coefficient > mean_field.coefficient).all()
+  with pytest.raises(ValueError, match="Unknown parameterisation 'ntk'"):
+    sweep.run_sweep(parameterisation='ntk', **kwargs)
+
+
+def test_the_tiny_contrast_runs_through_the_sweeps_programs():
+  """What keeps the end-to-end test's compiles down (one per (n, L) of the sweep, none for the
+  contrast): the contrast's shapes, seeds and estimator are the sweep's."""
+  config = sweep_config.get_config('tiny')
+  sweep_cfg, contrast = config.sweep, config.contrast
+  assert set(contrast.widths) <= set(sweep_cfg.widths)
+  assert set(contrast.depths) <= set(sweep_cfg.depths)
+  for field in ('num_seeds', 'exact', 'batch_size', 'input_dim'):
+    assert contrast[field] == sweep_cfg[field], field
+  # Still two depths in the fit and two widths: both exponents are determined.
+  assert len([d for d in sweep_cfg.depths if d >= config.fit_min_depth]) >= 2
+  assert len(sweep_cfg.widths) >= 2
 
 
 def test_bad_shapes_are_refused():
@@ -222,3 +271,39 @@ def test_library_surface():
                'scale_hidden_by_depth'):
     assert hasattr(mup_depth, name)
   assert isinstance(mup_depth.depth_scaled_sgd(0.1, 8, 4), optax.GradientTransformation)
+
+
+@pytest.mark.parametrize('variant', sweep_config.VARIANTS)
+def test_every_variant_passes_check_config(variant):
+  experiment.check_config(sweep_config.get_config(variant))
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('sweep.widths', (64, 0), r'sweep.widths=\(64, 0\): expected a non-empty sequence of whole'),
+    ('sweep.depths', (), r'sweep.depths=\(\)'),
+    ('sweep.num_seeds', 0, r'sweep.num_seeds=0'),
+    ('sweep.threshold', 0.0, r'sweep.threshold=0.0: expected a finite number in \(0.0, inf\]'),
+    ('contrast.batch_size', 0, r'contrast.batch_size=0'),
+    ('fit_min_depth', 16, r'fit_min_depth=16 leaves 1 of sweep.depths=\(4, 8, 16\) in the fit'),
+    ('num_bootstrap', 0, r'num_bootstrap=0'),
+    ('training.base_depth', 8, r'training.base_depth=8 is not in training.depths=\(2, 4\)'),
+    ('training.lr_max', 0.001, r'training.lr_max=0.001: expected a finite number in \(0.01, '),
+    ('training.epochs', 0, r'training.epochs=0'),
+    ('claim_L_range', (-1.35, -1.65), r'claim_L_range=\(-1.35, -1.65\): expected \(low, high\)'),
+    ('claim_n_tolerance', -0.1, r'claim_n_tolerance=-0.1'),
+])
+def test_bad_config_fields_are_refused_before_any_compute(tmp_path, field, value, match):
+  """fit_min_depth above all but one depth, or a base depth that is not trained, used to fail
+  only after the whole sweep (or the training check) had run."""
+  config = sweep_config.get_config('tiny')
+  config_lib.set_fields(config, **{field: value})
+  with pytest.raises(config_lib.ConfigError, match=match):
+    experiment.run(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_a_disabled_contrast_or_training_check_is_not_checked():
+  config = sweep_config.get_config('tiny')
+  config_lib.set_fields(config, **{'contrast.enabled': False, 'contrast.batch_size': 0,
+                                   'training.enabled': False, 'training.base_depth': 99})
+  experiment.check_config(config)
