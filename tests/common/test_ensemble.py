@@ -197,7 +197,7 @@ def test_resume_continues_the_ensemble_and_refuses_another(digits, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, straight.state.params),
                jax.tree.map(np.asarray, resumed.state.params))
   # The chunking may change on resume (two dispatches of one model per device instead of one of
-  # two): the same models, up to float rounding.
+  # two): the same models (on CPU bit for bit, tests/common/test_ensemble_chunks.py).
   rechunked = _train(_config(4, **four, **{'ensemble.chunk_size': 1}), tmp_path / 'c', train,
                      masks)
   assert rechunked.resumed_from == 20
