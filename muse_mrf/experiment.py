@@ -127,6 +127,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   wrongly; reads only the config (no data, no compile, no files), so every variant is checked
   without its data. Run at the top of `run` and by common.app before anything runs."""
   _whole(config, 'seed', 0)
+  _whole(config, 'upsample', 1)
   for field in ('dataset', 'train_split', 'test_split'):
     if not isinstance(config[field], str) or not config[field]:
       raise config_lib.ConfigError(f'{field}={config[field]!r}: expected a non-empty string.')
@@ -193,19 +194,20 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise config_lib.ConfigError(f'sampling.{e}') from e
   plain, fast = _check_steps(config, 'plain_steps'), _check_steps(config, 'mrf_steps')
   _choice(config, 'sampling.mrf_fill', ('sample', 'argmax'))
-  # The claim's checks.
-  c = config.claim
+  _whole(config, 'sampling.seeds', 2)
+  # The claim's checks: thresholds stated before the run.
+  c = config.checks
   for field in ('reference_steps', 'fast_steps'):
-    _whole(config, f'claim.{field}', 1)
+    _whole(config, f'checks.{field}', 1)
   if c.reference_steps not in plain or c.fast_steps not in plain or c.fast_steps not in fast:
     raise config_lib.ConfigError(
-        f'claim compares plain T = {c.reference_steps}, plain T = {c.fast_steps} and MRF '
+        f'checks compare plain T = {c.reference_steps}, plain T = {c.fast_steps} and MRF '
         f'T = {c.fast_steps}: sampling.plain_steps {plain} and sampling.mrf_steps {fast} must '
         'hold them.')
-  _real(config, 'claim.acc_margin', 0.0)
-  _real(config, 'claim.acc_gain_vs_plain')
-  for field in ('fd_ratio_vs_reference', 'fd_ratio_vs_plain', 'calls_ratio'):
-    _real(config, f'claim.{field}', 0.0, open_low=True)
+  _real(config, 'checks.acc_margin', 0.0)
+  _real(config, 'checks.acc_gain_vs_plain')
+  for field in ('fd_ratio_vs_reference', 'fd_ratio_vs_plain', 'calls_ratio', 'wall_ratio'):
+    _real(config, f'checks.{field}', 0.0, open_low=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,10 +249,33 @@ class Data:
   test_labels: np.ndarray
 
 
+def upsample_images(images: np.ndarray, factor: int) -> np.ndarray:
+  """(N, H, W, C) -> (N, factor H, factor W, C) by bilinear interpolation (pixel centres, edges
+  clamped): a finer token grid of the same digits, whose neighbouring tokens are strongly
+  dependent (factor 1 returns the images unchanged)."""
+  images = np.asarray(images, np.float32)
+  if factor == 1:
+    return images
+
+  def axis(n):
+    pos = np.clip((np.arange(n * factor) + 0.5) / factor - 0.5, 0.0, n - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    return lo, hi, (pos - lo).astype(np.float32)
+
+  lo, hi, w = axis(images.shape[1])
+  images = images[:, lo] * (1 - w)[None, :, None, None] + images[:, hi] * w[None, :, None, None]
+  lo, hi, w = axis(images.shape[2])
+  return images[:, :, lo] * (1 - w)[None, None, :, None] + images[:, :, hi] * w[None, None, :, None]
+
+
 def load_images(config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """The train and test splits, upsampled by config.upsample (1: as stored)."""
   kwargs = dict(config.get('dataset_kwargs', None) or {})
   train = loader.load(config.dataset, config.train_split, data_dir=config.get('data_dir'), **kwargs)
   test = loader.load(config.dataset, config.test_split, data_dir=config.get('data_dir'), **kwargs)
+  for split in (train, test):
+    split['inputs'] = upsample_images(split['inputs'], config.upsample)
   return train, test
 
 
@@ -357,7 +382,7 @@ def sampler_grid(config, trained: Trained, grid) -> list[tuple[str, str, sampler
     return sampler_lib.Sampler(trained.backbone, trained.backbone_params, num_steps=steps,
                                tau=s.tau, **mrf)
 
-  f = config.claim.fast_steps
+  f = config.checks.fast_steps
   return ([(f'maskgit_T{t}', 'plain', sampler(t)) for t in s.plain_steps] +
           [(f'mrf_T{t}', 'mrf', sampler(t, trained.mrf_vars)) for t in s.mrf_steps] +
           [(f'unary_scale_only_T{f}', 'ablation', sampler(f, unary_only(trained.mrf_vars)))])
@@ -368,8 +393,10 @@ def asked_labels(config, num_classes: int) -> np.ndarray:
   return np.repeat(np.arange(num_classes), config.sampling.per_class).astype(np.int32)
 
 
-def draw_samples(config, data: Data, trained: Trained, asked: np.ndarray) -> dict[str, Draw]:
-  """Phase 4: every sampler of the grid draws one sample per asked label, from the same key.
+def draw_samples(config, data: Data, trained: Trained,
+                 asked: np.ndarray) -> dict[str, list[Draw]]:
+  """Phase 4: for each of sampling.seeds sampler seeds, every sampler of the grid draws one
+  sample per asked label from that seed's key (the samplers of a seed share it: paired).
 
   One compiled step per program (plain, MRF) serves every T; each program is compiled untimed on
   a throw-away draw before its first timed one.
@@ -380,9 +407,11 @@ def draw_samples(config, data: Data, trained: Trained, asked: np.ndarray) -> dic
     if program not in warm:
       sampler.sample(asked, jax.random.key(config.seed + 1000))
       warm.add(program)
-    out = sampler.sample(asked, jax.random.key(config.seed + 1))
-    draws[name] = Draw(kind=kind, steps=sampler.num_steps, out=out,
-                       images=data.tokenizer.decode(out.tokens))
+    draws[name] = []
+    for seed in range(config.sampling.seeds):
+      out = sampler.sample(asked, jax.random.key(config.seed + 1 + seed))
+      draws[name].append(Draw(kind=kind, steps=sampler.num_steps, out=out,
+                              images=data.tokenizer.decode(out.tokens)))
   return draws
 
 
@@ -395,48 +424,62 @@ class Metrics:
   real_row: dict[str, float]         # real images scored as a sampler: the floor
   scorer_accuracy: float
   layer_cost: dict[str, float]
-  checks: list[dict[str, Any]]
+  checks: list[dict[str, Any]]       # report.check rows, decided by intervals over sampler seeds
+  diagnosis: dict[str, Any]          # report.table 'Diagnosis: ...'
 
 
-def sampler_row(draw: Draw, scores: dict[str, float]) -> dict[str, Any]:
-  out = draw.out
-  return {'kind': draw.kind, 'T': draw.steps, 'backbone_calls': out.backbone_calls,
-          'seconds': round(out.seconds, 4), 'mrf_step_seconds': round(out.mrf_seconds, 4),
-          **{k: round(v, 4) for k, v in scores.items()}}
+def sampler_row(draws: list[Draw], scores: list[dict[str, float]]) -> dict[str, Any]:
+  """One sampler's row: means over its seeds, and the per-seed values the intervals read."""
+  first = draws[0]
+  row = {'kind': first.kind, 'T': first.steps, 'backbone_calls': first.out.backbone_calls,
+         'seeds': len(draws)}
+  per_seed = {'seconds': [d.out.seconds for d in draws],
+              'mrf_step_seconds': [d.out.mrf_seconds for d in draws],
+              'accuracy': [s['accuracy'] for s in scores], 'fd': [s['fd'] for s in scores]}
+  for key, values in per_seed.items():
+    row[key] = round(float(np.mean(values)), 4)
+    row[f'{key}_per_seed'] = [round(float(v), 5) for v in values]
+  return row
 
 
-def measure(config, data: Data, trained: Trained, draws: dict[str, Draw], asked: np.ndarray,
-            workdir: str) -> Metrics:
-  """Phase 5: train the scorer, score every sampler and the real floor images against the test
-  images' features, time the MRF layer against one backbone call, decide the claim's checks."""
+def measure(config, data: Data, trained: Trained, draws: dict[str, list[Draw]],
+            asked: np.ndarray, workdir: str) -> Metrics:
+  """Phase 5: train the scorer, score every sampler's draws (per seed) and the real floor images
+  against the test images' features, time the MRF layer against one backbone call, decide the
+  claim's checks and build the diagnosis table."""
   scorer = scoring.train_scorer(config, data.scorer_images, data.scorer_labels, data.test_images,
                                 data.test_labels, workdir, data.num_classes)
   scorer_accuracy = [r for r in scorer.result.history
                      if 'test/accuracy' in r][-1]['test/accuracy']
   _, reference = scorer.logits_and_features(data.test_images)
   rows = {}
-  for name, draw in draws.items():
-    rows[name] = sampler_row(draw, scoring.score(scorer, draw.images, asked, reference))
-    logging.info('%s: %s', name, rows[name])
+  for name, seeds in draws.items():
+    rows[name] = sampler_row(seeds, [scoring.score(scorer, d.images, asked, reference)
+                                     for d in seeds])
+    logging.info('%s: %s', name, {k: v for k, v in rows[name].items() if 'per_seed' not in k})
   n = min(len(data.floor_images), len(asked))  # as many as a sampler draws: the same FD bias
   real_row = scoring.score(scorer, data.floor_images[:n], data.floor_labels[:n], reference)
   real_row['images'] = n
   cost = scoring.layer_cost(trained.backbone, trained.backbone_params, trained.layer,
                             trained.mrf_vars, asked)
+  floor = real_row['fd']
   return Metrics(rows=rows, real_row=real_row, scorer_accuracy=scorer_accuracy, layer_cost=cost,
-                 checks=scoring.check_claims(config, rows))
+                 checks=scoring.make_checks(config, rows, floor),
+                 diagnosis=scoring.diagnosis_table(config, rows, floor, data.tokenizer.grid,
+                                                   data.tokenizer.codebook_size))
 
 
 # ---------------------------------------------------------------------------------------------
 # Phase 6: the summary.
 # ---------------------------------------------------------------------------------------------
-def write_summary(config, workdir: str, data: Data, trained: Trained, draws: dict[str, Draw],
+def write_summary(config, workdir: str, data: Data, trained: Trained,
+                  draws: dict[str, list[Draw]],
                   asked: np.ndarray, metrics: Metrics, start: float) -> dict[str, Any]:
   """Phase 6: figures, numbers, the samplers' table and the checks into summary.json."""
   rows, real_row = metrics.rows, metrics.real_row
   figures = []
   if jax.process_index() == 0:
-    figures.append(figures_lib.plot_samples({n: d.images for n, d in draws.items()}, asked,
+    figures.append(figures_lib.plot_samples({n: d[0].images for n, d in draws.items()}, asked,
                                             data.num_classes,
                                             os.path.join(workdir, 'samples.png')))
     figures.append(figures_lib.plot_quality(rows, real_row,
@@ -452,21 +495,21 @@ def write_summary(config, workdir: str, data: Data, trained: Trained, draws: dic
       'mrf_final_backbone_ce': round(mrf_last['backbone_ce'], 4),
       'mrf_layer_cost': metrics.layer_cost,
       'learned_unary_scale': round(float(trained.mrf_run.state.params['unary_scale']), 4),
-      'checks': metrics.checks,
+      'grid': list(data.tokenizer.grid), 'codebook_size': data.tokenizer.codebook_size,
       'seconds': round(time.time() - start, 1),
   }
-  table_rows = [[n, r['T'], r['backbone_calls'], r['accuracy'], r['fd'], r['seconds']]
-                for n, r in rows.items()]
+  spread = lambda r, k: f"{r[k]} ({min(r[k + '_per_seed']):.3f}-{max(r[k + '_per_seed']):.3f})"
+  table_rows = [[n, r['T'], r['backbone_calls'], spread(r, 'accuracy'), spread(r, 'fd'),
+                 r['seconds']] for n, r in rows.items()]
   table_rows.append(['real (held-out tokenised train digits, unseen by the scorer)', '-', '-',
                      round(real_row['accuracy'], 4), round(real_row['fd'], 4), '-'])
-  tables = [report.table('Samplers', ['sampler', 'T', 'backbone calls', 'class accuracy', 'FD',
-                                      'wall s'], table_rows)]
+  tables = [report.table(
+      f'Samplers (means over {config.sampling.seeds} sampler seeds, min-max in brackets)',
+      ['sampler', 'T', 'backbone calls', 'class accuracy', 'FD', 'wall s'], table_rows),
+            metrics.diagnosis]
   return report.make_summary(
       name='muse_mrf', title='MarkovGen: an MRF layer that speeds up Muse', claim=CLAIM,
-      numbers=numbers, checks=[report.check(x['name'], x['value'], x['threshold'], x['holds'],
-                                            informational=x.get('informational', False))
-                               for x in metrics.checks],
-      tables=tables, workdir=workdir, figures=figures,
+      numbers=numbers, checks=metrics.checks, tables=tables, workdir=workdir, figures=figures,
       notes=run_notes(config, data, asked, metrics), config=config)
 
 
@@ -479,8 +522,8 @@ def run_notes(config, data: Data, asked: np.ndarray, metrics: Metrics) -> str:
           f'({layer.window} x {layer.window}, {layer.iterations} '
           f'iterations, rank {layer.rank or "dense"}) trained '
           f'{config.mrf.total_steps} steps on the frozen backbone at r in '
-          f'{tuple(config.mrf_r_range)}. {len(asked)} samples per sampler '
-          f'({s.per_class} per class), tau = {s.tau}; scored by an MLP trained on the tokenised '
+          f'{tuple(config.mrf_r_range)}. {len(asked)} samples per sampler and seed '
+          f'({s.per_class} per class, {s.seeds} sampler seeds), tau = {s.tau}; scored by an MLP trained on the tokenised '
           f'real digits (test accuracy {metrics.scorer_accuracy:.3f}), all but the '
           f'{len(data.floor_images)} held out for the floor; FD on its penultimate features '
           f'against the {len(data.test_images)} tokenised test digits; the floor: '

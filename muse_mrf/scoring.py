@@ -1,6 +1,7 @@
 """How the samplers are scored: a classifier trained on real (tokenised and decoded) images, its
 accuracy on the class each sample was asked for, a Frechet distance on its penultimate features,
-the MRF layer's cost against one backbone call, and the claim's checks on those numbers.
+the MRF layer's cost against one backbone call, and the claim's checks and the diagnosis table
+on those numbers (intervals over sampler seeds).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from common import classifier as classifier_lib
+from common import report
 from muse_mrf import maskgit
 
 
@@ -74,38 +76,154 @@ def layer_cost(backbone, params, layer, mrf_vars, labels, repeats: int = 5) -> d
           'ratio': round(mrf_s / backbone_s, 4)}
 
 
-def check_claims(config, rows) -> list[dict[str, Any]]:
-  c = config.claim
-  ref, plain, fast = (rows[f'maskgit_T{c.reference_steps}'], rows[f'maskgit_T{c.fast_steps}'],
-                      rows[f'mrf_T{c.fast_steps}'])
+def _interval(values) -> dict[str, Any]:
+  return report.mean_interval([float(v) for v in values])
+
+
+def _reads(stats, above: str, below: str) -> str:
+  if stats['low'] > 0:
+    return above
+  if stats['high'] < 0:
+    return below
+  return 'no difference resolved (the interval holds 0)'
+
+
+def _per_seed(rows, name: str, field: str) -> np.ndarray:
+  return np.asarray(rows[name][f'{field}_per_seed'], np.float64)
+
+
+def _fmt_interval(stats) -> str:
+  return f'[{stats["low"]:.4f}, {stats["high"]:.4f}]'
+
+
+def effects(config, rows, floor_fd: float) -> dict[str, dict[str, Any]]:
+  """The paired per-seed differences the checks and the diagnosis read (each sampler seed draws
+  every sampler from the same key), as report.mean_interval dicts over sampler seeds:
+
+    fd_gap, acc_gap        plain T=fast minus plain T=reference FD; reference minus fast accuracy
+                           (> 0: few-step decoding loses quality, the gap the MRF is to close)
+    excess_ref, excess_plain, excess_mrf    FD above the floor of held-out real images
+    mrf_vs_ref_excess, mrf_vs_plain_excess  ratios of those excesses (per seed)
+    mrf_minus_ref_acc, mrf_minus_plain_acc  class accuracy differences
+    mrf_minus_plain_fd     the whole layer's effect on FD
+    pairwise_fd, pairwise_acc   the MRF minus the same layer with its pairwise term zeroed
+    unary_fd               the zeroed layer (the learned temperature only) minus plain
+  """
+  c = config.checks
+  ref, plain, mrf = (f'maskgit_T{c.reference_steps}', f'maskgit_T{c.fast_steps}',
+                     f'mrf_T{c.fast_steps}')
+  unary = f'unary_scale_only_T{c.fast_steps}'
+  fd = {n: _per_seed(rows, n, 'fd') for n in (ref, plain, mrf, unary) if n in rows}
+  acc = {n: _per_seed(rows, n, 'accuracy') for n in (ref, plain, mrf, unary) if n in rows}
+  out = {
+      'fd_gap': fd[plain] - fd[ref], 'acc_gap': acc[ref] - acc[plain],
+      'excess_ref': fd[ref] - floor_fd, 'excess_plain': fd[plain] - floor_fd,
+      'excess_mrf': fd[mrf] - floor_fd,
+      'mrf_minus_ref_acc': acc[mrf] - acc[ref], 'mrf_minus_plain_acc': acc[mrf] - acc[plain],
+      'mrf_minus_plain_fd': fd[mrf] - fd[plain],
+  }
+  # Ratios of the excess over the floor, per seed (only where the denominator is positive).
+  for key, num, den in (('mrf_vs_ref_excess', mrf, ref), ('mrf_vs_plain_excess', mrf, plain)):
+    d = fd[den] - floor_fd
+    if np.all(d > 0):
+      out[key] = (fd[num] - floor_fd) / d
+  if unary in fd:
+    out['pairwise_fd'] = fd[mrf] - fd[unary]
+    out['pairwise_acc'] = acc[mrf] - acc[unary]
+    out['unary_fd'] = fd[unary] - fd[plain]
+  return {k: _interval(v) for k, v in out.items()}
+
+
+def make_checks(config, rows, floor_fd: float) -> list[dict[str, Any]]:
+  """The claim's checks, stated before the run (config.checks), each decided by its interval over
+  the sampler seeds. FDs are read as their excess over the floor (held-out real images scored
+  like a sampler): the part of the distance a sampler can change. A check comparing the MRF with
+  plain T=fast is inconclusive when plain T=fast has no gap to T=reference to close."""
+  c = config.checks
   r, f = c.reference_steps, c.fast_steps
-  checks = []
-  d_acc = fast['accuracy'] - ref['accuracy']
-  checks.append({'name': f'MRF T={f} class accuracy about T={r} (difference)',
-                 'value': round(d_acc, 4), 'threshold': f'>= -{c.acc_margin}',
-                 'holds': d_acc >= -c.acc_margin})
-  fd_ratio = fast['fd'] / max(ref['fd'], 1e-9)
-  checks.append({'name': f'MRF T={f} FD about T={r} (ratio)', 'value': round(fd_ratio, 4),
-                 'threshold': f'<= {c.fd_ratio_vs_reference}',
-                 'holds': fd_ratio <= c.fd_ratio_vs_reference})
-  better = fast['fd'] / max(plain['fd'], 1e-9)
-  checks.append({'name': f'MRF T={f} clearly better than plain T={f} (FD ratio)',
-                 'value': round(better, 4), 'threshold': f'<= {c.fd_ratio_vs_plain}',
-                 'holds': better <= c.fd_ratio_vs_plain})
-  gain = fast['accuracy'] - plain['accuracy']
-  checks.append({'name': f'MRF T={f} class accuracy minus plain T={f}', 'value': round(gain, 4),
-                 'threshold': f'>= {c.acc_gain_vs_plain}', 'holds': gain >= c.acc_gain_vs_plain})
-  calls = fast['backbone_calls'] / ref['backbone_calls']
-  checks.append({'name': f'backbone calls MRF T={f} / T={r}', 'value': round(calls, 4),
-                 'threshold': f'<= {c.calls_ratio}', 'holds': calls <= c.calls_ratio})
-  ablation = rows.get(f'unary_scale_only_T{f}')
-  if ablation is not None:
-    share = ablation['fd'] / max(plain['fd'], 1e-9)
-    checks.append({'name': f'pairwise term zeroed (learned temperature only), T={f}: FD ratio to '
-                           f'plain T={f}', 'value': round(share, 4),
-                   'threshold': 'informational (compare with the MRF\'s ratio)', 'holds': True,
-                   'informational': True})
-  wall = fast['seconds'] / max(ref['seconds'], 1e-9)
-  checks.append({'name': f'wall time MRF T={f} / T={r}', 'value': round(wall, 4),
-                 'threshold': 'informational', 'holds': True, 'informational': True})
+  e = effects(config, rows, floor_fd)
+
+  def row(name, key, compare, threshold, inconclusive='', note='', informational=False):
+    if key not in e:
+      return report.check(name, float('nan'), compare=compare, threshold=threshold,
+                          evidence='interval', note=note, informational=informational,
+                          inconclusive=inconclusive or 'a denominator at or below the FD floor')
+    st = e[key]
+    return report.check(name, st['mean'], compare=compare, threshold=threshold,
+                        interval=(st['low'], st['high']), inconclusive=inconclusive, note=note,
+                        informational=informational)
+
+  ref_at_floor = ('' if e['excess_ref']['low'] > 0 else
+                  f'plain T={r} is at the FD floor: no excess to compare with')
+  no_fd_gap = ('' if e['fd_gap']['low'] > 0 else
+               f'no few-step gap: plain T={f} FD is not above T={r}\'s '
+               f'(difference {e["fd_gap"]["mean"]:.4f} {_fmt_interval(e["fd_gap"])}), so there '
+               'is nothing for the MRF to close')
+  no_acc_gap = ('' if e['acc_gap']['low'] > 0 else
+                f'no few-step gap: plain T={f} class accuracy is not below T={r}\'s '
+                f'(difference {e["acc_gap"]["mean"]:.4f} {_fmt_interval(e["acc_gap"])})')
+  n = e['fd_gap']['n']
+  checks = [
+      row(f'MRF T={f} class accuracy minus plain T={r}', 'mrf_minus_ref_acc', '>=',
+          -c.acc_margin, note=f'about as good as T={r}: within {c.acc_margin}'),
+      row(f'MRF T={f} FD above the floor / plain T={r}\'s', 'mrf_vs_ref_excess', '<=',
+          c.fd_ratio_vs_reference, inconclusive=ref_at_floor,
+          note=f'per-seed ratio of FD minus the held-out floor, {n} sampler seeds'),
+      row(f'MRF T={f} FD above the floor / plain T={f}\'s', 'mrf_vs_plain_excess', '<=',
+          c.fd_ratio_vs_plain, inconclusive=no_fd_gap, note='"clearly better than plain"'),
+      row(f'MRF T={f} class accuracy minus plain T={f}', 'mrf_minus_plain_acc', '>=',
+          c.acc_gain_vs_plain, inconclusive=no_acc_gap),
+  ]
+  calls = rows[f'mrf_T{f}']['backbone_calls'] / rows[f'maskgit_T{r}']['backbone_calls']
+  checks.append(report.check(f'backbone calls MRF T={f} / plain T={r}', calls, compare='<=',
+                             threshold=c.calls_ratio, evidence='exact',
+                             note='counted by the sampler'))
+  if 'pairwise_fd' in e:
+    checks.append(row(f'pairwise term: MRF T={f} FD minus the layer with it zeroed', 'pairwise_fd',
+                      '<=', 0.0, informational=True,
+                      note='< 0: the pairwise messages lower FD (the Diagnosis table)'))
+  wall = np.asarray(rows[f'mrf_T{f}']['seconds_per_seed']) / np.asarray(
+      rows[f'maskgit_T{r}']['seconds_per_seed'])
+  st = _interval(wall)
+  checks.append(report.check(f'wall time MRF T={f} / plain T={r}', st['mean'], compare='<=',
+                             threshold=c.wall_ratio, interval=(st['low'], st['high']),
+                             informational=True, note='CPU wall clock; shown, not deciding'))
   return checks
+
+
+DIAGNOSIS_COLUMNS = ['quantity (per sampler seed, paired)', 'mean', '95% interval', 'reads']
+
+
+def diagnosis_table(config, rows, floor_fd: float, grid, codebook_size: int) -> dict[str, Any]:
+  """'Diagnosis: ...': whether plain T=fast loses quality against T=reference on this token grid
+  (the gap the MRF is meant to close), and the MRF's effect split into its learned temperature
+  (the layer with its pairwise term zeroed) and its pairwise term."""
+  c = config.checks
+  r, f = c.reference_steps, c.fast_steps
+  e = effects(config, rows, floor_fd)
+  lines = [
+      ('fd_gap', f'FD: plain T={f} minus plain T={r} (the few-step gap)',
+       f'T={f} loses quality', f'T={f} better'),
+      ('acc_gap', f'class accuracy: plain T={r} minus plain T={f}', f'T={f} loses accuracy',
+       f'T={f} more accurate'),
+      ('excess_plain', f'FD above the floor: plain T={f}', 'above the floor', 'below the floor'),
+      ('excess_ref', f'FD above the floor: plain T={r}', 'above the floor', 'below the floor'),
+      ('mrf_minus_plain_fd', f'FD: MRF T={f} minus plain T={f} (the whole layer)',
+       'the MRF raises FD', 'the MRF lowers FD'),
+      ('unary_fd', f'FD: pairwise term zeroed minus plain T={f} (the learned temperature)',
+       'the temperature raises FD', 'the temperature lowers FD'),
+      ('pairwise_fd', f'FD: MRF T={f} minus the layer with its pairwise term zeroed',
+       'the pairwise term raises FD', 'the pairwise term lowers FD'),
+      ('pairwise_acc', f'class accuracy: MRF T={f} minus its pairwise term zeroed',
+       'the pairwise term raises accuracy', 'the pairwise term lowers accuracy'),
+  ]
+  table_rows = [[label, round(e[k]['mean'], 4), _fmt_interval(e[k]), _reads(e[k], up, down)]
+                for k, label, up, down in lines if k in e]
+  n = e['fd_gap']['n']
+  return report.table(
+      f'Diagnosis: the few-step gap on the {grid[0]} x {grid[1]} token grid ({codebook_size} '
+      f'codes) and the MRF\'s pairwise term (means over {n} sampler seeds [95% Student-t '
+      'intervals])', DIAGNOSIS_COLUMNS, table_rows,
+      note=f'FD floor (held-out real images scored like a sampler): {floor_fd:.4f}. Each seed '
+           'draws every sampler from the same key; the backbone, MRF and scorer are trained once '
+           '(the intervals cover the sampling, not the training).')
