@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import scipy.special
 
 from common import checkpoint as ckpt_lib
 from common import config_lib
@@ -413,7 +414,5 @@ def correctness(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
   """(M, N) softmax cross-entropy of every model on every example."""
   correctness(logits, labels)  # the same shape checks
-  logits = np.asarray(logits, np.float64)
-  top = logits.max(-1, keepdims=True)
-  log_z = np.log(np.sum(np.exp(logits - top), -1)) + top[..., 0]
-  return log_z - np.take_along_axis(logits, np.asarray(labels)[None, :, None], -1)[..., 0]
+  log_probs = scipy.special.log_softmax(np.asarray(logits, np.float64), axis=-1)
+  return -np.take_along_axis(log_probs, np.asarray(labels)[None, :, None], -1)[..., 0]

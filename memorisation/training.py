@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import scipy.special
 
 from common import config_lib
 from common import ensemble
@@ -196,6 +197,4 @@ def traces(state: ensemble.EnsembleState) -> dict[str, np.ndarray]:
 
 
 def softmax(logits) -> np.ndarray:
-  z = np.asarray(logits, np.float64)
-  z = np.exp(z - z.max(-1, keepdims=True))
-  return z / z.sum(-1, keepdims=True)
+  return scipy.special.softmax(np.asarray(logits, np.float64), axis=-1)

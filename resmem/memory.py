@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
+import scipy.special
 
 from resmem import kernels
 
@@ -59,9 +60,7 @@ def check_temperature(temperature: float) -> None:
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
   check_temperature(temperature)
-  z = np.asarray(logits, np.float64) / temperature
-  z = np.exp(z - z.max(axis=-1, keepdims=True))
-  return z / z.sum(axis=-1, keepdims=True)
+  return scipy.special.softmax(np.asarray(logits, np.float64) / temperature, axis=-1)
 
 
 def _check_finite_outputs(outputs: np.ndarray) -> None:
@@ -117,9 +116,7 @@ def neighbour_weights(distances: np.ndarray, sigma: float | None) -> np.ndarray:
     return np.full_like(d, 1.0 / d.shape[-1])
   if not sigma > 0:  # also NaN
     raise ResMemError(f'sigma must be positive (or None for uniform weights), got {sigma}.')
-  logits = -(d - d[..., :1]) / sigma  # shift by the nearest: exp never overflows
-  w = np.exp(logits)
-  return w / w.sum(axis=-1, keepdims=True)
+  return scipy.special.softmax(-d / sigma, axis=-1)
 
 
 def _check_task(task: str) -> None:

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
 
 
 class LMMemoryError(ValueError):
@@ -197,6 +198,5 @@ def check_finite(x: np.ndarray, what: str, offset: int = 0) -> None:
 
 
 def token_bits(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-  z = logits - logits.max(axis=1, keepdims=True)
-  logz = np.log(np.exp(z).sum(axis=1))
-  return (logz - np.take_along_axis(z, targets[:, None], axis=1)[:, 0]) / np.log(2.0)
+  log_probs = scipy.special.log_softmax(logits, axis=1)
+  return -np.take_along_axis(log_probs, targets[:, None], axis=1)[:, 0] / np.log(2.0)
