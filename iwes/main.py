@@ -4,4 +4,4 @@ from common import app
 from iwes import experiment
 
 if __name__ == '__main__':
-  app.run(experiment.run)
+  app.run(experiment.run, experiment.check_config)
