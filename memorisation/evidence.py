@@ -160,6 +160,15 @@ def distillation(masks, labels, flipped, classes, onehot, students, teacher, *, 
     w = weight.astype(np.float64)
     return float((values * w).sum() / max(w.sum(), 1e-12))
 
+  def in_out(correct, ks, idx, group):
+    """Mean over the group's examples of the accuracy of the models that saw each one, and of
+    those that did not (mem = the first minus the second)."""
+    m = masks[ks]
+    c = np.asarray(correct, np.float64)[ks]
+    a, b, _, _ = scores_lib._in_out(m, c)  # pylint: disable=protected-access
+    a, b = a[idx][group], b[idx][group]
+    return (a.mean(), b.mean()) if group.any() else (np.nan, np.nan)
+
   def stat(ks, idx, test_idx):
     out = {}
     mis = flipped[idx]
@@ -185,6 +194,10 @@ def distillation(masks, labels, flipped, classes, onehot, students, teacher, *, 
       out[f'{size}: one-hot mem'] = m1.mean()
       out[f'{size}: one-hot mem, mislabelled'] = m1[mis].mean() if mis.any() else np.nan
       out[f'{size}: one-hot test acc'] = acc1
+      for group, sel in (('mislabelled', mis), ('clean', ~mis)):
+        (out[f'{size}: one-hot seen acc, {group}'],
+         out[f'{size}: one-hot unseen acc, {group}']) = in_out(onehot[size]['correct_train'], ks,
+                                                               idx, sel)
       arm_mem = {}
       for arm, by_size in students.items():
         md = arm_mem[arm] = mem(by_size[size]['correct_train'], ks)[idx]
@@ -192,6 +205,10 @@ def distillation(masks, labels, flipped, classes, onehot, students, teacher, *, 
         out[f'{size}: {arm} mem'] = md.mean()
         out[f'{size}: {arm} mem, mislabelled'] = md[mis].mean() if mis.any() else np.nan
         out[f'{size}: {arm} test acc'] = accd
+        for group, sel in (('mislabelled', mis), ('clean', ~mis)):
+          (out[f'{size}: {arm} seen acc, {group}'],
+           out[f'{size}: {arm} unseen acc, {group}']) = in_out(by_size[size]['correct_train'], ks,
+                                                               idx, sel)
         if arm == 'control':
           continue
         top = md >= memorised

@@ -324,6 +324,12 @@ def diagnosis_table(config, numbers) -> dict[str, Any] | None:
       rows.append([name, teacher, label, '', '', cell(f'subset {key}'), cell(f'full {key}')])
     for size in dist['student_sizes']:
       for label, key in (('mean mem', 'mem'), ('mem on mislabelled', 'mem, mislabelled'),
+                         ('  mislabelled: accuracy (flipped label) of the models that saw it',
+                          'seen acc, mislabelled'),
+                         ('  mislabelled: accuracy (flipped label) of those that did not',
+                          'unseen acc, mislabelled'),
+                         ('clean: accuracy of the models that saw it', 'seen acc, clean'),
+                         ('clean: accuracy of those that did not (C-score)', 'unseen acc, clean'),
                          ('test accuracy', 'test acc')):
         rows.append([name, size, label, cell(f'{size}: one-hot {key}'),
                      cell(f'{size}: control {key}'), cell(f'{size}: subset {key}'),
