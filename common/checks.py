@@ -97,6 +97,20 @@ def percentile_interval(draws: Sequence[float], level: float = 0.95) -> tuple[fl
   return float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
 
 
+def proportion_interval(successes: float, n: int, level: float = 0.95) -> tuple[float, float]:
+  """Wilson's score interval of a proportion (e.g. an accuracy over n test examples): what noise
+  in the choice of the n examples alone would give."""
+  if isinstance(n, bool) or int(n) != n or n < 1 or not 0 <= successes <= n:
+    raise SummaryError(f'proportion_interval needs 0 <= successes <= n, n >= 1; got '
+                       f'{successes!r} of {n!r}.')
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  z = float(stats.norm.ppf(0.5 + level / 2))
+  p = successes / n
+  centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+  return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def _side(x: float, compare: str, threshold) -> bool:
   if compare == '>':
     return x > threshold

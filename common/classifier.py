@@ -216,7 +216,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   }
   target = config.get('expected_accuracy')
   key = f'{config.eval_splits[0][0]}/accuracy' if config.eval_splits else None
-  reproduced = None if target is None or key not in final else bool(final[key] >= target)
+  checks = None
+  if target is not None and key in final:
+    examples = final[key.replace('/accuracy', '/examples')]
+    checks = [report.check(
+        key, round(final[key], 4), compare='>=', threshold=target,
+        interval=report.proportion_interval(round(final[key] * examples), examples),
+        note=f'Wilson 95% interval over the {examples} {key.split("/")[0]} examples')]
   figures = []
   if jax.process_index() == 0:
     figures = [report.plot_training_curves(history, os.path.join(workdir, 'training.png'),
@@ -226,8 +232,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       claim=(f'The common training loop trains a {config.model.name} on {config.dataset} to at '
              f'least {target} {key}.'),
       numbers=numbers, figures=figures, workdir=workdir, config=config,
-      **({'reproduced': None} if reproduced is None else {'checks': [report.check(
-          key, round(final[key], 4), f'>= {target}', reproduced)]}),
+      **({'reproduced': None} if checks is None else {'checks': checks}),
       tables=[report.table('Final evaluation', ['quantity', 'value'],
                            [[k, v] for k, v in numbers.items() if v is not None])])
   logging.info('Summary: %s', summary)

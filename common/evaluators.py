@@ -78,4 +78,5 @@ class ClassificationEvaluator:
       totals = {k: totals[k] + float(out[k]) for k in totals}
     count = max(totals['count'], 1.0)
     return {f'{self.prefix}/accuracy': totals['correct'] / count,
-            f'{self.prefix}/loss': totals['loss'] / count}
+            f'{self.prefix}/loss': totals['loss'] / count,
+            f'{self.prefix}/examples': int(totals['count'])}   # for an interval on the accuracy

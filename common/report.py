@@ -28,6 +28,7 @@ from common.checks import INCONCLUSIVE
 from common.checks import jsonable
 from common.checks import mean_interval  # pylint: disable=unused-import
 from common.checks import percentile_interval  # pylint: disable=unused-import
+from common.checks import proportion_interval  # pylint: disable=unused-import
 from common.checks import STATES
 from common.checks import SummaryError
 from common.checks import validate_check

@@ -65,10 +65,12 @@ def ensemble(num_models: int = 8, **overrides) -> ml_collections.ConfigDict:
   """common.ensemble's section (`config.ensemble`): M models trained at once.
 
   model_axis: the mesh axis the models spread over (each device trains M / its size of them);
-  chunk_size: models per device in one dispatch of the vmapped step; 0 chooses it for the backend
-  and the model (common.ensemble.choose_chunk: all of them on accelerators; on CPU about 2.5e8
-  FLOPs per dispatch, one at a time for convolutional models). It does not change the result, so
-  a resumed run may change it.
+  chunk_size: models per device in one dispatch of the step; 0 chooses it for the backend and the
+  model (common.ensemble.choose_chunk: all of them on accelerators; on CPU about 2.5e8 FLOPs per
+  dispatch, one at a time for convolutional models). On CPU a dispatch runs its models one after
+  another through one compiled single-model program, so the result is bit-identical whatever the
+  chunk and a resumed run may change it; on accelerators the models are vmapped, the float order
+  depends on the chunk, and a resume under another chunk is refused (the run's identity).
   """
   config = ml_collections.ConfigDict({'num_models': num_models, 'model_axis': 'model',
                                       'chunk_size': 0})

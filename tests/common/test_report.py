@@ -160,3 +160,12 @@ def test_a_summary_whose_checks_lack_a_state_is_refused_with_the_file_named(tmp_
     report.load_summary(str(bad))
   text = open(report.build_report(str(tmp_path))).read()   # the others still reported
   assert '| p | FAILED: SummaryError:' in text
+
+
+def test_proportion_interval_is_wilsons():
+  low, high = report.proportion_interval(297, 300)     # 0.99 over 300 test examples
+  assert 0.970 < low < 0.972 and 0.996 < high < 0.997
+  assert report.proportion_interval(0, 10)[0] == 0.0
+  assert report.proportion_interval(10, 10)[1] == pytest.approx(1.0)
+  with pytest.raises(report.SummaryError, match='0 <= successes <= n'):
+    report.proportion_interval(11, 10)
