@@ -20,8 +20,10 @@ import ml_collections
 import numpy as np
 from scipy import special
 
+from abstain import claims
 from abstain import estimators
-from abstain import gaussians as gaussians_lib
+from abstain import figures as figures_lib
+from abstain import gaussian_study
 from abstain import metrics
 from abstain import scod
 from abstain import scores
@@ -45,9 +47,6 @@ SETTINGS = ('auxiliary', 'wild')
 BASE_METHODS = ('msp', 'max_logit', 'energy', 'odin', 'mahalanobis', 'outlier_exposure')
 TUNED = {'auxiliary': ('linear_double', 'plugin', 'plugin_black_box'),
          'wild': ('linear_double', 'plugin', 'plugin_corrected_sigmoid')}
-PLOTTED = ('msp', 'energy', 'mahalanobis', 'outlier_exposure', 'ood', 'sirc', 'linear_double',
-           'plugin', 'plugin_black_box', 'plugin_corrected_sigmoid')
-
 
 # ------------------------------------------------------------------------------------------------
 # The config.
@@ -89,6 +88,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for field in ('noise_margin', 'bayes_margin'):
     validate.real(config, f'checks.{field}', 0.0)
   validate.real(config, 'checks.clear_gain')
+  validate.real(config, 'checks.bayes_gap_growth')
 
 
 def _check_model(config, name: str) -> None:
@@ -135,121 +135,6 @@ def model_seed(config, seed: int) -> int:
   """The seed of the models of run seed `seed` (0 .. seeds - 1): config.classifier.seed shifts
   every run's models (initialisation, batch order); the split by class follows the run seed."""
   return int(config.classifier.seed) + seed
-
-
-# ------------------------------------------------------------------------------------------------
-# The Gaussian check.
-# ------------------------------------------------------------------------------------------------
-def _gaussian_seed(cfg, c_fns, budgets, seed):
-  problem = gaussians_lib.GaussianSCOD()
-  rng = np.random.default_rng(1000 + seed)
-  x, y, out = problem.sample_mixture(cfg.test_size, cfg.pi, rng)
-  post = problem.posterior(x)
-  m_true, rho_true, correct_true = post.max(1), problem.rho(x), (post.argmax(1) == y) & ~out
-  rows = {}
-  for n in cfg.sizes:
-    plug = gaussians_lib.fit_plugin(problem, n, cfg.pi_mix, rng)
-    xv, yv, ov = problem.sample_mixture(3 * n, cfg.pi, rng)
-    m_hat, m_val = plug.max_prob(x), plug.max_prob(xv)
-    correct, correct_val = (plug.predict(x) == y) & ~out, (plug.predict(xv) == yv) & ~ov
-    rhos = {k: (plug.rho(x, k), plug.rho(xv, k))
-            for k in ('auxiliary', 'mixture', 'corrected_sigmoid')}
-    per_c = {}
-    for c in c_fns:
-      risk = {k: [] for k in ('bayes', 'msp', 'ood', 'plugin', 'plugin_mixture',
-                              'plugin_corrected_sigmoid')}
-      for b in budgets:
-        risk['bayes'].append(scod.scod_risk_at_budget(
-            scod.bayes_score(m_true, rho_true, c, cfg.pi), out, correct_true, c, b))
-        risk['msp'].append(scod.scod_risk_at_budget(1 - m_hat, out, correct, c, b))
-        risk['ood'].append(scod.scod_risk_at_budget(rhos['auxiliary'][0], out, correct, c, b))
-        for name, kind in (('plugin', 'auxiliary'), ('plugin_mixture', 'mixture'),
-                           ('plugin_corrected_sigmoid', 'corrected_sigmoid')):
-          slope = scod.tune_slope(m_val, rhos[kind][1], ov, correct_val, c, b)
-          risk[name].append(scod.scod_risk_at_budget(
-              scod.plugin_score(m_hat, rhos[kind][0], c, slope), out, correct, c, b))
-      per_c[c] = risk
-    rows[n] = {'risk': per_c, 'pi_mix_hat': plug.corrected.pi_mix}
-  return rows, (problem, x, y, out, m_true, rho_true, plug)
-
-
-def _plot_gaussians(cfg, budgets, rows, example, path):
-  problem, x, y, out, m_true, rho_true, plug = example
-  c, b = cfg.figure_c_fn, cfg.figure_budget
-  lam = scod.bayes_lambda(m_true, rho_true, c, cfg.pi, b)
-  plt = report.pyplot()
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
-  ax = axes[0]
-  show = np.arange(min(3000, len(y)))
-  for label, colour, name in ((0, 'tab:blue', 'class 0'), (1, 'tab:green', 'class 1'),
-                              (-1, 'tab:red', 'outlier')):
-    sel = show[y[show] == label]
-    ax.scatter(x[sel, 0], x[sel, 1], s=2, c=colour, alpha=0.4, label=name)
-  g1, g2 = np.meshgrid(np.linspace(-45, 45, 220), np.linspace(-45, 45, 220))
-  grid = np.stack([g1.ravel(), g2.ravel()], 1)
-  t_grid = scod.bayes_score(problem.posterior(grid).max(1), problem.rho(grid), c, cfg.pi)
-  ax.contour(g1, g2, t_grid.reshape(g1.shape) - lam, levels=[0], colors='k')
-  xv, yv, ov = problem.sample_mixture(3 * cfg.sizes[-1], cfg.pi, np.random.default_rng(7))
-  slope = scod.tune_slope(plug.max_prob(xv), plug.rho(xv), ov, (plug.predict(xv) == yv) & ~ov,
-                          c, b)
-  s_test = scod.plugin_score(plug.max_prob(x), plug.rho(x), c, slope)
-  thr = np.sort(s_test)[::-1][int(b * len(s_test))]
-  s_grid = scod.plugin_score(plug.max_prob(grid), plug.rho(grid), c, slope)
-  ax.contour(g1, g2, s_grid.reshape(g1.shape) - thr, levels=[0], colors='m', linestyles='--')
-  ax.plot([], [], 'k-', label='Bayes boundary')
-  ax.plot([], [], 'm--', label=f'plug-in (n={cfg.sizes[-1]})')
-  ax.set_title(f'abstain region at c_fn={c}, budget={b}')
-  ax.legend(fontsize=7, markerscale=4)
-  ax = axes[1]
-  u, v = 1 - m_true[show], np.minimum(rho_true[show], 6)
-  ax.scatter(u[~out[show]], v[~out[show]], s=2, c='tab:blue', alpha=0.4, label='inliers')
-  ax.scatter(u[out[show]], v[out[show]], s=2, c='tab:red', alpha=0.4, label='outliers')
-  a_u, a_v, a_c = scod.half_plane(lam, c, cfg.pi)
-  uu = np.linspace(0, 0.5, 50)
-  ax.plot(uu, (a_c - a_u * uu) / a_v, 'k-', label='Bayes half-plane boundary')
-  ax.set_ylim(0, 6)
-  ax.set_xlabel('1 - max P_in(y|x)')
-  ax.set_ylabel('rho(x) (clipped at 6)')
-  ax.set_title('the Bayes rule is a half-plane in (1 - m, rho)')
-  ax.legend(fontsize=7, markerscale=4)
-  ax = axes[2]
-  n_max = cfg.sizes[-1]
-  for name, style in (('bayes', 'k-'), ('msp', 'C0-'), ('ood', 'C1-'), ('plugin', 'm--'),
-                      ('plugin_corrected_sigmoid', 'C2:')):
-    ax.plot(budgets, np.mean([r[n_max]['risk'][c][name] for r in rows], 0), style, label=name)
-  ax.set_xlabel('budget (abstention rate)')
-  ax.set_ylabel('SCOD risk')
-  ax.set_title(f'Gaussians, n={n_max}, c_fn={c}')
-  ax.legend(fontsize=7)
-  return report.save_figure(fig, path, dpi=80)
-
-
-def run_gaussians(config, workdir):
-  cfg = config.gaussians
-  rows, example = [], None
-  for seed in range(cfg.seeds):
-    r, example = _gaussian_seed(cfg, config.c_fns, config.budgets, seed)
-    rows.append(r)
-  numbers, checks = {}, {}
-  n_min, n_max = cfg.sizes[0], cfg.sizes[-1]
-  for c in config.c_fns:
-    table = {n: {k: round(float(np.mean([np.mean(r[n]['risk'][c][k]) for r in rows])), 4)
-                 for k in rows[0][n]['risk'][c]} for n in cfg.sizes}
-    numbers[f'c_fn={c}'] = table
-    gap = lambda n: table[n]['plugin'] - table[n]['bayes']
-    checks[f'gaussians/c_fn={c}/plugin_minus_bayes_at_n={n_max}'] = {
-        'value': round(gap(n_max), 4), 'threshold': config.checks.bayes_margin,
-        'holds': bool(gap(n_max) <= config.checks.bayes_margin)}
-    checks[f'gaussians/c_fn={c}/gap_shrinks_from_n={n_min}'] = {
-        'value': round(gap(n_max) - gap(n_min), 4), 'threshold': 0.0,
-        'holds': bool(gap(n_max) <= gap(n_min))}
-  numbers['pi_mix_hat_corrected_sigmoid'] = {
-      n: round(float(np.mean([r[n]['pi_mix_hat'] for r in rows])), 3) for n in cfg.sizes}
-  figure = None
-  if jax.process_index() == 0:
-    figure = _plot_gaussians(cfg, config.budgets, rows, example,
-                             os.path.join(workdir, 'gaussians.png'))
-  return numbers, checks, figure
 
 
 # ------------------------------------------------------------------------------------------------
@@ -537,47 +422,13 @@ def _mean_dict(rows, key):
   return {m: round(float(np.mean([r[key][m] for r in rows])), 4) for m in rows[0][key]}
 
 
-def _plot_risks(name, config, per_setting, path):
-  plt = report.pyplot()
-  fig, axes = plt.subplots(len(SETTINGS), len(config.c_fns),
-                           figsize=(4.2 * len(config.c_fns), 3.6 * len(SETTINGS)), squeeze=False)
-  for i, setting in enumerate(SETTINGS):
-    rows = per_setting[setting]
-    for j, c in enumerate(config.c_fns):
-      ax = axes[i][j]
-      for m in PLOTTED:
-        if m in rows[0]['risk'][c]:
-          style = '--' if m.startswith('plugin') else '-'
-          ax.plot(config.budgets, np.mean([r['risk'][c][m] for r in rows], 0), style, label=m,
-                  lw=2 if m == 'plugin' else 1)
-      ax.set_title(f'{name}: {setting} outliers, c_fn={c}')
-      ax.set_xlabel('budget (abstention rate)')
-      ax.set_ylabel('SCOD risk')
-  axes[0][0].legend(fontsize=6)
-  return report.save_figure(fig, path, dpi=80)
-
-
-def _plot_coverage(name, per_setting, path):
-  plt = report.pyplot()
-  fig, axes = plt.subplots(1, len(SETTINGS), figsize=(5 * len(SETTINGS), 3.6), squeeze=False)
-  for ax, setting in zip(axes[0], SETTINGS):
-    curves = per_setting[setting][0]['curves']  # seed 0
-    for m, curve in curves.items():
-      ax.plot(curve.coverage, curve.risk, label=f'{m} (AURC {curve.aurc:.3f})')
-    ax.set_title(f'{name}: {setting} (seed 0)')
-    ax.set_xlabel('coverage')
-    ax.set_ylabel('selective risk (errors + outliers accepted)')
-    ax.legend(fontsize=6)
-  return report.save_figure(fig, path, dpi=80)
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   check_config(config)
   os.makedirs(workdir, exist_ok=True)
   numbers, figures = {}, []
-  numbers['gaussians'], checks, fig = run_gaussians(config, workdir)
+  numbers['gaussians'], check_list, fig = gaussian_study.run(config, workdir)
   figures.append(fig)
-  margin, gain_min = config.checks.noise_margin, config.checks.clear_gain
+  checks_cfg = config.checks
   for name in config.dataset_names:
     rows = [evaluate(config, outputs(config, name, seed, workdir)) for seed in range(config.seeds)]
     per_setting = {s: [r['settings'][s] for r in rows] for s in SETTINGS}
@@ -589,30 +440,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       for c in config.c_fns:
         mean_risk = {m: float(np.mean([np.mean(r['risk'][c][m]) for r in srows]))
                      for m in srows[0]['risk'][c]}
+        diffs = claims.risk_differences(srows, c)
         block[f'c_fn={c}'] = {
             'risk_mean_over_budgets': {m: round(v, 4) for m, v in mean_risk.items()},
             'risk_per_budget': {m: np.round(np.mean([r['risk'][c][m] for r in srows], 0),
-                                            4).tolist() for m in mean_risk}}
-        better = min(mean_risk['msp'], mean_risk['ood'])
-        gap = mean_risk['plugin'] - better
-        checks[f'{name}/{setting}/c_fn={c}/plugin_minus_better_of_msp_and_ood'] = {
-            'value': round(gap, 4), 'threshold': margin, 'holds': bool(gap <= margin)}
-        if setting == 'wild':
-          gain = mean_risk['msp'] - mean_risk['plugin']
-          checks[f'{name}/wild/c_fn={c}/msp_minus_plugin'] = {
-              'value': round(gain, 4), 'threshold': gain_min, 'holds': bool(gain >= gain_min)}
+                                            4).tolist() for m in mean_risk},
+            'differences_per_seed': {k: [round(v, 4) for v in vs] for k, vs in diffs.items()}}
+        rows_checks = claims.setting_checks(checks_cfg, name, setting, c, diffs)
+        check_list.extend(rows_checks)
+        logging.info('%s/%s/c_fn=%s: %s', name, setting, c,
+                     [(k['name'], k['value'], k['interval'], k['state']) for k in rows_checks])
       for key in ('auroc', 'fpr_at_95', 'aurc', 'selective_accuracy_at_0.2',
                   'joint_risk_at_tpr_0.95'):
         block[key] = _mean_dict(srows, key)
       numbers[name][setting] = block
-      logging.info('%s/%s: %s', name, setting,
-                   {k: v for k, v in checks.items() if k.startswith(f'{name}/{setting}')})
     if jax.process_index() == 0:
-      figures.append(_plot_risks(name, config, per_setting,
+      figures.append(figures_lib.plot_risks(name, config, per_setting, SETTINGS,
                                  os.path.join(workdir, f'risk_{name}.png')))
-      figures.append(_plot_coverage(name, per_setting,
+      figures.append(figures_lib.plot_coverage(name, per_setting, SETTINGS,
                                     os.path.join(workdir, f'risk_coverage_{name}.png')))
-  numbers['checks'] = checks
   notes = (f'Means over {config.seeds} seeds (Gaussians: {config.gaussians.seeds}); risks are '
            f'means over budgets {tuple(config.budgets)}. Inliers: classes 0-5; auxiliary '
            'outliers 6-7 (labelled); test outliers 8-9; wild mixture: held-out inliers + other '
@@ -621,13 +467,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
            'inliers + auxiliary outliers; wild: inliers + the unlabelled mixture via the '
            'mixture risk); rho_hat from the inlier-vs-auxiliary classifier (auxiliary) or the '
            'inlier-vs-wild classifier with the mixture correction (wild). "ood" ranks by that '
-           'rho_hat alone. Checks fixed in the config before the run: plug-in minus the better '
-           f'of MSP and ood <= {margin}; wild: MSP minus plug-in >= {gain_min}; Gaussians: '
-           f'plug-in minus Bayes <= {config.checks.bayes_margin} at the largest n, and the gap '
-           'no larger than at the smallest n.')
-  direction = lambda name: '>=' if name.endswith('msp_minus_plugin') else '<='
-  check_list = [report.check(k, c['value'], f"{direction(k)} {c['threshold']}", c['holds'])
-                for k, c in checks.items()]
+           'rho_hat alone. Checks fixed in config.checks before the run, each a per-seed paired '
+           'difference decided by its 95% Student-t interval over seeds: plug-in minus MSP and '
+           f'plug-in minus ood, each <= {checks_cfg.noise_margin}; wild: MSP minus plug-in >= '
+           f'{checks_cfg.clear_gain}; Gaussians: plug-in minus Bayes <= '
+           f'{checks_cfg.bayes_margin} at the largest n, and that gap minus the gap at the '
+           f'smallest n <= {checks_cfg.bayes_gap_growth}.')
   rows, methods = [], None
   for name in config.dataset_names:
     for setting, per_c in numbers[name].items():

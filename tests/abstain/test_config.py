@@ -38,6 +38,7 @@ def test_every_variant_passes_check_config(variant):
     ('gaussians.sizes', (100, 0), r'gaussians.sizes=\(100, 0\)'),
     ('gaussians.figure_budget', 1.0, r'gaussians.figure_budget=1.0'),
     ('checks.noise_margin', float('nan'), r'checks.noise_margin=nan'),
+    ('checks.bayes_gap_growth', float('inf'), r'checks.bayes_gap_growth=inf'),
 ])
 def test_bad_config_fields_are_refused_before_any_data_or_compute(tmp_path, field, value, match):
   config = abstain_config.get_config('tiny')
