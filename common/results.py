@@ -104,6 +104,22 @@ def block(summary: dict[str, Any], results_dir: str = RESULTS_DIR) -> str:
   return '\n'.join(lines)
 
 
+ALL = 'all'   # the block name of the index: every recorded experiment's verdict and counts
+
+
+def index_block(recorded: dict[str, dict[str, Any]], results_dir: str = RESULTS_DIR) -> str:
+  """The README block `<!-- results: all -->`: one row per recorded experiment."""
+  rows = []
+  for name, s in sorted(recorded.items()):
+    deciding = [c for c in s.get('checks') or [] if not c.get('informational')]
+    counts = ' / '.join(str(sum(c['state'] == state for c in deciding))
+                        for state in report.STATES) if deciding else '-'
+    rows.append([f'`{name}`', s['title'], s['verdict'] or '-', counts])
+  return '\n'.join([f'Recorded cpu runs (`{results_dir}/`; deciding checks holds / fails / '
+                    'inconclusive):', ''] + report.markdown_table(
+                        ['experiment', 'title', 'verdict', 'checks'], rows) + [''])
+
+
 def _readmes(repo: str) -> list[str]:
   out = []
   for dirpath, dirnames, filenames in os.walk(repo):
@@ -119,6 +135,8 @@ def render_readme(text: str, recorded: dict[str, dict[str, Any]], path: str,
   error."""
   def replace(match):
     name = match.group('name')
+    if name == ALL:
+      return match.group(1) + index_block(recorded, results_dir) + match.group(4)
     if name not in recorded:
       raise ResultsError(f'{path}: the results block {name!r} names no recorded result '
                          f'({results_dir}/{name}.json); available: {sorted(recorded)}.')
@@ -137,7 +155,8 @@ def check_readmes(repo: str = REPO, results_dir: str | None = None) -> list[str]
       text = f.read()
     if text != render_readme(text, recorded, path):
       names = [m.group('name') for m in _BLOCK.finditer(text)
-               if m.group('body') != block(recorded[m.group('name')])]
+               if m.group('body') != (index_block(recorded) if m.group('name') == ALL
+                                      else block(recorded[m.group('name')]))]
       stale.append(f'{os.path.relpath(path, repo)}: results blocks {names} differ from '
                    f'{RESULTS_DIR}; run `python -m common.results readme` (never edit them by '
                    'hand)')

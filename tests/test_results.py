@@ -48,6 +48,18 @@ def test_record_then_readme_writes_the_block_and_check_passes(tmp_path):
   assert results.check_readmes(str(repo)) == [] and results.quoted(str(repo)) == {'p'}
 
 
+def test_the_index_block_lists_every_recorded_experiment(tmp_path):
+  _run(tmp_path / 'run', 'p', (0.01, 0.03))
+  _run(tmp_path / 'run', 'q', (-0.03, 0.01))
+  repo = _repo(tmp_path, '<!-- results: all -->\n<!-- end results: all -->\n')
+  results.record(str(tmp_path / 'run'), str(repo / 'results' / 'cpu'))
+  results.write_readmes(str(repo))
+  text = (repo / 'paper' / 'README.md').read_text()
+  assert '| `p` | Paper p | reproduced | 1 / 0 / 0 |' in text
+  assert '| `q` | Paper q | inconclusive | 0 / 0 / 1 |' in text
+  assert results.check_readmes(str(repo)) == []
+
+
 def test_a_block_edited_by_hand_fails_with_the_file_named(tmp_path):
   _run(tmp_path / 'run', 'p', (0.01, 0.03))
   repo = _repo(tmp_path, '<!-- results: p -->\n<!-- end results: p -->\n')
