@@ -1,4 +1,5 @@
-"""Input checks shared by the library: each raises IwesInputError (a ValueError) before compute.
+"""Input checks shared by the library: each raises IwesInputError (a common.validate.InputError,
+so a ValueError) before compute.
 
 Probabilities are (N, C) rows in [0, 1] summing to one (class ids or logits are refused with a
 hint), labels are integer class ids in range, sampling probabilities are in [0, 1], and the
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-SUM_TOLERANCE = 1e-3
+from common import validate
+
+SUM_TOLERANCE = validate.SUM_TOLERANCE
 
 
-class IwesInputError(ValueError):
-  """An input the library cannot use; the message names the argument and what is wrong."""
+class IwesInputError(validate.InputError):
+  """An input the library cannot use; the message names the argument and what is wrong (the
+  common InputError, so a caller can catch any library's bad input as one kind)."""
 
 
 def _numeric(arr: np.ndarray, name: str) -> None:
@@ -22,33 +26,17 @@ def _numeric(arr: np.ndarray, name: str) -> None:
 
 
 def check_probs(probs, name: str = 'probs', num_examples: int | None = None) -> np.ndarray:
-  """(N, C) class probabilities as float64: finite, in [0, 1], each row summing to one."""
+  """(N, C) class probabilities as float64: finite, in [0, 1], each row summing to one
+  (common.validate.probability_rows), with at least two classes; 1-D class ids are refused with
+  a hint."""
   arr = np.asarray(probs)
-  _numeric(arr, name)
   if arr.ndim == 1 and np.issubdtype(arr.dtype, np.integer):
     raise IwesInputError(f'{name} looks like class ids (1-D integers, shape {arr.shape}); '
                          'expected class probabilities of shape (examples, classes).')
-  if arr.ndim != 2:
-    raise IwesInputError(f'{name} must have shape (examples, classes), got {arr.shape}.')
-  if arr.shape[0] == 0 or arr.shape[1] < 2:
-    raise IwesInputError(f'{name} has shape {arr.shape}: need at least one example and two '
-                         'classes.')
-  if num_examples is not None and arr.shape[0] != num_examples:
-    raise IwesInputError(f'{name} has {arr.shape[0]} examples, expected {num_examples}.')
-  arr = arr.astype(np.float64)
-  if not np.all(np.isfinite(arr)):
-    raise IwesInputError(f'{name} must be finite; it has {int(np.sum(~np.isfinite(arr)))} NaN '
-                         'or infinite entries.')
-  if arr.min() < 0 or arr.max() > 1:
-    raise IwesInputError(f'{name} must be probabilities in [0, 1], got range '
-                         f'[{arr.min():.4g}, {arr.max():.4g}] (logits? apply a softmax first).')
-  sums = arr.sum(1)
-  bad = np.abs(sums - 1) > SUM_TOLERANCE
-  if bad.any():
-    i = int(np.argmax(bad))
-    raise IwesInputError(f'Rows of {name} must sum to one; row {i} sums to {sums[i]:.4g} '
-                         f'({int(bad.sum())} such rows).')
-  return arr
+  if arr.ndim == 2 and arr.shape[1] < 2:
+    raise IwesInputError(f'{name} has shape {arr.shape}: need at least two classes.')
+  return validate.probability_rows(arr, name, num_examples=num_examples,
+                                   tolerance=SUM_TOLERANCE, error=IwesInputError)
 
 
 def check_pair(probs_f, probs_g) -> tuple[np.ndarray, np.ndarray]:

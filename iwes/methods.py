@@ -106,7 +106,8 @@ class Picked:
 def _weight_log(weights: np.ndarray, w_max: float, raw: np.ndarray | None) -> dict[str, float]:
   q = np.quantile(weights, [0.1, 0.5, 0.9])
   out = {'weight_mean': float(weights.mean()), 'weight_max': float(weights.max()),
-         'weight_p10': float(q[0]), 'weight_p50': float(q[1]), 'weight_p90': float(q[2])}
+         'weight_p10': float(q[0]), 'weight_p50': float(q[1]), 'weight_p90': float(q[2]),
+         'batch_ess_fraction': sampling.effective_sample_size(weights) / len(weights)}
   if raw is not None:  # the share of kept examples whose 1/p was cut down to w_max
     out['capped_fraction'] = float(np.mean(raw > w_max)) if math.isfinite(w_max) else 0.0
   return out
@@ -124,6 +125,9 @@ def select(method: Method, view: RoundView, k: int, rng: np.random.Generator) ->
     log = {'acceptance_rate': draw.acceptance_rate, 'examined': draw.examined,
            'passes': draw.passes, 'p_mean_available': float(p[available].mean()),
            'p_mean_kept': float(draw.p.mean())}
+    if view.probs_g is not None:  # how often f and g predict the same class on the pool
+      log['agreement'] = float(np.mean(view.probs_f[available].argmax(1)
+                                        == view.probs_g[available].argmax(1)))
     log.update(_weight_log(draw.weights, method.w_max, 1.0 / draw.p))
     return Picked(draw.indices, draw.weights, log)
   if kind == 'uniform':

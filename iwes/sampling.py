@@ -85,6 +85,35 @@ def importance_weights(p, w_max: float = np.inf, normalise: bool = False) -> np.
   return weights
 
 
+def effective_sample_size(weights) -> float:
+  """(sum w)^2 / sum w^2: how many equally weighted examples a weighted set is worth (its size
+  when the weights are equal, 1 when one weight dominates)."""
+  w = np.asarray(weights, np.float64)
+  if w.ndim != 1 or not w.size or not np.all(np.isfinite(w)) or w.min() < 0 or w.sum() <= 0:
+    raise checks.IwesInputError(f'weights must be a non-empty 1-D array of finite non-negative '
+                                f'numbers with a positive sum, got shape {w.shape}.')
+  return float(w.sum() ** 2 / np.sum(w ** 2))
+
+
+def loss_variance_factor(weights, losses) -> float:
+  """The variance of the weighted mean loss sum_i w_i l_i / sum_i w_i over that of the plain mean,
+  both estimated from the same n examples (the ratio estimator's delta-method variance
+  sum_i w_i^2 (l_i - L_w)^2 / (sum_i w_i)^2 against sum_i (l_i - L)^2 / n^2): 1 for equal
+  weights, about n / ESS when the weights do not follow the losses. What the weights add to
+  the noise of the loss the models minimise."""
+  w = np.asarray(weights, np.float64)
+  l = np.asarray(losses, np.float64)
+  effective_sample_size(w)
+  if l.shape != w.shape or not np.all(np.isfinite(l)):
+    raise checks.IwesInputError(f'losses must be finite, one per weight: shape {l.shape} for '
+                                f'weights of shape {w.shape}.')
+  plain = np.sum((l - l.mean()) ** 2) / len(l) ** 2
+  if plain <= 0:
+    return 1.0
+  mean_w = np.sum(w * l) / w.sum()
+  return float(np.sum(w ** 2 * (l - mean_w) ** 2) / w.sum() ** 2 / plain)
+
+
 @dataclasses.dataclass
 class Draw:
   """One round's batch: pool indices in the order they were kept, their p and weights."""

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -36,6 +37,7 @@ from common import models
 from common.data import pipeline
 from iwes import checks
 from iwes import methods as methods_lib
+from iwes import sampling
 
 STATE_FILE = 'selection_state.json'
 
@@ -134,10 +136,23 @@ def train_pairs(loop_config, workdir: str, model, pool: dict[str, np.ndarray],
       num_classes=getattr(model, 'num_outputs', None))
 
 
-def _softmax(logits):
-  z = np.asarray(logits, np.float64)
-  z = np.exp(z - z.max(-1, keepdims=True))
-  return z / z.sum(-1, keepdims=True)
+def _outputs(logits, labels) -> tuple[np.ndarray, np.ndarray]:
+  """(M, N, C) probabilities and (M, N) log-probabilities of the labels, from logits."""
+  logits = jnp.asarray(logits, jnp.float32)
+  probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  label_log_probs = jnp.take_along_axis(log_probs, jnp.asarray(labels)[None, :, None], -1)
+  return probs, np.asarray(label_log_probs[..., 0], np.float64)
+
+
+def loss_diagnosis(weights, losses) -> dict[str, float]:
+  """What a weighted set does to the loss a round's models minimise: the effective sample size
+  as a fraction of the set, and the variance factor of the weighted mean loss (sampling.py)."""
+  n = len(weights)
+  return {'set_ess_fraction': sampling.effective_sample_size(weights) / n,
+          'loss_variance_factor': sampling.loss_variance_factor(weights, losses),
+          'loss_weighted': float(np.sum(np.multiply(weights, losses)) / np.sum(weights)),
+          'loss_unweighted': float(np.mean(losses))}
 
 
 def _models(state: ensemble.EnsembleState, ids: Sequence[int]) -> ensemble.EnsembleState:
@@ -150,8 +165,9 @@ def _models(state: ensemble.EnsembleState, ids: Sequence[int]) -> ensemble.Ensem
 # ---------------------------------------------------------------------------------------------
 # The state file.
 # ---------------------------------------------------------------------------------------------
-def _identity(runs, loop_config, model_config, pool, seed_size, batch_size, budget):
-  return json.loads(json.dumps({
+def _identity(runs, loop_config, model_config, pool, seed_size, batch_size, budget, valid=None):
+  extra = {} if valid is None else {'valid': pipeline.digest(np.asarray(valid['inputs']))}
+  return json.loads(json.dumps({**extra,
       'runs': [[r.name, dataclasses.asdict(r.method)] for r in runs],
       'loop': loop_config.to_dict(), 'model': dict(model_config),
       'pool': pipeline.digest(np.asarray(pool['inputs'])),
@@ -193,6 +209,7 @@ def _load(path: str, identity) -> dict[str, Any] | None:
 def run_selection(loop_config: ml_collections.ConfigDict, workdir: str, *,
                   model_config, pool: dict[str, np.ndarray], test: dict[str, np.ndarray],
                   runs: Sequence[Run], seed_size: int, batch_size: int, budget: int,
+                  valid: dict[str, np.ndarray] | None = None,
                   num_classes: int | None = None, chunk_size: int = 0,
                   keep_round_checkpoints: bool = False,
                   stop_after_round: int | None = None) -> SelectionResult:
@@ -202,11 +219,14 @@ def run_selection(loop_config: ml_collections.ConfigDict, workdir: str, *,
   optimizer, ...) for every round's models. chunk_size: models per device in one dispatch of
   the ensemble step (0: common.ensemble's choice; on CPU the result does not depend on it).
   stop_after_round: return once that many rounds are saved (a stopped run; calling again
-  resumes it).
+  resumes it). valid: a validation split (held out of the pool) every round's models are also
+  scored on (`accuracy_valid` in the logs), for settings chosen without the test split.
   """
   # Checks before any compute.
   n_pool = _check_arrays(pool, 'pool')
   _check_arrays(test, 'test')
+  if valid is not None:
+    _check_arrays(valid, 'valid')
   rounds = checks.check_sizes(n_pool, seed_size, batch_size, budget)
   runs = list(runs)
   if not runs:
@@ -223,7 +243,8 @@ def run_selection(loop_config: ml_collections.ConfigDict, workdir: str, *,
 
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, STATE_FILE)
-  identity = _identity(runs, loop_config, model_config, pool, seed_size, batch_size, budget)
+  identity = _identity(runs, loop_config, model_config, pool, seed_size, batch_size, budget,
+                       valid)
   record = _load(path, identity)
   if record is None:
     states = []
@@ -255,15 +276,24 @@ def run_selection(loop_config: ml_collections.ConfigDict, workdir: str, *,
 
   def train_and_score(round_dir):
     result = train_pairs(loop_config, round_dir, model, pool, weights_matrix(), chunk_size)
-    test_logits = ensemble.predict(result.state, apply_logits, test['inputs'])
-    correct = ensemble.correctness(test_logits, np.asarray(test['label']))   # (M, N_test)
-    return result, correct.mean(1)
+    accuracy = {}
+    for split, arrays in (('test', test), ('valid', valid)):
+      if arrays is not None:
+        logits = ensemble.predict(result.state, apply_logits, arrays['inputs'])
+        accuracy[split] = ensemble.correctness(logits, np.asarray(arrays['label'])).mean(1)
+    return result, accuracy
 
-  def accuracy_log(j, acc, round_index):
-    return {'round': round_index, 'labels': len(states[j].indices),
-            'accuracy': float((acc[2 * j] + acc[2 * j + 1]) / 2),
-            'accuracy_f': float(acc[2 * j]), 'accuracy_g': float(acc[2 * j + 1]),
-            'weight_sum': float(np.sum(states[j].weights))}
+  def accuracy_log(j, accuracy, round_index):
+    acc = accuracy['test']
+    log = {'round': round_index, 'labels': len(states[j].indices),
+           'accuracy': float((acc[2 * j] + acc[2 * j + 1]) / 2),
+           'accuracy_f': float(acc[2 * j]), 'accuracy_g': float(acc[2 * j + 1]),
+           'weight_sum': float(np.sum(states[j].weights)),
+           'ess_fraction': sampling.effective_sample_size(states[j].weights)
+                           / len(states[j].weights)}
+    if 'valid' in accuracy:
+      log['accuracy_valid'] = float((accuracy['valid'][2 * j] + accuracy['valid'][2 * j + 1]) / 2)
+    return log
 
   if record is None:
     save(0, False)
@@ -277,10 +307,11 @@ def run_selection(loop_config: ml_collections.ConfigDict, workdir: str, *,
     # Pool outputs of the models a method reads: f for all but uniform, g for the disagreements.
     need = sorted({2 * j + m for j, run in enumerate(runs)
                    for m in methods_lib.models_read(run.method)})
-    probs = {}
+    probs, label_log_probs = {}, {}
     if need:
-      out = _softmax(ensemble.predict(_models(result.state, need), apply_logits, pool['inputs']))
-      probs = dict(zip(need, out))
+      out, label_lp = _outputs(ensemble.predict(_models(result.state, need), apply_logits,
+                                                pool['inputs']), labels)
+      probs, label_log_probs = dict(zip(need, out)), dict(zip(need, label_lp))
     want = [j for j, run in enumerate(runs) if run.method.kind in methods_lib.NEEDS_FEATURES]
     features = {}
     if want:
@@ -297,6 +328,8 @@ def run_selection(loop_config: ml_collections.ConfigDict, workdir: str, *,
                                    features_f=lambda j=j: features[j], extra=s.extra)
       picked = methods_lib.select(run.method, view, batch_size, round_rng(run, r))
       log = accuracy_log(j, acc, r)
+      if run.method.kind == 'iwes':  # the weighted set this round's f minimised its loss on
+        log.update(loss_diagnosis(np.asarray(s.weights), -label_log_probs[2 * j][s.indices]))
       log.update(picked.log)
       s.logs.append(log)
       s.indices.extend(int(i) for i in picked.indices)

@@ -28,7 +28,7 @@ import ml_collections
 
 from configs.common import loop
 
-VARIANTS = ('cpu', 'tiny', 'study', 'cifar10', 'cifar100')  # get_config args (tests build each)
+VARIANTS = ('cpu', 'tiny', 'study', 'agree', 'cifar10', 'cifar100')  # get_config args (tests build each)
 
 
 def _loop(batch_size, epochs, lr):
@@ -40,11 +40,14 @@ def _loop(batch_size, epochs, lr):
                          optimizer=loop.optimizer(learning_rate=lr, schedule='constant'))
 
 
-def _dataset(dataset, num_samples, model, seed_size, batch_size, budget, train_loop):
+def _dataset(dataset, num_samples, model, seed_size, batch_size, budget, train_loop, valid):
+  """The pool is the train split less its last `valid` examples, the validation split that
+  chooses the weight cap and the best baselines (never the test split)."""
   return ml_collections.ConfigDict({
       'dataset': dataset,
       'dataset_kwargs': {'num_samples': num_samples} if num_samples else {},
-      'train_split': 'train', 'test_split': 'test',   # the pool and the test set
+      'train_split': f'train[:-{valid}]', 'valid_split': f'train[-{valid}:]',
+      'test_split': 'test',
       'model': model, 'seed_size': seed_size, 'batch_size': batch_size, 'budget': budget,
       'loop': train_loop})
 
@@ -52,6 +55,14 @@ def _dataset(dataset, num_samples, model, seed_size, batch_size, budget, train_l
 def _iwes(sampling, w_max=math.inf, weighted=True, normalise=False, p_min=0.05):
   return {'kind': 'iwes', 'sampling': sampling, 'p_min': p_min, 'w_max': w_max,
           'weighted': weighted, 'normalise': normalise}
+
+
+def _agree_regime():
+  """mnist1d where f and g agree more (issue 31 item 2): a seed set of 2,000 and batches of
+  1,000 to 5,000 labels, 60 epochs per round (the models reach ~60% where the cpu variant's
+  stay below 50%)."""
+  return _dataset('mnist1d', 20_000, {'name': 'mlp', 'widths': (64, 64)}, 2000, 1000, 5000,
+                  _loop(64, 60.0, 3e-3), valid=1000)
 
 
 def methods():
@@ -88,34 +99,41 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.datasets = ml_collections.ConfigDict({
       'mnist1d': _dataset('mnist1d', 10_000, {'name': 'mlp', 'widths': (64, 64)}, 200, 200,
-                          1200, _loop(64, 30.0, 3e-3)),
+                          1200, _loop(64, 30.0, 3e-3), valid=1000),
       'digits': _dataset('digits', None, {'name': 'mlp', 'widths': (64,)}, 50, 50, 300,
-                         _loop(32, 30.0, 3e-3)),
+                         _loop(32, 30.0, 3e-3), valid=300),
   })
   config.dataset_names = ('mnist1d', 'digits')
   config.methods = methods()
   config.method_names = BASELINES + IWES
-  config.seeds = 3
+  config.seeds = 8
   # Models per device in one dispatch of the ensemble step (0: common.ensemble's choice; on CPU
   # the result does not depend on it). The compilation cache is common.app's, for the process:
   # every round compiles the same step, so rounds after the first skip the compile.
   config.chunk_size = 0
   config.keep_round_checkpoints = False
 
-  # The checks, fixed before the run (summary.json reports value, threshold, holds).
-  config.primary = 'iwes_dis_w5'         # "IWeS" in the checks (cap from the card's pilot)
+  # "IWeS" in the checks is IWeS-dis at the cap among these with the best validation accuracy
+  # (mean over seeds at the last `checks.final_points` budgets), chosen per dataset on the
+  # validation split held out of the pool; every cap is reported. (The card's pilot chose cap 5
+  # on test accuracy, issue 27 item 5: no longer.) IWeS-ent and the label-free form keep cap 5,
+  # fixed in the config before the run.
+  config.iwes_candidates = ('iwes_dis_w2', 'iwes_dis_w5', 'iwes_dis_w10', 'iwes_dis_w20')
   config.primary_noweight = 'iwes_dis_noweight'
   config.active = 'iwes_ent_w5'          # IWeS-ent, the active-learning variant
+  # The checks, fixed before the run: each a per-seed paired difference of test accuracy (the
+  # methods of one seed share its seed set) averaged over the last `final_points` budgets, with
+  # its 95% t-interval over seeds deciding. The best baseline of a group is chosen on validation.
   config.checks = ml_collections.ConfigDict({
-      # accuracy is the mean over seeds at the last `final_points` budgets.
       'final_points': 2,
       # IWeS minus uniform and minus the best top-k uncertainty baseline: more than this.
       'beats_margin': 0.0,
-      # IWeS-ent minus the best active-learning baseline: at least this (competitive).
+      # IWeS-ent minus the best active-learning baseline: more than this (competitive).
       'competitive_margin': -0.01,
-      # the primary's acceptance rate, last round minus first round: below this (it falls).
+      # IWeS's acceptance rate, last round minus first round: below this (it falls).
       'acceptance_drop': 0.0,
-      # weighted minus unweighted sampling: more than this (reported; not part of the claim).
+      # IWeS minus the same sampling without weights: more than this (informational: the weights
+      # are the paper's means, not its claim; the diagnosis table reads this per round).
       'weights_gain': 0.0,
   })
 
@@ -127,21 +145,31 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.datasets.digits.batch_size = 32
     config.datasets.digits.budget = 128
     config.datasets.digits.loop.total_epochs = 10.0
-    config.method_names = ('uniform', 'margin', 'kcenter', 'iwes_dis_w5')
-    config.seeds = 1
+    config.method_names = ('uniform', 'margin', 'kcenter', 'iwes_dis_w5', 'iwes_dis_w20',
+                           'iwes_dis_noweight')
+    config.seeds = 2
   elif variant == 'study':
     config.datasets.mnist1d.dataset_kwargs.num_samples = 20_000
     config.datasets.mnist1d.seed_size = 300
     config.datasets.mnist1d.batch_size = 300
     config.datasets.mnist1d.budget = 2400
     config.datasets.mnist1d.model.widths = (128, 128)
+    config.datasets.mnist1d_agree = _agree_regime()
+    config.dataset_names = ('mnist1d', 'digits', 'mnist1d_agree')
     config.method_names = BASELINES + IWES + ('iwes_dis_w5_norm', 'iwes_dis_w20_norm')
-    config.seeds = 5
+    config.seeds = 10
+  elif variant == 'agree':
+    config.datasets.mnist1d_agree = _agree_regime()
+    config.dataset_names = ('mnist1d_agree',)
+    config.method_names = ('uniform', 'iwes_dis_w2', 'iwes_dis_w5', 'iwes_dis_w20',
+                           'iwes_dis_noweight')
+    config.seeds = 6
   elif variant in ('cifar10', 'cifar100'):
     name = variant
     config.datasets = ml_collections.ConfigDict({name: _dataset(
         name, None, {'name': 'resnet', 'ndim': 2, 'width': 64, 'stage_sizes': (2, 2, 2, 2),
-                     'norm': 'batch'}, 5000, 5000, 25_000, _loop(256, 100.0, 0.1))})
+                     'norm': 'batch'}, 5000, 5000, 25_000, _loop(256, 100.0, 0.1),
+        valid=5000)})
     with config.datasets[name].loop.unlocked():
       config.datasets[name].loop.optimizer = loop.optimizer(
           name='momentum', learning_rate=0.1, warmup_steps=200, weight_decay=5e-4)

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from common import validate
 from iwes import checks
 from iwes import sampling
 
@@ -140,3 +141,33 @@ def test_bad_input_stops_with_a_clear_error(call, match):
   with pytest.raises(checks.IwesInputError, match=match):
     call()
   assert issubclass(checks.IwesInputError, ValueError)
+
+
+def test_effective_sample_size_is_the_set_size_for_equal_weights_and_shrinks_with_spread():
+  assert sampling.effective_sample_size(np.full(50, 3.0)) == pytest.approx(50)
+  assert sampling.effective_sample_size([1.0, 1.0, 1.0, 97.0]) == pytest.approx(
+      100 ** 2 / (3 + 97 ** 2))
+  with pytest.raises(checks.IwesInputError, match='positive sum'):
+    sampling.effective_sample_size(np.zeros(3))
+
+
+def test_the_loss_variance_factor_is_one_for_equal_weights_and_about_n_over_ess_otherwise():
+  rng = np.random.default_rng(0)
+  losses = rng.exponential(size=20_000)
+  assert sampling.loss_variance_factor(np.ones(20_000), losses) == pytest.approx(1.0)
+  weights = rng.choice([1.0, 20.0], size=20_000, p=[0.9, 0.1])   # independent of the losses
+  n_over_ess = len(weights) / sampling.effective_sample_size(weights)
+  assert sampling.loss_variance_factor(weights, losses) == pytest.approx(n_over_ess, rel=0.1)
+  with pytest.raises(checks.IwesInputError, match='one per weight'):
+    sampling.loss_variance_factor(np.ones(3), np.ones(4))
+
+
+def test_probabilities_are_checked_by_the_common_row_check_with_iwes_hints():
+  assert issubclass(checks.IwesInputError, validate.InputError)
+  with pytest.raises(checks.IwesInputError, match='class ids'):
+    checks.check_probs(np.array([0, 2, 1]))
+  with pytest.raises(checks.IwesInputError, match='at least two classes'):
+    checks.check_probs(np.ones((3, 1)))
+  with pytest.raises(checks.IwesInputError, match=r'row 1 sums to 0\.5000'):
+    checks.check_probs(np.array([[0.5, 0.5], [0.25, 0.25]]))
+  np.testing.assert_array_equal(checks.check_probs([[0.5, 0.5]]), [[0.5, 0.5]])

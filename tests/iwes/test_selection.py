@@ -158,3 +158,19 @@ def test_bad_runs_and_arrays_stop_before_compute(tmp_path, data):
     call(pool={'inputs': pool['inputs'], 'label': pool['label'][:10]})
   with pytest.raises(checks.IwesInputError, match='integer'):
     call(pool={'inputs': pool['inputs'], 'label': pool['label'].astype(float)})
+
+
+def test_pool_outputs_are_jax_softmax_and_the_labels_log_probabilities():
+  logits = np.random.default_rng(0).normal(size=(2, 5, 3)) * 4
+  labels = np.array([0, 2, 1, 1, 0])
+  probs, label_lp = selection._outputs(logits, labels)
+  expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  np.testing.assert_allclose(probs, expected, rtol=1e-5)
+  np.testing.assert_allclose(label_lp, np.log(expected[:, np.arange(5), labels]), rtol=1e-5)
+  assert probs.dtype == np.float64 and label_lp.shape == (2, 5)
+
+
+def test_the_loss_diagnosis_of_an_unweighted_set_is_neutral():
+  out = selection.loss_diagnosis(np.ones(4), np.array([0.1, 0.5, 1.0, 2.0]))
+  assert out['set_ess_fraction'] == 1.0 and out['loss_variance_factor'] == pytest.approx(1.0)
+  assert out['loss_weighted'] == pytest.approx(out['loss_unweighted'])
