@@ -2,12 +2,14 @@
 
     result = sweep.run_sweep(widths=(256, 512), depths=(4, 8, 16, 32), num_seeds=32)
     fit = sweep.fit_exponents(result, min_depth=8)      # exponents in L and n, bootstrap intervals
+    sweep.fit_exponents(result, min_depth=4, max_depth=8)   # the local exponent between 4 and 8
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 
 from absl import logging
 import jax
@@ -69,10 +71,16 @@ def _measure(keys, lr_multipliers, threshold, readout_scale, *, input_dim, width
   return jax.vmap(one)(keys)
 
 
-def seed_chunk(width: int, depth: int, budget_bytes: float = 2e9) -> int:
-  """Seeds per vmapped chunk: parameters, gradients and tangents of each seed must fit."""
+def seed_chunk(width: int, depth: int, num_seeds: int | None = None,
+               budget_bytes: float = 2e9) -> int:
+  """Seeds per vmapped chunk: parameters, gradients and tangents of each seed must fit. With
+  `num_seeds`, the largest chunk that divides it: every chunk of a (n, L) then has one shape, and
+  one compiled program (a remainder chunk compiled a second one)."""
   per_seed = 4 * 4 * (depth * width * width)
-  return max(1, int(budget_bytes // per_seed))
+  largest = max(1, int(budget_bytes // per_seed))
+  if num_seeds is None:
+    return largest
+  return max(c for c in range(1, min(largest, num_seeds) + 1) if num_seeds % c == 0)
 
 
 def run_sweep(widths=(256, 512, 1024), depths=(2, 4, 8, 16, 32, 64), num_seeds: int = 32, *,
@@ -107,7 +115,7 @@ def run_sweep(widths=(256, 512, 1024), depths=(2, 4, 8, 16, 32, 64), num_seeds: 
   for i, n in enumerate(widths):
     readout_scale = jnp.float32(mlp.readout_std(n, parameterisation))
     for j, depth in enumerate(depths):
-      chunk = seed_chunk(n, depth)
+      chunk = seed_chunk(n, depth, num_seeds)
       for start in range(0, num_seeds, chunk):
         a, eta, ok = _measure(keys[start:start + chunk], lrs, threshold, readout_scale,
                               input_dim=input_dim, width=n, depth=depth, batch_size=batch_size,
@@ -126,50 +134,100 @@ def run_sweep(widths=(256, 512, 1024), depths=(2, 4, 8, 16, 32, 64), num_seeds: 
   return SweepResult(tuple(widths), tuple(depths), threshold, coefficient, eta_exact, warnings)
 
 
-def least_squares_exponents(eta: np.ndarray, widths, depths, min_depth: int):
-  """Fits log eta = a + b log L + c log n over L >= min_depth: returns (b, c, a)."""
+def _design(widths, depths, eta, min_depth: int, max_depth: int | None, correction: bool):
+  """Rows [1, log L, log n (, 1/L)] and targets log eta* of the cells with min_depth <= L <=
+  max_depth and a finite positive eta*."""
   rows, targets = [], []
   for i, n in enumerate(widths):
     for j, depth in enumerate(depths):
-      if depth >= min_depth and np.isfinite(eta[i, j]) and eta[i, j] > 0:
-        rows.append([1.0, np.log(depth), np.log(n)])
+      if (depth >= min_depth and (max_depth is None or depth <= max_depth)
+          and np.isfinite(eta[i, j]) and eta[i, j] > 0):
+        rows.append([1.0, np.log(depth), np.log(n)] + ([1.0 / depth] if correction else []))
         targets.append(np.log(eta[i, j]))
-  rows, targets = np.array(rows), np.array(targets)
-  if len(rows) < 3 or len({r[1] for r in rows}) < 2:
-    raise ValueError(f'Need at least two depths >= {min_depth} to fit an exponent in L.')
-  if len({r[2] for r in rows}) < 2:  # one width: no exponent in n
-    coef, *_ = np.linalg.lstsq(rows[:, :2], targets, rcond=None)
-    return float(coef[1]), float('nan'), float(coef[0])
-  coef, *_ = np.linalg.lstsq(rows, targets, rcond=None)
-  return float(coef[1]), float(coef[2]), float(coef[0])
+  return np.array(rows), np.array(targets)
 
 
-def fit_exponents(result: SweepResult, *, min_depth: int = 8, estimator: str = 'linear_mean',
-                  num_bootstrap: int = 1000, seed: int = 0) -> dict[str, float]:
-  """Exponents of eta* in L and n with 95% bootstrap intervals (resampling seeds).
+def least_squares_exponents(eta: np.ndarray, widths, depths, min_depth: int,
+                            max_depth: int | None = None, correction: bool = False):
+  """Fits log eta = a + b log L + c log n (+ e / L) over min_depth <= L <= max_depth: (b, c, a).
 
-  estimator: 'linear_mean' (sqrt(C / mean_seeds A)), 'linear_median', or 'exact_median'.
+  correction=True adds a 1/L term, the leading finite-depth correction of a power law
+  (eta* ~ L^b (1 + e' / L)): b is then the exponent the law settles to at large depth.
   """
-  def table(seeds=None):
-    if estimator == 'linear_mean':
-      return result.eta_linear(seeds, 'mean')
-    if estimator == 'linear_median':
-      return result.eta_linear(seeds, 'median')
-    if estimator == 'exact_median':
-      if result.eta_exact is None:
-        raise ValueError('The sweep ran without exact=True.')
-      return result.eta_exact_median(seeds)
-    raise ValueError(f'Unknown estimator {estimator!r}.')
+  rows, targets = _design(widths, depths, eta, min_depth, max_depth, correction)
+  span = f'{min_depth} <= L' + (f' <= {max_depth}' if max_depth is not None else '')
+  num_depths = len({r[1] for r in rows}) if len(rows) else 0
+  if num_depths < (3 if correction else 2):
+    raise ValueError(f'Need at least {"three" if correction else "two"} depths with {span} to fit '
+                     f'an exponent in L{" with a 1/L correction" if correction else ""}; got '
+                     f'{num_depths}.')
+  keep = [0, 1] + ([2] if len({r[2] for r in rows}) > 1 else []) + ([3] if correction else [])
+  coef, *_ = np.linalg.lstsq(rows[:, keep], targets, rcond=None)
+  # One width: no exponent in n.
+  return float(coef[1]), float(coef[2]) if 2 in keep else float('nan'), float(coef[0])
 
+
+ESTIMATORS = ('linear_mean', 'linear_median', 'exact_median')
+
+
+def eta_table(result: SweepResult, estimator: str, seeds=None) -> np.ndarray:
+  """(n, L) eta* by `estimator` ('linear_mean': sqrt(C / mean over seeds of A), the card's;
+  'linear_median'; 'exact_median'), over `seeds` (indices, a bootstrap resample) or all seeds."""
+  if estimator == 'linear_mean':
+    return result.eta_linear(seeds, 'mean')
+  if estimator == 'linear_median':
+    return result.eta_linear(seeds, 'median')
+  if estimator == 'exact_median':
+    if result.eta_exact is None:
+      raise ValueError('The sweep ran without exact=True.')
+    return result.eta_exact_median(seeds)
+  raise ValueError(f'Unknown estimator {estimator!r}; use one of {ESTIMATORS}.')
+
+
+def bootstrap_seeds(num_seeds: int, num_bootstrap: int, seed: int = 0) -> np.ndarray:
+  """(num_bootstrap, num_seeds) resampled seed indices. Every fit of one run uses the same draws,
+  so differences between fits (by depth range, by estimator) are paired."""
   if isinstance(num_bootstrap, bool) or int(num_bootstrap) != num_bootstrap or num_bootstrap < 1:
     raise ValueError(f'num_bootstrap must be a positive integer, got {num_bootstrap!r}.')
-  b, c, a = least_squares_exponents(table(), result.widths, result.depths, min_depth)
-  rng = np.random.default_rng(seed)
-  num_seeds = result.coefficient.shape[-1]
-  boot = np.array([least_squares_exponents(table(rng.integers(0, num_seeds, num_seeds)),
-                                           result.widths, result.depths, min_depth)[:2]
-                   for _ in range(num_bootstrap)])
-  lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
+  return np.random.default_rng(seed).integers(0, num_seeds, (int(num_bootstrap), num_seeds))
+
+
+def fit_with_draws(result: SweepResult, *, min_depth: int = 8, max_depth: int | None = None,
+                   estimator: str = 'linear_mean', correction: bool = False,
+                   num_bootstrap: int = 1000, seed: int = 0) -> tuple[dict, np.ndarray]:
+  """fit_exponents' dict and its (num_bootstrap, 2) draws of (exponent in L, in n); a draw whose
+  resample cannot be fitted (cells without a finite exact eta*) is NaN."""
+  draws = bootstrap_seeds(result.coefficient.shape[-1], num_bootstrap, seed)
+  fit = lambda eta: least_squares_exponents(eta, result.widths, result.depths, min_depth,
+                                            max_depth, correction)
+  b, c, a = fit(eta_table(result, estimator))
+  boot = []
+  for seeds in draws:
+    try:
+      boot.append(fit(eta_table(result, estimator, seeds))[:2])
+    except ValueError:
+      boot.append((np.nan, np.nan))
+  boot = np.array(boot, np.float64)
+  with np.errstate(all='ignore'), warnings.catch_warnings():
+    warnings.simplefilter('ignore', RuntimeWarning)  # an all-NaN column (one width: no n)
+    lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
+  depths = [d for d in result.depths if d >= min_depth and (max_depth is None or d <= max_depth)]
   return {'exponent_L': b, 'exponent_L_lo': float(lo[0]), 'exponent_L_hi': float(hi[0]),
           'exponent_n': c, 'exponent_n_lo': float(lo[1]), 'exponent_n_hi': float(hi[1]),
-          'log_prefactor': a, 'min_depth': min_depth, 'estimator': estimator}
+          'log_prefactor': a, 'min_depth': min_depth, 'max_depth': max_depth,
+          'depths': depths, 'correction': correction, 'estimator': estimator}, boot
+
+
+def fit_exponents(result: SweepResult, *, min_depth: int = 8, max_depth: int | None = None,
+                  estimator: str = 'linear_mean', correction: bool = False,
+                  num_bootstrap: int = 1000, seed: int = 0) -> dict[str, float]:
+  """Exponents of eta* in L and n with 95% bootstrap intervals (resampling seeds: a resampled seed
+  keeps its whole (n, L) grid, whose cells share its inputs), fitted over
+  min_depth <= L <= max_depth (and with a 1/L term when `correction`).
+
+  estimator: one of ESTIMATORS. Returns exponent_L, exponent_L_lo, exponent_L_hi, exponent_n (and
+  _lo, _hi), log_prefactor, min_depth, max_depth, depths (those in the fit), correction,
+  estimator. Fits of one result with the same `seed` use the same resamples (paired).
+  """
+  return fit_with_draws(result, min_depth=min_depth, max_depth=max_depth, estimator=estimator,
+                        correction=correction, num_bootstrap=num_bootstrap, seed=seed)[0]

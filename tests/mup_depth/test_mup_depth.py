@@ -14,6 +14,7 @@ from common import config_lib
 from common import report
 from common.models import MLP
 from configs.mup_depth import sweep as sweep_config
+from mup_depth import claims
 from mup_depth import experiment
 from mup_depth import one_step
 from mup_depth import parameterisation as mlp
@@ -254,16 +255,109 @@ def test_training_check_summary_finds_divergence():
 
 
 def test_tiny_config_runs_end_to_end(tmp_path):
-  summary = experiment.run(sweep_config.get_config('tiny'), str(tmp_path))
-  assert summary['reproduced'] in (True, False)
-  assert summary['checks'] and summary['tables'] and all(t['rows'] for t in summary['tables'])
+  config = sweep_config.get_config('tiny')
+  summary = experiment.run(config, str(tmp_path))
+  assert summary['verdict'] in ('reproduced', 'not reproduced', 'inconclusive')
   assert summary['reproduced'] == report.verdict_from(summary['checks'])
+  # Issue 27's form: every check states its comparison and its own state; the deciding ones are
+  # decided by an interval (never a single value), with the thresholds of config.checks.
+  checks = {c['name']: c for c in summary['checks']}
+  assert all(c['state'] in report.STATES and c['compare'] for c in checks.values())
+  deciding = [c for c in checks.values() if not c['informational']]
+  assert {c['name'] for c in deciding} == {'exponent_in_L', 'exponent_in_n'}
+  assert all(c['evidence'] == 'interval' and c['interval'] for c in deciding)
+  assert checks['exponent_in_L']['compare'] == 'in'
+  assert checks['exponent_in_L']['threshold'] == list(config.checks.exponent_L)
+  assert checks['exponent_in_n']['threshold'] == list(config.checks.exponent_n)
   fit = summary['numbers']['fits']['linear_mean']
   assert -3.0 < fit['exponent_L'] < -0.5  # a steep fall with depth, even at this tiny scale
+  assert checks['exponent_in_L']['interval'] == [pytest.approx(fit['exponent_L_lo']),
+                                                 pytest.approx(fit['exponent_L_hi'])]
+  # Issue 31: the exponent by the depths in the fit, and the local exponents, as 'Diagnosis'.
+  titles = [t['title'] for t in summary['tables']]
+  by_range = next(t for t in summary['tables'] if t['title'].startswith('Diagnosis: the exponent'))
+  assert [r[0] for r in by_range['rows']] == ['L >= 4', 'L >= 8', 'L >= 4, with a 1/L term']
+  assert any(t.startswith('Diagnosis: the local exponent') for t in titles)
+  assert all(t['rows'] for t in summary['tables'])
   assert (tmp_path / 'eta_vs_depth.png').exists() and (tmp_path / 'training_check.png').exists()
   saved = json.load(open(tmp_path / 'summary.json'))
   assert saved['claim'] == experiment.CLAIM
+  assert 'numbers' in saved and 'checks' not in saved['numbers']
   assert 'mean_field_over_standard' in saved['numbers']['standard_parameterisation']
+
+
+def _power_law_result(exponent=-1.5, correction=1.5, num_seeds=16, noise=0.05):
+  """A sweep whose eta* follows L^exponent exp(correction / L) (a finite-depth correction that
+  steepens small depths), flat in n, with mildly noisy per-seed A."""
+  widths, depths = (256, 512), (2, 4, 8, 16, 32, 64)
+  rng = np.random.default_rng(0)
+  eta = np.array([[d ** exponent * np.exp(correction / d) for d in depths] for _ in widths])
+  a = (1.0 / eta ** 2)[..., None] * np.exp(noise * rng.normal(size=(2, 6, num_seeds)))
+  return sweep.SweepResult(widths, depths, 1.0, a, None, [])
+
+
+def test_a_finite_depth_correction_settles_as_small_depths_leave_the_fit():
+  """The diagnosis on a known law L^-1.5 with a 1/L correction: the L >= 2 fit is steeper, the
+  exponent moves toward -1.5 as small depths leave (a paired change whose interval excludes 0),
+  and the fit with a 1/L term recovers -1.5 from every depth."""
+  config = sweep_config.get_config('cpu')
+  result = _power_law_result()
+  with config.unlocked():
+    config.num_bootstrap = 200
+  diagnosis = claims.exponents_by_fit_range(config, result)
+  rows = diagnosis['by_min_depth']
+  exponents = [r['linear_mean']['exponent_L'] for r in rows]
+  assert [r['min_depth'] for r in rows] == [2, 4, 8, 16]
+  assert exponents[0] < -1.65 and all(np.diff(exponents) > 0) and exponents[-1] < -1.5
+  assert rows[-1]['change_from_widest']['interval'][0] > 0
+  corrected = diagnosis['with_1_over_L_correction']
+  assert corrected['exponent_L_lo'] < -1.5 < corrected['exponent_L_hi']
+  np.testing.assert_allclose(corrected['exponent_L'], -1.5, atol=0.02)
+  local = [r['linear_mean']['exponent_L'] for r in diagnosis['local']]
+  assert len(local) == 5 and all(np.diff(local) > 0)
+  tables = claims.diagnosis_tables(config, diagnosis)
+  assert [t['title'].split(' (')[0] for t in tables] == [
+      'Diagnosis: the exponent in L by the depths in the fit',
+      'Diagnosis: the local exponent between consecutive depths']
+  assert [r[0] for r in tables[0]['rows']][-1] == 'L >= 2, with a 1/L term'
+  assert tables[0]['rows'][0][3] == 'fails' and tables[0]['rows'][-1][3] == 'holds'
+
+
+def test_an_exponent_whose_interval_straddles_the_range_is_inconclusive():
+  """'-1.66 [-1.72, -1.57]' against [-1.65, -1.35] is inconclusive (it was 'does not hold'); an
+  interval wholly outside fails, wholly inside holds."""
+  config = sweep_config.get_config('cpu')
+  fit = lambda b, lo, hi: {'exponent_L': b, 'exponent_L_lo': lo, 'exponent_L_hi': hi,
+                           'exponent_n': -0.07, 'exponent_n_lo': -0.09, 'exponent_n_hi': 0.02,
+                           'min_depth': 8}
+  state = lambda f: {c['name']: c['state'] for c in claims.claim_checks(config, f, None, None)}
+  assert state(fit(-1.66, -1.72, -1.57)) == {'exponent_in_L': 'inconclusive',
+                                              'exponent_in_n': 'holds'}
+  assert state(fit(-1.80, -1.90, -1.70))['exponent_in_L'] == 'fails'
+  assert state(fit(-1.50, -1.60, -1.40))['exponent_in_L'] == 'holds'
+
+
+def test_fits_over_a_depth_window_and_one_width():
+  widths, depths = (64, 128), (4, 8, 16, 32)
+  eta = np.array([[3.0 * d**-1.5 * (1 if d <= 8 else 0.5) for d in depths] for _ in widths])
+  b, c, _ = sweep.least_squares_exponents(eta, widths, depths, min_depth=4, max_depth=8)
+  np.testing.assert_allclose([b, c], [-1.5, 0.0], atol=1e-9)
+  b, c, _ = sweep.least_squares_exponents(eta[:1], widths[:1], depths, min_depth=16)
+  assert b == pytest.approx(-1.5) and np.isnan(c)
+  with pytest.raises(ValueError, match='at least three depths with 8 <= L to fit an exponent in '
+                     'L with a 1/L correction; got 2'):
+    sweep.least_squares_exponents(eta, widths, (2, 4, 8, 16), min_depth=8, correction=True)
+
+
+def test_seed_chunks_divide_the_seeds_so_each_cell_compiles_once():
+  """A remainder chunk (32 seeds in 7s: 7, 7, 7, 7, 4) compiled a second program per (n, L)."""
+  assert sweep.seed_chunk(1024, 16) == 7
+  assert sweep.seed_chunk(1024, 16, num_seeds=32) == 4
+  assert sweep.seed_chunk(1024, 64, num_seeds=32) == 1
+  assert sweep.seed_chunk(64, 4, num_seeds=8) == 8
+  for width, depth in ((256, 64), (512, 32), (1024, 32)):
+    chunk = sweep.seed_chunk(width, depth, num_seeds=32)
+    assert 32 % chunk == 0 and chunk <= sweep.seed_chunk(width, depth)
 
 
 def test_library_surface():
@@ -289,8 +383,12 @@ def test_every_variant_passes_check_config(variant):
     ('training.base_depth', 8, r'training.base_depth=8 is not in training.depths=\(2, 4\)'),
     ('training.lr_max', 0.001, r'training.lr_max=0.001: expected a finite number in \(0.01, '),
     ('training.epochs', 0, r'training.epochs=0'),
-    ('claim_L_range', (-1.35, -1.65), r'claim_L_range=\(-1.35, -1.65\): expected \(low, high\)'),
-    ('claim_n_tolerance', -0.1, r'claim_n_tolerance=-0.1'),
+    ('checks.exponent_L', (-1.35, -1.65),
+     r'checks.exponent_L=\(-1.35, -1.65\): expected \(low, high\)'),
+    ('checks.exponent_n', (0.1,), r'checks.exponent_n=\(0.1,\): expected \(low, high\)'),
+    ('checks.transfer_win_fraction', -0.5, r'checks.transfer_win_fraction=-0.5'),
+    ('diagnosis_min_depths', (4, 16), r'diagnosis_min_depths=\(4, 16\): 16 leaves 1 of '
+     r'sweep.depths=\(4, 8, 16\)'),
 ])
 def test_bad_config_fields_are_refused_before_any_compute(tmp_path, field, value, match):
   """fit_min_depth above all but one depth, or a base depth that is not trained, used to fail
