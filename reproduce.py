@@ -11,7 +11,9 @@ them all). Every chosen experiment's config is checked (its module's `check_conf
 first one starts. A failing experiment is reported as failed and the others still run.
 Re-running resumes each experiment from its checkpoints; the report keeps each experiment's
 first full run's wall time and shows a rerun's beside it (<workdir>/timings.json). The job's
-workdir and each experiment's are locked while it runs.
+workdir and each experiment's are locked while it runs. A cpu job's report compares every check
+with the recorded results (results/cpu/<name>.json): the recorded value and state, the new ones,
+and whether the state moved.
 """
 
 from __future__ import annotations
@@ -171,7 +173,10 @@ def run_job(root: str, chosen, variants, configs) -> tuple[str, dict[str, str]]:
     failures, elapsed = run_experiments(root, chosen, variants, configs, timings)
   shown = {n: t['seconds'] for n, t in timings.items()}
   shown.update({n: s for n, s in elapsed.items() if n in failures and n not in shown})
-  path = report.build_report(root, failures=failures, timings=shown)
+  # The cpu runs are compared check by check with the recorded ones (results/cpu, common.results).
+  recorded = (os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', 'cpu')
+              if set(variants.values()) == {'cpu'} else None)
+  path = report.build_report(root, failures=failures, timings=shown, recorded=recorded)
   _add_reruns_to_report(path, timings)
   return path, failures
 
