@@ -65,7 +65,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.primary_target = 'diff_01'  # the post-hoc rule the claim is checked with (the card's)
   config.seeds = 5
   config.curve_points = 21
-  config.standard_margin = 0.01  # "within a small margin" in area under the deferral curve
+  # The checks, fixed before the run; each is decided by the 95% Student-t interval over seeds of
+  # the per-seed paired difference post-hoc (primary_target) minus confidence.
+  config.checks = ml_collections.ConfigDict({
+      # standard setting: the AUC difference lies within +-this ("within a small margin").
+      'standard_margin': 0.01,
+      # failure settings: the AUC difference, and the accuracy difference at 10-30% deferral,
+      # above this.
+      'min_gain': 0.0,
+  })
 
   if variant == 'cpu':
     pass

@@ -232,15 +232,64 @@ def test_settings_transform_the_data_as_described():
 
 
 def test_tiny_config_runs_end_to_end(tmp_path):
-  summary = experiment.run(cascades_config.get_config('tiny'), str(tmp_path))
+  config = cascades_config.get_config('tiny')
+  summary = experiment.run(config, str(tmp_path))
   assert summary['checks'] and summary['tables'] and all(t['rows'] for t in summary['tables'])
   assert summary['reproduced'] == report.verdict_from(summary['checks'])
+  # One check list, in the new form: each row computes its state from an interval over seeds.
+  assert len(summary['checks']) == 1 + 2  # standard: 1 row; specialist: AUC and low rates
+  for c in summary['checks']:
+    assert c['state'] in report.STATES and c['compare'] in ('in', '>'), c
+    assert c['evidence'] == 'interval' and c['interval'] is not None, c
   numbers = summary['numbers']
+  assert 'checks' not in numbers
+  gaps = numbers['digits/specialist']['posthoc_minus_confidence_per_seed']
+  assert len(gaps['area']) == len(gaps['low_rates']) == config.seeds
   for key in ('digits/standard', 'digits/specialist'):
     area = numbers[key]['area']
     assert area['oracle'] >= max(v for k, v in area.items() if k != 'oracle')
   assert (tmp_path / 'curves_digits.png').exists()
   assert json.load(open(tmp_path / 'summary.json'))['claim'] == experiment.CLAIM
+
+
+def _rows(gaps_area, gaps_low=None):
+  config = cascades_config.get_config('tiny')
+  return {'area': list(gaps_area), 'low_rates': list(gaps_low or gaps_area)}, config.checks
+
+
+def test_a_gain_inside_seed_noise_is_inconclusive_not_a_verdict():
+  """The old check decided on the mean alone: +0.006 over 5 seeds that scatter by +-0.02 'held'
+  (and flipped with any change of float order); the interval straddles 0, so it is
+  inconclusive."""
+  gaps, checks_cfg = _rows([0.03, -0.02, 0.01, -0.01, 0.02])
+  rows = experiment.setting_checks(checks_cfg, 'digits', 'label_noise', gaps)
+  assert [c['state'] for c in rows] == ['inconclusive', 'inconclusive']
+  assert [c['compare'] for c in rows] == ['>', '>'] and rows[0]['threshold'] == 0.0
+  gaps, _ = _rows([0.05, 0.06, 0.04, 0.05, 0.07], [-0.02, -0.03, -0.01, -0.02, -0.02])
+  rows = experiment.setting_checks(checks_cfg, 'digits', 'shift', gaps)
+  assert [c['state'] for c in rows] == ['holds', 'fails']  # two rows: AUC and low rates
+
+
+def test_the_standard_setting_holds_only_when_the_interval_lies_within_the_margin():
+  gaps, checks_cfg = _rows([0.001, -0.002, 0.0, 0.002, -0.001])
+  (row,) = experiment.setting_checks(checks_cfg, 'digits', 'standard', gaps)
+  assert row['state'] == 'holds' and row['compare'] == 'in'
+  assert row['threshold'] == [-checks_cfg.standard_margin, checks_cfg.standard_margin]
+  gaps, _ = _rows([0.02, 0.025, 0.018, 0.022, 0.021])
+  assert experiment.setting_checks(checks_cfg, 'm', 'standard', gaps)[0]['state'] == 'fails'
+  gaps, _ = _rows([0.0, 0.02, 0.005, 0.015, 0.01])
+  assert experiment.setting_checks(checks_cfg, 'm', 'standard', gaps)[0]['state'] == \
+      'inconclusive'
+
+
+def test_paired_gaps_are_per_seed_differences_of_the_primary_rule_and_confidence():
+  rows = [{'area': {'confidence': 0.5, 'posthoc_diff_01': 0.52},
+           'low_rate_accuracy': {'confidence': 0.4, 'posthoc_diff_01': 0.45}},
+          {'area': {'confidence': 0.6, 'posthoc_diff_01': 0.59},
+           'low_rate_accuracy': {'confidence': 0.5, 'posthoc_diff_01': 0.5}}]
+  gaps = experiment.paired_gaps(rows, 'posthoc_diff_01')
+  np.testing.assert_allclose(gaps['area'], [0.02, -0.01])
+  np.testing.assert_allclose(gaps['low_rates'], [0.05, 0.0])
 
 
 def _trained_probs(classifier_seed, workdir, run_seed=0):
@@ -286,7 +335,8 @@ def test_the_classifier_seed_seeds_the_classifiers(tmp_path):
     ('posthoc.targets', ('diff01',), r"posthoc.targets has 'diff01' \(did you mean 'diff_01'"),
     ('posthoc.steps', 0, r'posthoc.steps=0'),
     ('primary_target', 'bin_01', r"primary_target='bin_01'.*use one of \('diff_01',"),
-    ('standard_margin', float('nan'), r'standard_margin=nan: expected a finite number'),
+    ('checks.standard_margin', float('nan'), r'checks.standard_margin=nan: expected a finite'),
+    ('checks.min_gain', float('inf'), r'checks.min_gain=inf: expected a finite number'),
 ])
 def test_bad_config_fields_are_refused_before_any_data_or_compute(tmp_path, field, value, match):
   config = cascades_config.get_config('tiny')
