@@ -95,16 +95,21 @@ def exponents_by_fit_range(config: ml_collections.ConfigDict,
   widest = None
   for m in sorted(config.diagnosis_min_depths):
     row = {'min_depth': m}
+    draws = {}
     for estimator in ('linear_mean', 'linear_median'):
-      fit, draws = sweep_lib.fit_with_draws(result, min_depth=m, estimator=estimator, **kw)
-      row[estimator] = fit
-      if estimator == 'linear_mean':
-        if widest is None:
-          widest = (fit, draws)
-        change = draws[:, 0] - widest[1][:, 0]
-        row['change_from_widest'] = {
-            'value': fit['exponent_L'] - widest[0]['exponent_L'],
-            'interval': list(_interval(change)) if m != widest[0]['min_depth'] else [0.0, 0.0]}
+      row[estimator], draws[estimator] = sweep_lib.fit_with_draws(
+          result, min_depth=m, estimator=estimator, **kw)
+    mean = row['linear_mean']
+    if widest is None:
+      widest = (mean, draws['linear_mean'])
+    row['change_from_widest'] = {
+        'value': mean['exponent_L'] - widest[0]['exponent_L'],
+        'interval': (list(_interval(draws['linear_mean'][:, 0] - widest[1][:, 0]))
+                     if m != widest[0]['min_depth'] else [0.0, 0.0])}
+    # How much of the mean's exponent the heavy tail of the per-seed A makes (paired).
+    row['mean_minus_median'] = {
+        'value': mean['exponent_L'] - row['linear_median']['exponent_L'],
+        'interval': list(_interval(draws['linear_mean'][:, 0] - draws['linear_median'][:, 0]))}
     ranges.append(row)
   corrected = None
   if len([d for d in result.depths if d >= min(config.diagnosis_min_depths)]) >= 3:
@@ -140,25 +145,27 @@ def diagnosis_tables(config: ml_collections.ConfigDict,
         'reference' if r is diagnosis['by_min_depth'][0] else _cell(change['value'],
                                                                     *change['interval']),
         _cell(mean['exponent_n'], mean['exponent_n_lo'], mean['exponent_n_hi']),
-        _cell(median['exponent_L'], median['exponent_L_lo'], median['exponent_L_hi'])])
+        _cell(median['exponent_L'], median['exponent_L_lo'], median['exponent_L_hi']),
+        _cell(r['mean_minus_median']['value'], *r['mean_minus_median']['interval'])])
   c = diagnosis['with_1_over_L_correction']
   if c is not None:
     state, _ = report.decide(c['exponent_L'], 'in', range_L,
                              (c['exponent_L_lo'], c['exponent_L_hi']))
     rows.append([f'L >= {c["min_depth"]}, with a 1/L term', ', '.join(map(str, c['depths'])),
                  _cell(c['exponent_L'], c['exponent_L_lo'], c['exponent_L_hi']), state, 'n/a',
-                 _cell(c['exponent_n'], c['exponent_n_lo'], c['exponent_n_hi']), 'n/a'])
+                 _cell(c['exponent_n'], c['exponent_n_lo'], c['exponent_n_hi']), 'n/a', 'n/a'])
   by_range = report.table(
       'Diagnosis: the exponent in L by the depths in the fit (value [95% bootstrap interval over '
       'seeds])',
       ['fit over', 'depths', 'exponent in L (mean of A)', f'against {list(range_L)}',
        'change from the widest fit (paired)', 'exponent in n (mean of A)',
-       'exponent in L (median of A)'], rows,
+       'exponent in L (median of A)', 'mean minus median (paired)'], rows,
       note=f'The deciding fit is L >= {config.fit_min_depth}. A finite-depth correction shows as '
            'an exponent that moves toward the law as small depths leave the fit (a change whose '
            'interval excludes 0) and settles; the 1/L row fits log eta* = a + b log L + c log n '
            '+ e / L over every depth, b the exponent at large depth. The median of A weighs the '
-           'heavy tail of the per-seed change less than the mean (the card\'s estimator).')
+           'heavy tail of the per-seed change less than the mean (the card\'s estimator): a '
+           'mean-minus-median exponent below 0 is a tail that grows with depth.')
   widths = list(diagnosis['local'][0]['per_width']) if diagnosis['local'] else []
   local_rows = []
   for r in diagnosis['local']:

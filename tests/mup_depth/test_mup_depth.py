@@ -321,6 +321,8 @@ def test_a_finite_depth_correction_settles_as_small_depths_leave_the_fit():
       'Diagnosis: the local exponent between consecutive depths']
   assert [r[0] for r in tables[0]['rows']][-1] == 'L >= 2, with a 1/L term'
   assert tables[0]['rows'][0][3] == 'fails' and tables[0]['rows'][-1][3] == 'holds'
+  assert all(len(r) == len(tables[0]['columns']) for r in tables[0]['rows'])
+  assert abs(rows[0]['mean_minus_median']['value']) < 0.05  # no heavy tail in this law
 
 
 def test_an_exponent_whose_interval_straddles_the_range_is_inconclusive():
