@@ -7,10 +7,10 @@
 """
 
 from pause.pausing import (CONFIGURATIONS, Delay, FILLER_ID, PAUSE_ID, PauseError, Setting,
-                           check_count, check_pause_id, configuration, finetune_batch,
+                           check_count, check_ids, check_pause_id, configuration, finetune_batch,
                            inference_prompt, insert_pauses, pretrain_batch, pretrain_pauses)
 from pause import tasks  # registers the tasks in common.data.text_tasks
 
 __all__ = ['CONFIGURATIONS', 'Delay', 'FILLER_ID', 'PAUSE_ID', 'PauseError', 'Setting',
-           'check_count', 'check_pause_id', 'configuration', 'finetune_batch', 'inference_prompt',
-           'insert_pauses', 'pretrain_batch', 'pretrain_pauses', 'tasks']
+           'check_count', 'check_ids', 'check_pause_id', 'configuration', 'finetune_batch',
+           'inference_prompt', 'insert_pauses', 'pretrain_batch', 'pretrain_pauses', 'tasks']

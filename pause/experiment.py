@@ -109,8 +109,8 @@ def _names(name: str, values, known) -> tuple:
     raise config_lib.ConfigError(f'{name}={values!r}: expected a tuple of names.')
   for value in values:
     if value not in known:
-      raise config_lib.ConfigError(f'{name}: unknown {value!r}{config_lib.closest(str(value), known)}'
-                                   f'; use some of {sorted(known)}.')
+      hint = config_lib.closest(str(value), known)
+      raise config_lib.ConfigError(f'{name}: unknown {value!r}{hint}; use some of {sorted(known)}.')
   if len(set(values)) != len(values):
     raise config_lib.ConfigError(f'{name}={tuple(values)!r} names one twice.')
   return tuple(values)

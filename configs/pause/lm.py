@@ -11,7 +11,8 @@ Variants:
          test prompts per task, greedy KV-cache decoding. 8 min 21 s wall on one core (7 min 0 s
          CPU); exact match, mean over tasks and 3 seeds: StdPT_StdFT 0.294, StdPT_PauseFT 0.186,
          PausePT_StdFT 0.314, PausePT_PauseFT 0.373, filler 0.218; 3 of 5 checks hold.
-  tiny   the same pipeline in seconds (the end-to-end test): d 32, a few steps, 2 seeds.
+  tiny   the same pipeline at the least cost (the end-to-end test): 1 layer, d 16, rows of 32,
+         4 steps each, 2 seeds.
   study  longer pretraining and fine-tuning, all five tasks, 5 seeds, the M_ft grid (2, 4, 16)
          and pauses prepended.
   c4     the real-scale configuration (not run here): C4 through seqio/TFDS, length 2048, a
@@ -68,14 +69,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == 'cpu':
     pass
   elif variant == 'tiny':
-    config.max_corpus_bytes = 40_000
-    config.algorithmic_lines = 500
-    config.model.d_model = 32
-    config.model.mlp_dim = 64
-    config.pretrain.total_steps = 6
+    # The end-to-end test: every setting, check and figure of the cpu variant, at the least cost
+    # (one layer, short rows, a few steps; the settings compile the same programs, which the
+    # process's compilation cache compiles once), on one device as the cpu variant runs in the
+    # main job (the loops' sharding over devices is common's tests' and the rehearsal's).
+    config.max_corpus_bytes = 20_000
+    config.algorithmic_lines = 200
+    config.pretrain_length = 32
+    config.model = ml_collections.ConfigDict({
+        'num_layers': 1, 'd_model': 16, 'num_heads': 2, 'mlp_dim': 32, 'encoding': 'rope'})
+    config.pretrain.total_steps = 4
     config.pretrain.batch_size = 8
-    config.pretrain.log_every_steps = 3
+    config.pretrain.log_every_steps = 2
     config.pretrain.optimizer.warmup_steps = 0
+    config.pretrain.num_devices = 1
     config.train_examples_per_task = 40
     config.test_examples_per_task = 8
     config.num_pauses = 4
@@ -86,8 +93,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.finetune.batch_size = 8
     config.finetune.log_every_steps = 2
     config.finetune.optimizer.warmup_steps = 0
+    config.finetune.num_devices = 1
     config.finetune.ensemble.num_models = 2
-    config.eval_batch_size = 32
+    config.finetune.ensemble.chunk_size = 2   # both seeds in one dispatch, without measuring
+    config.eval_batch_size = 8
   elif variant == 'study':
     config.tasks = ('count', 'count_long', 'add_2digit', 'add', 'digit_sum')
     config.ablations = ('prepend', 'filler')

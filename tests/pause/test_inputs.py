@@ -53,7 +53,7 @@ def test_every_variant_passes_check_config(variant):
     ('tasks', ('count', 'count'), 'names one twice'),
     ('tasks', (), 'at least one task'),
     ('ablations', ('append',), "unknown 'append'"),
-    ('model.d_model', 30, r'model\.d_model=30 is not divisible'),
+    ('model.num_heads', 3, r'model\.d_model=16 is not divisible by model\.num_heads=3'),
     ('model.encoding', 'alibi', r"model\.encoding='alibi'"),
     ('model.num_layers', 0, r'model\.num_layers=0'),
     ('max_corpus_bytes', 10, 'not one pretraining row'),
