@@ -22,5 +22,5 @@ from distill.loss import tempered_probs
 from distill.teacher import Teacher
 from distill.training import augment_fn
 from distill.training import make_loss_fn
+from distill.training import TrainedModel
 from distill.training import train_model
-from distill.training import with_step_counter

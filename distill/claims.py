@@ -118,7 +118,7 @@ def exaggeration_checks(config, name: str, stats: dict[str, list]) -> list[dict[
 
 
 # ---------------------------------------------------------------------------------------------
-# Distillation's gain and late switching: paired per-seed differences (the copies of a regime
+# Distillation's gain and late switching: paired per-seed differences (the students of a regime
 # share their batches).
 # ---------------------------------------------------------------------------------------------
 def gain_checks(config, regimes: dict[str, Any]) -> list[dict[str, Any]]:

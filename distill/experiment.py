@@ -4,8 +4,9 @@ claims checked.
 
     python -m distill.main --config=configs/distill/mnist1d.py:cpu --workdir=/tmp/distill
 
-Every model is trained with the common loop and checkpointed under workdir/models/<regime>/seed<s>/
-<role>, so a rerun reuses them (a teacher shared by two regimes is trained once).
+A regime's teachers (one per seed) are one common.ensemble run, its students (one per seed and
+role) another (distill/training.py); each is checkpointed under workdir/models/, so a rerun reuses
+them (teachers shared by two regimes with the same data are trained once).
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from common import report
 from common.data import loader
 from distill import config_check
 from distill import claims
-from distill import copies
 from distill import deviations as dev_lib
 from distill import eigenspace
 from distill import exaggeration
 from distill import loss as loss_lib
+from distill import training
 from distill.teacher import Teacher
 
 CLAIM = ('Self-distilled students deviate from their teachers systematically: they exaggerate the '
@@ -82,8 +83,8 @@ def _data_key(regime) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Models: a regime's teachers (one copy per seed) in one run, its students (one copy per seed and
-# role) in another; see distill/copies.py.
+# Models: a regime's teachers (one per seed) in one ensemble, its students (one per seed and role)
+# in another; see distill/training.py.
 # ---------------------------------------------------------------------------------------------
 STUDENT_ROLES = ('onehot', 'distilled', 'late')
 
@@ -110,30 +111,29 @@ def run_regime(config, regime_name: str, workdir: str,
   student_steps = int(round(ds.steps * regime.student_length))
   switch = loss_lib.switch_step_of(config.switch_fraction, student_steps)
   kwargs = dict(model_config=ds.model, arrays=train, num_classes=num_classes, augment=ds.augment)
-  # The loop's seed draws every copy's initialisation, the batch order and the augmentations;
-  # the students' run uses another than the teachers'.
-  _, teacher_vars, _ = copies.train(
+  # Each run's seed draws its models' initialisations, augmentations and batch order; the
+  # students' run uses another than the teachers'. Teachers draw their own batch orders (seeds are
+  # independent replicates); students share one (the roles of a seed are paired).
+  model, teachers = training.train(
       _loop(config, ds, ds.steps, config.loop.seed), os.path.join(
-          workdir, 'models', _data_key(regime), 'teachers'), num_copies=seeds, **kwargs)
-  # Student copy (role r, seed s) is copy r * seeds + s; its teacher is teacher copy s.
+          workdir, 'models', _data_key(regime), 'teachers'), num_models=seeds,
+      shared_order=False, **kwargs)
+  # Student (role r, seed s) is model r * seeds + s; its teacher is teacher s.
   num_students = len(STUDENT_ROLES) * seeds
-  teacher_index = [s for _ in STUDENT_ROLES for s in range(seeds)]
-  teacher = Teacher.from_model(copies.build(ds.model, num_classes, num_students),
-                               copies.select(teacher_vars, teacher_index), num_classes)
+  teacher = Teacher.from_models(model, training.variables_of(teachers.state), num_classes)
   alphas = [1.0 if role == 'onehot' else config.alpha for role in STUDENT_ROLES
             for _ in range(seeds)]
   switches = [{'onehot': 0, 'distilled': 0, 'late': switch}[role] for role in STUDENT_ROLES
               for _ in range(seeds)]
-  _, student_vars, _ = copies.train(
+  _, students = training.train(
       _loop(config, ds, student_steps, config.loop.seed + 1), os.path.join(
-          workdir, 'models', regime_name, 'students'), num_copies=num_students, teacher=teacher,
-      alphas=alphas, switch_steps=switches, tau=config.tau, **kwargs)
+          workdir, 'models', regime_name, 'students'), num_models=num_students, teacher=teacher,
+      teacher_index=[s for _ in STUDENT_ROLES for s in range(seeds)], alphas=alphas,
+      switch_steps=switches, tau=config.tau, shared_order=True, **kwargs)
   probs = {}
   for split, arrays in (('train', train), ('test', test)):
-    p_teacher = copies.probabilities(ds.model, teacher_vars, arrays['inputs'],
-                                     num_classes=num_classes, num_copies=seeds)
-    p_students = copies.probabilities(ds.model, student_vars, arrays['inputs'],
-                                      num_classes=num_classes, num_copies=num_students)
+    p_teacher = training.probabilities(model, teachers.state, arrays['inputs'])
+    p_students = training.probabilities(model, students.state, arrays['inputs'])
     probs[split] = {'teacher': p_teacher,
                     **{role: p_students[r * seeds:(r + 1) * seeds]
                        for r, role in enumerate(STUDENT_ROLES)}}
@@ -167,7 +167,7 @@ def deviation_table(config, rows) -> dict[str, Any]:
 # Per-seed numbers for the checks (distill/claims.py turns them into rows and the diagnosis).
 # ---------------------------------------------------------------------------------------------
 def paired_accuracy(rows) -> dict[str, list[float]]:
-  """Per seed (the copies of a seed share its batches): distilled - one-hot and late - one-hot
+  """Per seed (the students of a seed share their batches): distilled - one-hot and late - one-hot
   test accuracy."""
   acc = lambda role: np.array([r['accuracy'][role] for r in rows])
   return {'gain': [round(float(v), 6) for v in acc('distilled') - acc('onehot')],
@@ -328,7 +328,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
            f'{config.alpha}, tau = {config.tau}, the teacher evaluated on the student\'s augmented '
            f'inputs; late students switch to distillation at {config.switch_fraction:.0%} of '
            f'training; {config.seeds} seeds per regime, each check decided by a 95% Student-t '
-           f'interval over seeds (paired: a seed\'s copies share their batches). Exaggeration '
+           f'interval over seeds (paired: a seed\'s students share their batches). Exaggeration '
            f'(training set, true label, in {tuple(config.deviation_regimes)}): against the '
            f'one-hot control binned by the teacher\'s p_T (p_S - p_O < 0 where p_T < '
            f'{c.unsure_below}, >= -{c.sure_tolerance} where p_T >= {c.sure_from}, log-odds slope '

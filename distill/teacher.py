@@ -1,12 +1,16 @@
 """The teacher: a function from inputs to logits, from a trained model, a checkpoint or any callable.
 
     teacher = Teacher.from_model(model, variables)              # a flax module and its variables
-    teacher = Teacher.from_checkpoint(workdir, model)           # a run of common.train
+    teachers = Teacher.from_models(model, stacked_variables)    # T models, every leaf (T, ...)
+    teacher = Teacher.from_checkpoint(workdir, model)           # a run of common.train/ensemble
     teacher = Teacher.from_function(lambda x: logits(x), num_classes=10)
     teacher.check(sample_inputs, num_classes=10)                # before any training step
 
 The teacher is evaluated inside the student's step on the student's (augmented) inputs, so its
-logits_fn must be traceable by jax; its outputs carry no gradient.
+logits_fn must be traceable by jax; its outputs carry no gradient. A stack of teachers
+(`num_teachers` > 0) takes the index of the one to use, `logits(inputs, index)`: in an ensemble
+of students, student m reads its teacher's index from its own values (batch['model']['teacher'],
+common.ensemble's model_scalars), so many students learn from many teachers in one run.
 """
 
 from __future__ import annotations
@@ -22,16 +26,16 @@ import numpy as np
 
 from distill import loss as loss_lib
 
-# The mutable collection where a student keeps its own step count (see distill.training).
-STEP_COLLECTION = 'distill_step'
-
-
 @dataclasses.dataclass(frozen=True)
 class Teacher:
-  """logits_fn(inputs (B, ...)) -> (B, num_classes) logits, traceable; num_classes as declared."""
-  logits_fn: Callable[[jax.Array], jax.Array]
+  """logits_fn(inputs (B, ...)) -> (B, num_classes) logits, traceable; num_classes as declared.
+
+  num_teachers > 0: a stack of that many teachers, logits_fn(inputs, index) with a traced index.
+  """
+  logits_fn: Callable[..., jax.Array]
   num_classes: int
   description: str = 'function'
+  num_teachers: int = 0
 
   def __post_init__(self):
     if not callable(self.logits_fn):
@@ -39,6 +43,10 @@ class Teacher:
     n = self.num_classes
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
       raise loss_lib.DistillError(f'num_classes must be a whole number >= 2, got {n!r}.')
+    t = self.num_teachers
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
+      raise loss_lib.DistillError(f'num_teachers must be 0 (one teacher) or the size of a stack, '
+                                  f'got {t!r}.')
 
   @classmethod
   def from_function(cls, fn: Callable[[jax.Array], jax.Array], num_classes: int) -> 'Teacher':
@@ -48,14 +56,30 @@ class Teacher:
   def from_model(cls, model: nn.Module, variables: dict[str, Any],
                  num_classes: int | None = None) -> 'Teacher':
     """A flax module applied in inference mode (train=False) with fixed variables."""
-    variables = {k: v for k, v in variables.items() if k != STEP_COLLECTION}
-    num_classes = num_classes or getattr(model, 'num_outputs', None) or getattr(
-        getattr(model, 'model', None), 'num_outputs', None)
-    if num_classes is None:
-      raise loss_lib.DistillError('Give num_classes: the model has no num_outputs attribute.')
+    num_classes = _num_classes(model, num_classes)
     fn = lambda x: model.apply(variables, x, train=False)
-    return cls(logits_fn=fn, num_classes=int(num_classes),
+    return cls(logits_fn=fn, num_classes=num_classes,
                description=f'{type(model).__name__} module')
+
+  @classmethod
+  def from_models(cls, model: nn.Module, variables: dict[str, Any],
+                  num_classes: int | None = None) -> 'Teacher':
+    """A stack of T teachers of one architecture: every leaf of `variables` (T, ...) (what
+    common.ensemble trains); logits(inputs, index) applies teacher `index` (traced or not)."""
+    variables = jax.tree.map(jnp.asarray, dict(variables))
+    sizes = {int(a.shape[0]) if a.ndim else 0 for a in jax.tree.leaves(variables)}
+    if len(sizes) != 1 or 0 in sizes:
+      raise loss_lib.DistillError(f'Stacked teachers need every variable (T, ...) with one T; got '
+                                  f'leading sizes {sorted(sizes)}.')
+    num_classes = _num_classes(model, num_classes)
+
+    def fn(x, index):
+      one = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False),
+                         variables)
+      return model.apply(one, x, train=False)
+
+    return cls(logits_fn=fn, num_classes=num_classes, num_teachers=sizes.pop(),
+               description=f'stack of {type(model).__name__} modules')
 
   @classmethod
   def from_classifier(cls, classifier) -> 'Teacher':
@@ -64,8 +88,10 @@ class Teacher:
 
   @classmethod
   def from_checkpoint(cls, workdir: str, model: nn.Module, step: int | None = None,
-                      num_classes: int | None = None) -> 'Teacher':
-    """The newest (or `step`'s) state saved by common.train in workdir/checkpoints."""
+                      num_classes: int | None = None, index: int | None = None) -> 'Teacher':
+    """The newest (or `step`'s) state saved in workdir/checkpoints by common.train, or by
+    common.ensemble: then model `index` of it, or with index=None its only model, or the stack of
+    all of them (from_models) when it holds several."""
     from common import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
     directory = os.path.join(workdir, 'checkpoints')
     if not os.path.isdir(directory):
@@ -77,14 +103,36 @@ class Teacher:
     finally:
       checkpointer.close()
     variables = {'params': state['params'], **dict(state.get('model_state') or {})}
-    teacher = cls.from_model(model, variables, num_classes)
+    if 'nonfinite_step' not in state:  # common.train: one model
+      if index is not None:
+        raise loss_lib.DistillError(f'index={index}: {directory} holds one model (common.train), '
+                                    'not an ensemble; leave index out.')
+      teacher = cls.from_model(model, variables, num_classes)
+    else:  # common.ensemble: every leaf (M, ...)
+      num_models = len(np.asarray(state['nonfinite_step']))
+      if index is None and num_models > 1:
+        teacher = cls.from_models(model, variables, num_classes)
+      else:
+        index = 0 if index is None else index
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
+            or not 0 <= index < num_models:
+          raise loss_lib.DistillError(f'index={index!r}: {directory} holds {num_models} models; '
+                                      f'use 0..{num_models - 1}.')
+        teacher = cls.from_model(model, jax.tree.map(lambda a: a[index], variables),
+                                 num_classes)
     return dataclasses.replace(teacher, description=f'checkpoint {directory}')
 
-  def logits(self, inputs) -> jax.Array:
-    return self.logits_fn(inputs)
+  def logits(self, inputs, index=None) -> jax.Array:
+    """(B, C) logits; index: which teacher of a stack (required then, ignored otherwise)."""
+    if not self.num_teachers:
+      return self.logits_fn(inputs)
+    if index is None:
+      raise loss_lib.DistillError(f'The teacher ({self.description}) is a stack of '
+                                  f'{self.num_teachers}: give the index of the one to use.')
+    return self.logits_fn(inputs, index)
 
-  def probs(self, inputs, tau: float = 1.0) -> jax.Array:
-    return loss_lib.tempered_probs(self.logits_fn(inputs), tau)
+  def probs(self, inputs, tau: float = 1.0, index=None) -> jax.Array:
+    return loss_lib.tempered_probs(self.logits(inputs, index), tau)
 
   def check(self, sample_inputs, num_classes: int) -> None:
     """Fails before compute when the teacher's outputs do not fit the data: their shape always;
@@ -96,13 +144,14 @@ class Teacher:
           f'The teacher ({self.description}) predicts {self.num_classes} classes but the data '
           f'has {num_classes}.')
     sample = jax.ShapeDtypeStruct(np.shape(sample_inputs), jnp.float32)
+    # A stack is checked through each of its teachers (shapes once, values every one).
+    indices = range(self.num_teachers) if self.num_teachers else [None]
     try:
-      out = jax.eval_shape(self.logits_fn, sample)
+      out = jax.eval_shape(lambda x: self.logits(x, 0 if self.num_teachers else None), sample)
     except Exception as e:  # pylint: disable=broad-except
       raise loss_lib.DistillError(f'The teacher ({self.description}) cannot take inputs of shape '
                                   f'{sample.shape}: {e}') from e
-    # One row of logits per example: the output's leading axes are the input's (a batch (B, ...)
-    # gives (B, C); copies of a model take (M, B, ...) and give (M, B, C)).
+    # One row of logits per example: the output's leading axes are the input's.
     shape = tuple(getattr(out, 'shape', ()))
     if not shape or shape[-1] != self.num_classes or \
         shape[:-1] != tuple(sample.shape[:len(shape) - 1]):
@@ -112,10 +161,19 @@ class Teacher:
           f'{num_classes}) and one row per example.')
     if isinstance(sample_inputs, (jax.ShapeDtypeStruct, jax.core.Tracer)):
       return
-    outputs = np.asarray(self.logits_fn(jnp.asarray(sample_inputs, jnp.float32)))
-    if loss_lib.looks_like_probabilities(outputs):
-      raise loss_lib.DistillError(
-          f'The teacher ({self.description}) returns probabilities (every row non-negative and '
-          'summing to 1 on the sample inputs), not logits: return the scores before the softmax '
-          '(the loss applies softmax(logits / tau) itself).')
-    loss_lib.check_teacher_logits(outputs, f'The teacher ({self.description})\'s logits')
+    for index in indices:
+      which = self.description + ('' if index is None else f', teacher {index}')
+      outputs = np.asarray(self.logits(jnp.asarray(sample_inputs, jnp.float32), index))
+      if loss_lib.looks_like_probabilities(outputs):
+        raise loss_lib.DistillError(
+            f'The teacher ({which}) returns probabilities (every row non-negative and summing to '
+            '1 on the sample inputs), not logits: return the scores before the softmax (the loss '
+            'applies softmax(logits / tau) itself).')
+      loss_lib.check_teacher_logits(outputs, f'The teacher ({which})\'s logits')
+
+
+def _num_classes(model: nn.Module, num_classes: int | None) -> int:
+  num_classes = num_classes or getattr(model, 'num_outputs', None)
+  if num_classes is None:
+    raise loss_lib.DistillError('Give num_classes: the model has no num_outputs attribute.')
+  return int(num_classes)

@@ -1,37 +1,43 @@
-"""Training with the distillation loss through the common loop: teacher, one-hot, distilled and
-late-switch students are one function with different (teacher, alpha, switch_step).
+"""Teachers and students trained by common.ensemble: one-hot, distilled and late-switch students
+are one loss with different per-model values (alpha, switch step, teacher).
 
-    init_fn = with_step_counter(lambda rng: model.init(rng, x0, train=False))
-    loss_fn = make_loss_fn(model, num_classes=10, teacher=teacher, alpha=0.0, tau=1.0,
-                           switch_step=500, augment=augment_fn(config.augment))
-    train.train(loop_config, workdir, init_fn=init_fn, loss_fn=loss_fn, train_iter=...)
+    loss_fn = make_loss_fn(model, num_classes=10, teacher=teachers, tau=1.0,
+                           augment=augment_fn(config.augment))
+    model, result = train(loop, workdir, model_config=..., arrays=train, num_classes=10,
+                          num_models=6, teacher=teachers, teacher_index=[0, 1, 0, 1, 0, 1],
+                          alphas=[1, 1, 0, 0, 0, 0], switch_steps=[0, 0, 0, 0, 500, 500])
+    probs = probabilities(model, result.state, test['inputs'])          # (M, N, C)
 
-The loop's loss_fn(params, model_state, batch, rng) does not see the step, which late distillation
-needs: the student counts its own steps in a mutable collection (`distill_step`) of model_state,
-which the loop checkpoints and restores with the rest of the state, so a resumed run switches at
-the same step. `per_example=True` returns (B,) losses, as common.ensemble's loss_fn expects.
+common.ensemble.train_ensemble trains the M models; each reads its own values in its loss from
+batch['model'] (the ensemble's model_scalars): 'step' (0-based), 'alpha' (the one-hot weight once
+distilling), 'switch_step' (one-hot before it: late distillation) and 'teacher' (its teacher's
+index in a stack of teachers, distill.Teacher.from_models). The step is the ensemble's, saved with
+its checkpoints, so a resumed run switches at the same step. With shared_order=True (the default
+here) every model sees the same batches in the same order, so students of one seed in different
+roles are paired; augmentation draws, initialisation and dropout are each model's own. The teacher
+runs inside the step on the student's augmented inputs (a new random shift every step, so its
+outputs cannot be computed ahead as per-example rows).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import scipy.special
 
-from common import classifier as classifier_lib
 from common import config_lib
-from common import evaluators as evaluators_lib
-from common import mesh as mesh_lib
+from common import ensemble
 from common import models
-from common import train as train_lib
-from common.data import pipeline
+from configs.common import loop as loop_config
 from distill import loss as loss_lib
-from distill.teacher import STEP_COLLECTION
 from distill.teacher import Teacher
 
 Augment = Callable[[jax.Array, jax.Array], jax.Array]  # (rng, inputs (B, ...)) -> inputs
@@ -89,120 +95,202 @@ def augment_fn(config: ml_collections.ConfigDict | dict | None) -> Augment | Non
 
 
 # ---------------------------------------------------------------------------------------------
-# The loss for the loop (and for common.ensemble with per_example=True).
+# The loss (per example, for common.ensemble).
 # ---------------------------------------------------------------------------------------------
-def with_step_counter(init_fn: Callable[[jax.Array], Any]) -> Callable[[jax.Array], Any]:
-  """init_fn whose variables also hold the student's step count (see the module docstring)."""
-
-  def init(rng):
-    variables = dict(init_fn(rng))
-    variables[STEP_COLLECTION] = {'step': jnp.zeros((), jnp.int32)}
-    return variables
-
-  return init
+SCALARS = ('alpha', 'switch_step', 'teacher')  # what a student reads from batch['model']
 
 
 def make_loss_fn(model: nn.Module, *, num_classes: int, teacher: Teacher | None = None,
-                 alpha: float = 0.0, tau: float = 1.0, switch_step: int = 0,
-                 augment: Augment | None = None, per_example: bool = False):
-  """loss_fn(params, model_state, batch, rng) -> (loss, (metrics, model_state)).
+                 tau: float = 1.0, augment: Augment | None = None):
+  """loss_fn(params, model_state, batch, rng) -> ((B,) losses, (metrics, model_state)).
 
-  Without a teacher: one-hot cross-entropy (alpha must then be 1 or is ignored: the teacher's
-  term has nothing to distil). With one: the distillation loss with the teacher's logits on the
-  same augmented inputs; before `switch_step` the one-hot loss (late distillation). model_state
-  must hold the step counter: build the init with `with_step_counter`.
+  Without a teacher: one-hot cross-entropy. With one: the distillation loss with the teacher's
+  logits on the same augmented inputs, weight batch['model']['alpha'] on the one-hot term from
+  step batch['model']['switch_step'] on (before it: one-hot); a stack of teachers is indexed by
+  batch['model']['teacher']. `train` gives these values; a direct caller of train_ensemble gives
+  them as model_scalars.
   """
-  loss_lib.check_alpha(alpha)
   loss_lib.check_tau(tau)
-  loss_lib.late_alpha(0, switch_step, alpha)  # checks switch_step
   if teacher is not None and teacher.num_classes != num_classes:
     raise loss_lib.DistillError(f'The teacher ({teacher.description}) predicts '
                                 f'{teacher.num_classes} classes but the data has {num_classes}.')
+  needs = () if teacher is None else SCALARS[:3 if teacher.num_teachers else 2]
 
   def loss_fn(params, model_state, batch, rng):
-    if STEP_COLLECTION not in model_state:
-      raise loss_lib.DistillError(f'model_state has no {STEP_COLLECTION!r} collection: build the '
-                                  'init with distill.with_step_counter(init_fn).')
-    step = model_state[STEP_COLLECTION]['step']
-    rest = {k: v for k, v in model_state.items() if k != STEP_COLLECTION}
+    own = batch[ensemble.MODEL_KEY]
+    missing = [k for k in needs if k not in own]
+    if missing:
+      raise loss_lib.DistillError(f'batch[{ensemble.MODEL_KEY!r}] has no {missing}: give them to '
+                                  'train_ensemble as model_scalars (one value per model), or '
+                                  'train with distill.training.train.')
     aug_rng, dropout_rng = jax.random.split(rng)
     inputs = batch['inputs'] if augment is None else augment(aug_rng, batch['inputs'])
-    mutable = list(rest.keys())
-    out = model.apply({'params': params, **rest}, inputs, train=True,
+    mutable = list(model_state.keys())
+    out = model.apply({'params': params, **model_state}, inputs, train=True,
                       rngs={'dropout': dropout_rng}, mutable=mutable or False)
-    logits, new_rest = out if mutable else (out, rest)
+    logits, new_state = out if mutable else (out, model_state)
     labels = batch['label']
     metrics = {'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
     if teacher is None:
       losses = loss_lib.cross_entropy(logits, labels)
     else:
-      teacher_logits = jax.lax.stop_gradient(teacher.logits(inputs))
-      weight = loss_lib.late_alpha(step, switch_step, alpha)
+      teacher_logits = jax.lax.stop_gradient(teacher.logits(inputs, own.get('teacher')))
+      weight = jnp.where(own['step'] < own['switch_step'], 1.0, own['alpha'])
       losses = loss_lib.distillation_loss(logits, labels, teacher_logits, alpha=weight, tau=tau)
       metrics['agreement'] = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(teacher_logits, -1))
       metrics['one_hot_weight'] = weight
-    new_state = {**dict(new_rest), STEP_COLLECTION: {'step': step + 1}}
-    return (losses if per_example else jnp.mean(losses)), (metrics, new_state)
+    return losses, (metrics, dict(new_state))
 
   return loss_fn
 
 
 # ---------------------------------------------------------------------------------------------
-# One trained model (teacher or student) with the common loop.
+# M teachers or students in one ensemble.
 # ---------------------------------------------------------------------------------------------
 def teacher_fingerprint(teacher: Teacher, sample: np.ndarray) -> str:
-  """A digest of the teacher's probabilities on fixed inputs (rounded): a student's checkpoint
-  records it, so a student of another teacher is not resumed as if it were this one's."""
-  probs = np.asarray(jax.nn.softmax(teacher.logits(jnp.asarray(sample)), -1), np.float64)
+  """A digest of the teacher's probabilities (every teacher of a stack) on fixed inputs, rounded:
+  a student's checkpoint records it, so a student of another teacher is not resumed as if it were
+  this one's."""
+  x = jnp.asarray(sample, jnp.float32)
+  indices = range(teacher.num_teachers) if teacher.num_teachers else [None]
+  probs = np.stack([np.asarray(jax.nn.softmax(teacher.logits(x, i), -1), np.float64)
+                    for i in indices])
   return hashlib.blake2b(np.round(probs, 3).tobytes(), digest_size=8).hexdigest()
+
+
+def _per_model(name: str, values, default, num_models: int, dtype) -> np.ndarray:
+  values = np.full(num_models, default) if values is None else np.asarray(values)
+  if values.shape != (num_models,):
+    raise loss_lib.DistillError(f'{name} needs one value per model ({num_models}); got shape '
+                                f'{values.shape}.')
+  if dtype == np.int32 and (not np.issubdtype(values.dtype, np.integer) or values.min() < 0):
+    raise loss_lib.DistillError(f'{name} must be whole numbers >= 0, got {values.tolist()}.')
+  return values.astype(dtype)
+
+
+def _check_labels(arrays, num_classes: int) -> None:
+  labels = np.asarray(arrays['label'])
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    raise loss_lib.DistillError(f'Training labels must be (N,) class ids, got {labels.dtype} '
+                                f'{labels.shape}.')
+  if labels.min() < 0 or labels.max() >= num_classes:
+    raise loss_lib.DistillError(f'Training labels must be in [0, {num_classes}); got '
+                                f'{labels.min()}..{labels.max()}.')
+
+
+def ensemble_loop(loop: ml_collections.ConfigDict, num_models: int) -> ml_collections.ConfigDict:
+  """The loop's fields with an ensemble section of num_models (its model_axis and chunk_size
+  kept when the loop has one)."""
+  loop = loop.copy_and_resolve_references()
+  with loop.unlocked():
+    section = loop.get('ensemble')
+    loop.ensemble = loop_config.ensemble(
+        num_models, **({k: section[k] for k in ('model_axis', 'chunk_size') if k in section}
+                       if section else {}))
+  return loop
+
+
+def train(loop: ml_collections.ConfigDict, workdir: str, *, model_config, num_models: int,
+          arrays: dict[str, np.ndarray], num_classes: int, teacher: Teacher | None = None,
+          teacher_index: Sequence[int] | None = None, alphas: Sequence[float] | None = None,
+          switch_steps: Sequence[int] | None = None, tau: float = 1.0, augment=None,
+          shared_order: bool = True, identity: dict[str, Any] | None = None):
+  """Trains num_models models of common.models.build(model_config) with train_ensemble; returns
+  (model, EnsembleResult).
+
+  teacher=None: one-hot labels. Otherwise model m distils from teacher (teacher_index[m] of a
+  stack: default m) with one-hot weight alphas[m] (default 0) from step switch_steps[m] (default
+  0) on. Everything that decides the result beyond the loop's fields and these values (model,
+  teacher, augmentation, tau, `identity`) goes into the run's identity, so a rerun resumes only
+  the same run.
+  """
+  config_lib.check_loop(loop)
+  if isinstance(num_models, bool) or not isinstance(num_models, (int, np.integer)) \
+      or num_models < 1:
+    raise loss_lib.DistillError(f'num_models must be a whole number >= 1, got {num_models!r}.')
+  _check_labels(arrays, num_classes)
+  sample = np.asarray(arrays['inputs'][:8], np.float32)
+  run_identity = {
+      'model': model_config.to_dict() if hasattr(model_config, 'to_dict') else dict(model_config),
+      'num_classes': int(num_classes), 'augment': dict(augment or {}), 'tau': float(tau),
+      **(identity or {})}
+  scalars = None
+  if teacher is not None:
+    teacher.check(sample, num_classes)
+    run_identity['teacher'] = teacher_fingerprint(teacher, sample)
+    scalars = {'alpha': _per_model('alphas', alphas, 0.0, num_models, np.float32),
+               'switch_step': _per_model('switch_steps', switch_steps, 0, num_models, np.int32)}
+    for a in scalars['alpha']:
+      loss_lib.check_alpha(float(a))
+    if teacher.num_teachers:
+      index = _per_model('teacher_index', teacher_index, 0, num_models, np.int32) \
+          if teacher_index is not None else np.arange(num_models, dtype=np.int32)
+      if index.max() >= teacher.num_teachers:
+        raise loss_lib.DistillError(f'teacher_index {index.tolist()} points past the stack of '
+                                    f'{teacher.num_teachers} teachers.')
+      scalars['teacher'] = index
+    elif teacher_index is not None:
+      raise loss_lib.DistillError('teacher_index given for a single teacher: build a stack '
+                                  '(Teacher.from_models) or leave it out.')
+  model = models.build(model_config, num_classes)
+  loss_fn = make_loss_fn(model, num_classes=num_classes, teacher=teacher, tau=tau,
+                         augment=augment_fn(augment))
+  x0 = jnp.zeros((1,) + sample.shape[1:], jnp.float32)
+  result = ensemble.train_ensemble(
+      ensemble_loop(loop, num_models), workdir,
+      init_fn=lambda rng: model.init(rng, x0, train=False), loss_fn=loss_fn, arrays=arrays,
+      model_scalars=scalars, shared_order=shared_order, num_classes=num_classes,
+      identity=run_identity)
+  return model, result
+
+
+def probabilities(model: nn.Module, state: ensemble.EnsembleState, inputs: np.ndarray, *,
+                  batch_size: int = 1024) -> np.ndarray:
+  """(M, N, C) float64 softmax outputs of every model of `state` on every input."""
+  logits = ensemble.predict(state, lambda v, x: model.apply(v, x, train=False),
+                            np.asarray(inputs, np.float32), batch_size=batch_size)
+  return scipy.special.softmax(logits.astype(np.float64), axis=-1)
+
+
+def variables_of(state: ensemble.EnsembleState, index=None) -> dict[str, Any]:
+  """The variables of every model (every leaf (M, ...)), or of model `index` alone."""
+  variables = {'params': state.params, **state.model_state}
+  return variables if index is None else jax.tree.map(lambda a: a[index], variables)
+
+
+# ---------------------------------------------------------------------------------------------
+# One model (an ensemble of one), for notebooks and library users.
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TrainedModel:
+  """A trained model: its module, variables and classes (what Teacher.from_classifier takes)."""
+  model: nn.Module
+  variables: dict[str, Any]
+  num_classes: int
+  result: ensemble.EnsembleResult
+
+  @functools.cached_property
+  def _apply(self):
+    return jax.jit(lambda v, x: self.model.apply(v, x, train=False))  # compiled once per shape
+
+  def logits(self, inputs: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    return np.concatenate([np.asarray(self._apply(self.variables, inputs[i:i + batch_size]))
+                           for i in range(0, len(inputs), batch_size)])
 
 
 def train_model(loop: ml_collections.ConfigDict, workdir: str, *,
                 model_config: ml_collections.ConfigDict, arrays: dict[str, np.ndarray],
                 num_classes: int, teacher: Teacher | None = None, alpha: float = 0.0,
                 tau: float = 1.0, switch_step: int = 0,
-                augment: ml_collections.ConfigDict | dict | None = None,
-                eval_arrays: dict[str, dict[str, np.ndarray]] | None = None,
-                mesh: jax.sharding.Mesh | None = None) -> classifier_lib.Classifier:
-  """Trains common.models.build(model_config) on `arrays` with the loop config `loop`.
-
-  teacher=None trains with one-hot labels (a teacher, or the one-hot baseline); otherwise the
-  distillation loss (alpha, tau) from `switch_step` on. Everything but the loop's fields goes
-  into the run's identity, so a rerun resumes only a run of the same student and teacher.
-  """
-  config_lib.check_loop(loop)
-  labels = np.asarray(arrays['label'])
-  if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
-    raise loss_lib.DistillError(f'Training labels must be (N,) class ids, got {labels.dtype} '
-                                f'{labels.shape}.')
-  if labels.min() < 0 or labels.max() >= num_classes:
-    raise loss_lib.DistillError(f'Training labels must be in [0, {num_classes}); got '
-                                f'{labels.min()}..{labels.max()}.')
-  sample_inputs = np.asarray(arrays['inputs'][:8], np.float32)
-  identity = {'model': model_config.to_dict() if hasattr(model_config, 'to_dict')
-                       else dict(model_config),
-              'augment': dict(augment or {}), 'num_classes': int(num_classes)}
-  if teacher is not None:
-    teacher.check(sample_inputs, num_classes)
-    identity.update(alpha=float(alpha), tau=float(tau), switch_step=int(switch_step),
-                    teacher=teacher_fingerprint(teacher, np.asarray(arrays['inputs'][:64])))
-  model = models.build(model_config, num_classes)
-  loss_fn = make_loss_fn(model, num_classes=num_classes, teacher=teacher, alpha=alpha, tau=tau,
-                         switch_step=switch_step, augment=augment_fn(augment))
-  x0 = jnp.zeros((1,) + sample_inputs.shape[1:], jnp.float32)
-  init_fn = with_step_counter(lambda rng: model.init(rng, x0, train=False))
-  mesh = mesh or mesh_lib.mesh_from_config(loop)
-  evaluators = [evaluators_lib.ClassificationEvaluator(
-      lambda p, s, x: model.apply({'params': p, **_without_counter(s)}, x, train=False),
-      data, batch_size=1024, mesh=mesh, prefix=name) for name, data in (eval_arrays or {}).items()]
-  result = train_lib.train(loop, workdir, init_fn=init_fn, loss_fn=loss_fn,
-                           train_iter=pipeline.BatchIterator(arrays, loop.batch_size,
-                                                             seed=loop.seed),
-                           evaluators=evaluators, mesh=mesh, identity=identity)
-  state = result.state.replace(model_state=_without_counter(result.state.model_state))
-  result.state = state
-  return classifier_lib.Classifier(model=model, result=result, num_classes=num_classes)
-
-
-def _without_counter(model_state: dict[str, Any]) -> dict[str, Any]:
-  return {k: v for k, v in model_state.items() if k != STEP_COLLECTION}
+                augment: ml_collections.ConfigDict | dict | None = None) -> TrainedModel:
+  """One model of common.models.build(model_config) trained on `arrays` (`train` with one model):
+  teacher=None on one-hot labels (a teacher, or the one-hot baseline); otherwise the distillation
+  loss (alpha, tau) from `switch_step` on."""
+  loss_lib.check_alpha(alpha)
+  loss_lib.late_alpha(0, switch_step, alpha)  # checks switch_step
+  kwargs = {} if teacher is None else dict(alphas=[alpha], switch_steps=[switch_step])
+  model, result = train(loop, workdir, model_config=model_config, num_models=1, arrays=arrays,
+                        num_classes=num_classes, teacher=teacher, tau=tau, augment=augment,
+                        **kwargs)
+  return TrainedModel(model=model, variables=variables_of(result.state, 0),
+                      num_classes=int(num_classes), result=result)
