@@ -104,6 +104,27 @@ def _check_loop(loop) -> None:
     _number('loop.optimizer.grad_clip_norm', opt.grad_clip_norm, 0.0, lo_open=True)
 
 
+def _check_model_axis(loop, seeds: int) -> None:
+  """The teachers (seeds models) and students (3 x seeds) are common.ensemble runs: their models
+  spread over the mesh's ensemble axis, which must exist and divide the seeds."""
+  section = loop.get('ensemble')
+  axis = section.get('model_axis', 'model') if section else 'model'
+  try:
+    axes = {name: size for name, size in loop.mesh}
+  except (TypeError, ValueError) as e:
+    raise config_lib.ConfigError(f'loop.mesh={loop.mesh!r}: expected ((axis name, size), ...).') \
+        from e
+  if axis not in axes:
+    raise config_lib.ConfigError(
+        f'loop.mesh={loop.mesh!r} has no {axis!r} axis: teachers and students train as '
+        f'common.ensemble runs whose models spread over it; add ({axis!r}, 1).')
+  size = axes[axis]
+  if isinstance(size, int) and size > 1 and seeds % size:
+    raise config_lib.ConfigError(
+        f'seeds={seeds}: the {size}-way {axis!r} mesh axis (loop.mesh) needs a multiple of {size} '
+        'models per ensemble run (seeds teachers, 3 x seeds students).')
+
+
 def _check_dataset(name: str, ds) -> None:
   field = f'datasets.{name}'
   _fields(ds, field, DATASET_FIELDS)
@@ -180,6 +201,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   # Two seeds at least: the checks take an interval over seeds, and each teacher's independent
   # reference is the teacher of another seed.
   _whole('seeds', config.seeds, 2)
+  _check_model_axis(config.loop, config.seeds)
   for field, check in (('alpha', loss_lib.check_alpha), ('tau', loss_lib.check_tau)):
     try:
       check(config[field])

@@ -49,6 +49,9 @@ BAD_FIELDS = [  # (dotted field, value, what the message must say)
     ('checks.min_gain', -0.01, r'checks\.min_gain=-0\.01'),
     ('loop.batch_size', 0, r'loop\.batch_size=0'),
     ('loop.optimizer.name', 'adma', "loop.optimizer.name='adma'.*did you mean 'adam'"),
+    # Teachers and students are common.ensemble runs: their models need the mesh's model axis.
+    ('loop.mesh', (('data', -1),), r"loop\.mesh=.* has no 'model' axis"),
+    ('loop.mesh', (('data', 1), ('model', 3)), r'seeds=8: the 3-way .model. mesh axis'),
 ]
 
 
