@@ -158,7 +158,7 @@ def distillation(masks, labels, flipped, classes, onehot, students, teacher, *, 
 
   def masked_mean(values, weight):
     w = weight.astype(np.float64)
-    return float((values * w).sum() / max(w.sum(), 1e-12))
+    return float((values * w).sum() / w.sum()) if w.sum() else np.nan  # nan: no such example
 
   def in_out(correct, ks, idx, group):
     """Mean over the group's examples of the accuracy of the models that saw each one, and of

@@ -1,5 +1,6 @@
-"""The experiment: size sweeps on digits (5% flipped labels) and mnist1d, trajectory classes with
-bootstrap intervals, proxies, distillation; the checks fixed in the config; figures.
+"""The experiment: size sweeps on digits (5% flipped labels) and mnist1d, trajectory classes against
+a permutation null, proxies, distillation with its diagnosis; the checks fixed in config.checks,
+each decided by its interval (memorisation.evidence); figures.
 
     python -m memorisation.main --config=configs/memorisation/sweep.py:cpu --workdir=/tmp/mem
 
@@ -287,8 +288,8 @@ def make_checks(config, name: str, numbers: dict[str, Any]) -> list[dict[str, An
 
 
 def _cell(ev, key) -> str:
-  if key not in ev:
-    return ''
+  if key not in ev or not np.isfinite(ev[key]['value']):
+    return ''     # not measured, or no example to measure it on (no flipped label)
   value, interval = ev[key]['value'], ev[key]['interval']
   text = f'{value:.0f}' if key.endswith('count') else f'{value:.3f}'
   if interval:

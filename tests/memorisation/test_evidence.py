@@ -70,3 +70,19 @@ def test_proxy_intervals_cover_their_point_and_a_perfect_proxy_correlates():
   lo, hi = ev['fixed_size_corr_interval']
   assert lo <= ev['fixed_size_corr'] <= hi
   assert ev['proxy_corr_by_size']['same'] == [1.0, 1.0, 1.0]
+
+
+def test_without_flipped_labels_the_flipped_label_rows_are_empty_not_zero():
+  rng = np.random.default_rng(0)
+  k, n = 32, 200
+  masks = scores.subset_masks(k, n, 0.7, seed=0)
+  arm = lambda: _arm(rng, 0.8, (k, n))
+  teacher = {'correct_train': rng.random((k, n)) < 0.8,
+             'probs': rng.dirichlet(np.ones(10), (k, n))}
+  draws = tr.model_draws(masks, 5, rng=1)
+  ev = evidence.distillation(masks, np.zeros(n, int), np.zeros(n, bool),
+                             np.full(n, tr.FLAT), {'8': arm()}, {'subset': {'8': arm()}}, teacher,
+                             tau=4.0, draws=draws, test_draws=[np.arange(50)] * 5)
+  row = ev['subset teacher p(flipped label), seen']
+  assert np.isnan(row['value']) and row['interval'] is None
+  assert np.isfinite(ev['8: subset mem']['value'])
