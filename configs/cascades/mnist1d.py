@@ -6,10 +6,12 @@ Variants:
   cpu    mnist1d (10,000 samples: 6,000 train / 2,000 held-out / 2,000 test; h1 linear on the raw
          signal, h2 MLP(256, 256)) and digits (h1 linear on 2x2-pooled 4x4 images, h2 MLP(128));
          standard, specialist (h2 on classes 0-4), label noise (classes 7-9 random), shift (classes
-         5-9 kept 1 in 10 for training); 5 seeds; about 5 minutes on 2 cores. Prints post-hoc
-         (Diff-01) minus confidence area: mnist1d +0.020 / +0.025 / +0.012 / +0.031, digits
-         -0.002 / +0.079 / +0.006 / -0.030 (standard / specialist / noise / shift); see
-         cascades/README.md.
+         5-9 kept 1 in 10 for training); 5 seeds; 146 CPU-seconds (16.6 min wall on the shared
+         2-core machine at load ~15). Each check is the per-seed paired difference post-hoc
+         (Diff-01) minus confidence, decided by its 95% Student-t interval over the 5 seeds:
+         +-0.003 to +-0.006 AUC on mnist1d (+-0.005 to +-0.008 in accuracy at 10-30% deferral),
+         +-0.005 to +-0.03 on digits (widest under shift). Recorded: results/cpu/cascades.json
+         (not reproduced: mnist1d standard and digits shift fail); see cascades/README.md.
   tiny   digits only, 2 settings, 2 seeds, short training (the test).
   cifar100  model pairs on TFDS cifar100, for accelerators (ResNet widths as h1/h2). (No ImageNet
             variant: the settings are built from host arrays, which ImageNet's decoded images
