@@ -8,11 +8,12 @@ Variants:
             distilled / late-switch (at 50%) students, alpha = 0, tau = 1, in six regimes: mnist1d
             (8,000 train, MLP(128, 128)), digits (1,497 train, MLP(32)), mnist1d with 1,000
             training examples, with 30% label noise, with students trained 2x longer and 0.25x as
-            long. 135 CPU-seconds (5.5 min wall on the shared 2-core machine). Every check is
-            decided by a 95% Student-t interval over the seeds: about +-0.01 test accuracy for a
-            paired distilled - one-hot gain (+-0.017 for the 0.25x students), +-0.01 to +-0.02 in
-            probability and +-0.015 (mnist1d) to +-0.05 (digits) in log-odds slope for the
-            exaggeration rows, +-0.007 in test MSE for the eigenspace check. See
+            long; each regime's teachers one common.ensemble run, its students another. 142
+            CPU-seconds (6.8 min wall on the busy shared 2-core machine). Every check is decided by
+            a 95% Student-t interval over the seeds: +-0.005 to +-0.013 test accuracy for a paired
+            distilled - one-hot gain, +-0.002 to +-0.017 in probability and +-0.016 (mnist1d) to
+            +-0.043 (digits) in log-odds slope for the exaggeration rows, +-0.007 in test MSE for
+            the eigenspace check. See
             distill/README.md and results/cpu/distill.json.
   tiny      digits only, one regime, 2 seeds, short training (the end-to-end test).
   study     the cpu regimes with 16 seeds and 40 linear problems (intervals ~0.6x the cpu's).
