@@ -35,6 +35,7 @@ from common.data import loader
 from common.data import pipeline
 from common.data import text_tasks
 from common.models import decoding
+from common.models import positions
 from common.models import transformer
 from pause import pausing
 from pause import tasks
@@ -73,13 +74,10 @@ def settings(config) -> list[FinetuneSetting]:
 
 def make_model(config) -> transformer.TransformerLM:
   m = config.model
-  encoding = None
-  if m.encoding == 'rope':
-    from fire_pe import encodings  # pylint: disable=g-import-not-at-top
-    encoding = encodings.build('rope', num_heads=m.num_heads,
-                               train_length=config.pretrain_length)['encoding']
-  elif m.encoding != 'nope':
+  if m.encoding not in ('rope', 'nope'):
     raise config_lib.ConfigError(f"model.encoding={m.encoding!r}: use 'rope' or 'nope'.")
+  encoding = positions.build(m.encoding, num_heads=m.num_heads,
+                             train_length=config.pretrain_length)['encoding']
   return transformer.TransformerLM(
       vocab_size=loader.BYTE_VOCAB_SIZE, num_special_tokens=NUM_SPECIAL_TOKENS,
       num_layers=m.num_layers, d_model=m.d_model, num_heads=m.num_heads, mlp_dim=m.mlp_dim,

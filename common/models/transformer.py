@@ -287,8 +287,11 @@ class TransformerLM(nn.Module):
         nn.initializers.normal(1.0), (None, 'embed')), (self.num_special_tokens, self.d_model))
     is_special = tokens >= self.vocab_size
     regular = embed(jnp.where(is_special, 0, tokens))
-    extra = jnp.take(special, jnp.clip(tokens - self.vocab_size, 0, self.num_special_tokens - 1),
-                     axis=0).astype(regular.dtype)
+    # An id past the special tokens (possible only under jit, where ids are not checked) reads
+    # NaN, never the nearest special token's embedding (id 261 with one special token was read
+    # as <pause>).
+    extra = jnp.take(special, jnp.where(is_special, tokens - self.vocab_size, 0), axis=0,
+                     mode='fill', fill_value=jnp.nan).astype(regular.dtype)
     return jnp.where(is_special[..., None], extra, regular)
 
   @nn.compact

@@ -98,3 +98,13 @@ def test_masked_token_transformer_gives_nan_logits_for_a_traced_label_outside_th
   assert np.isfinite(np.asarray(logits[0])).all() and np.isnan(np.asarray(logits[1])).all()
   with pytest.raises(ValueError, match=r'Class labels must lie in \[0, 3\)'):
     model.apply(variables, tokens, jnp.array([1, 3]))
+
+
+def test_an_id_past_the_special_tokens_is_nan_under_jit_not_the_last_special_token():
+  model = transformer.TransformerLM(vocab_size=259, num_special_tokens=1, num_layers=1,
+                                    d_model=8, num_heads=2, mlp_dim=16)
+  tokens = jnp.array([[3, 259, 7], [3, 261, 7]])
+  variables = model.init(jax.random.key(0), tokens[:1])
+  logits = np.asarray(jax.jit(model.apply)(variables, tokens))
+  assert np.isfinite(logits[0]).all()
+  assert np.isnan(logits[1, 1:]).all()   # (and through attention's 0 x NaN, the row's start)
