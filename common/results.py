@@ -144,19 +144,24 @@ def render_readme(text: str, recorded: dict[str, dict[str, Any]], path: str,
   return _BLOCK.sub(replace, text)
 
 
-def check_readmes(repo: str = REPO, results_dir: str | None = None) -> list[str]:
-  """The README files whose results blocks differ from what `readme` would write ([] when all
-  agree); each entry names the file and the blocks."""
-  results_dir = results_dir or os.path.join(repo, RESULTS_DIR)
-  recorded = load_recorded(results_dir)
-  stale = []
+def _rendered(repo: str, results_dir: str | None):
+  """(path, text, regenerated text) of every README under repo."""
+  recorded = load_recorded(results_dir or os.path.join(repo, RESULTS_DIR))
   for path in _readmes(repo):
     with open(path, encoding='utf-8') as f:
       text = f.read()
-    if text != render_readme(text, recorded, path):
+    yield path, text, render_readme(text, recorded, path)
+
+
+def check_readmes(repo: str = REPO, results_dir: str | None = None) -> list[str]:
+  """The README files whose results blocks differ from what `readme` would write ([] when all
+  agree); each entry names the file and the blocks."""
+  stale = []
+  for path, text, new in _rendered(repo, results_dir):
+    if text != new:
+      fresh = {m.group('name'): m.group('body') for m in _BLOCK.finditer(new)}
       names = [m.group('name') for m in _BLOCK.finditer(text)
-               if m.group('body') != (index_block(recorded) if m.group('name') == ALL
-                                      else block(recorded[m.group('name')]))]
+               if m.group('body') != fresh[m.group('name')]]
       stale.append(f'{os.path.relpath(path, repo)}: results blocks {names} differ from '
                    f'{RESULTS_DIR}; run `python -m common.results readme` (never edit them by '
                    'hand)')
@@ -165,13 +170,8 @@ def check_readmes(repo: str = REPO, results_dir: str | None = None) -> list[str]
 
 def write_readmes(repo: str = REPO, results_dir: str | None = None) -> list[str]:
   """Rewrites every README's results blocks; returns the files changed."""
-  results_dir = results_dir or os.path.join(repo, RESULTS_DIR)
-  recorded = load_recorded(results_dir)
   changed = []
-  for path in _readmes(repo):
-    with open(path, encoding='utf-8') as f:
-      text = f.read()
-    new = render_readme(text, recorded, path)
+  for path, text, new in _rendered(repo, results_dir):
     if new != text:
       with open(path, 'w', encoding='utf-8') as f:
         f.write(new)
