@@ -10,7 +10,13 @@ Variants:
         512, by query-position bucket too; FIRE diagnosed (the frozen-normaliser row, its learned
         c, L and f: fire_f.png). The claim checks (config.checks) are decided by 95% Student-t
         intervals over the 2 seeds (t = 12.7 with one degree of freedom: the half-width is 9x
-        the seeds' standard deviation of the per-seed difference). @MEASURED@
+        the seeds' standard deviation of the per-seed difference). Measured (the recorded run,
+        results/cpu/fire_pe.json): 645 CPU-s (user 430 + sys 214; 36 min wall beside ~8 other
+        jobs on 2 cores, about 5.5 min on 2 idle ones). Intervals at 4x: FIRE minus the best
+        contender 0.238 [0.162, 0.313] (half-width 0.075 nats; fails the 0.02 margin), minus
+        NoPE -0.701 [-0.725, -0.677] (half-width 0.024; holds), minus RoPE -0.972 [-2.61, 0.66]
+        (half-width 1.63: RoPE's 4x loss moves 0.26 between seeds; inconclusive); at 8x
+        (informational) half-widths 0.046, 0.093 and 0.017.
   study the cpu settings with 3 seeds of every encoding (a workdir holding the cpu run reuses its
         seeds 0 and 1) and the regime trend: Kerple-log, FIRE and FIRE without interpolation
         trained at 128 and 256 with the same tokens per step (batch 16 and 8 windows; 2 seeds),
