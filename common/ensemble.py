@@ -13,7 +13,9 @@ and real-valued weights (importance weights) weight its loss. What makes model m
   starts from row m, e.g. hold-out fine-tuning from trained models; init_fn may then be None, or
   give the other collections);
 - its data: the examples with weights[m, i] > 0, drawn in its own order, or with
-  `shared_order=True` the same batches in the same order for every model (paired comparisons);
+  `shared_order=True` the same batches in the same order for every model (paired comparisons),
+  or with `shared_order=` M group ids the same order within a group and independent orders
+  between groups (a seed's arms paired, the seeds independent replicates);
   `model_arrays` {name: (M, N, ...)} put model m's own row of each example in its batch (its own
   teacher's probabilities);
 - its loss inputs: batch['model'] = {'index': m, 'step': the 0-based step, and model_scalars
@@ -83,7 +85,7 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *,
                    arrays: dict[str, np.ndarray], weights=None,
                    model_arrays: dict[str, np.ndarray] | None = None,
                    model_scalars: dict[str, Any] | None = None, init_params=None,
-                   shared_order: bool = False, num_classes: int | None = None,
+                   shared_order=False, num_classes: int | None = None,
                    label_key: str = 'label', mesh: jax.sharding.Mesh | None = None,
                    tx: optax.GradientTransformation | None = None,
                    identity: dict[str, Any] | None = None,
@@ -198,7 +200,8 @@ def _run_identity(config, inputs: ensemble_inputs.Inputs, plan, identity) -> dic
     data['init_params'] = {jax.tree_util.keystr(p): digest(v) for p, v in
                            jax.tree_util.tree_flatten_with_path(inputs.init_params)[0]}
   if inputs.order.shared:
-    data['shared_order'] = True
+    groups = inputs.order.groups
+    data['shared_order'] = True if (groups == groups[0]).all() else groups.tolist()
   run = train_lib.run_identity(config, data, identity)
   if plan.batched:  # a batched step's rounding depends on the chunk (common.ensemble_step)
     run['ensemble.models_per_dispatch'] = plan.chunk

@@ -223,26 +223,46 @@ def describe_nonfinite(nonfinite: dict[str, np.ndarray], models) -> str:
 # ---------------------------------------------------------------------------------------------
 # Data order: model m's batch k is a pure function of (seed, m, k).
 # ---------------------------------------------------------------------------------------------
+def order_groups(shared, num_models: int) -> np.ndarray:
+  """(M,) group ids from `shared_order`: False (every model its own order), True (one order for
+  all), or a sequence of M group ids (models of one group share an order, groups' orders are
+  independent: e.g. a seed's students paired, the seeds independent replicates)."""
+  if isinstance(shared, (bool, np.bool_)):
+    return np.zeros(num_models, np.int64) if shared else np.arange(num_models)
+  groups = np.asarray(shared)
+  if groups.shape != (num_models,) or not np.issubdtype(groups.dtype, np.integer):
+    raise EnsembleError(f'shared_order must be True, False or {num_models} integer group ids '
+                        f'(one per model); got {shared!r}.')
+  return groups.astype(np.int64)
+
+
 class EnsembleOrder:
   """Each model draws batches of `batch_size` in its own shuffled order of its own examples.
 
-  shared=True: every model draws the same batches in the same order (model 0's order), for
-  paired comparisons; the models must then see the same examples (weights > 0 in the same
-  places; the weights' values may differ).
+  shared: True: every model draws the same batches in the same order (model 0's order), for
+  paired comparisons; M group ids: the models of a group draw their group's first model's order
+  (paired within a group, independent between groups). Models that share an order must see the
+  same examples (weights > 0 in the same places; the weights' values may differ).
   """
 
-  def __init__(self, weights: np.ndarray, batch_size: int, seed: int, shared: bool = False):
+  def __init__(self, weights: np.ndarray, batch_size: int, seed: int, shared=False):
     self.batch_size = int(batch_size)
     self.seed = seed
-    self.shared = bool(shared)
     self.allowed = [np.flatnonzero(row > 0).astype(np.int32) for row in weights]
-    if self.shared:
-      differ = [m for m, a in enumerate(self.allowed) if not np.array_equal(a, self.allowed[0])]
-      if differ:
-        raise EnsembleError(
-            f'shared_order=True needs every model to see the same examples; model {differ[0]} '
-            f'sees {len(self.allowed[differ[0]])} where model 0 sees {len(self.allowed[0])} '
-            f'(models {_first(differ)} differ). Use shared_order=False, or one support for all.')
+    groups = order_groups(shared, len(self.allowed))
+    # Each model draws the order of the first model of its group (itself when unshared).
+    self.leader = np.array([int(np.flatnonzero(groups == g)[0]) for g in groups])
+    self.shared = bool((self.leader != np.arange(len(self.allowed))).any())
+    self.groups = groups
+    differ = [m for m, a in enumerate(self.allowed)
+              if not np.array_equal(a, self.allowed[self.leader[m]])]
+    if differ:
+      m = differ[0]
+      raise EnsembleError(
+          f'shared_order needs the models that share an order to see the same examples; model '
+          f'{m} sees {len(self.allowed[m])} where model {self.leader[m]} (its group\'s first) '
+          f'sees {len(self.allowed[self.leader[m]])} (models {_first(differ)} differ). Use '
+          'shared_order=False, or one support per group.')
     small = [m for m, a in enumerate(self.allowed) if len(a) < self.batch_size]
     if small:
       raise EnsembleError(
@@ -266,9 +286,7 @@ class EnsembleOrder:
 
   def indices(self, k: int) -> np.ndarray:
     """(M, batch_size) example indices of step k (0-based) for every model."""
-    if self.shared:
-      return np.tile(self._batch(0, k), (len(self.allowed), 1))
     out = np.empty((len(self.allowed), self.batch_size), np.int32)
-    for m in range(len(self.allowed)):
-      out[m] = self._batch(m, k)
+    for leader in np.unique(self.leader):
+      out[self.leader == leader] = self._batch(int(leader), k)
     return out

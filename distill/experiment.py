@@ -113,7 +113,8 @@ def run_regime(config, regime_name: str, workdir: str,
   kwargs = dict(model_config=ds.model, arrays=train, num_classes=num_classes, augment=ds.augment)
   # Each run's seed draws its models' initialisations, augmentations and batch order; the
   # students' run uses another than the teachers'. Teachers draw their own batch orders (seeds are
-  # independent replicates); students share one (the roles of a seed are paired).
+  # independent replicates); a seed's students share one order (its roles are paired), and the
+  # seeds' orders are independent (an interval over seeds sees the batch-order noise).
   model, teachers = training.train(
       _loop(config, ds, ds.steps, config.loop.seed), os.path.join(
           workdir, 'models', _data_key(regime), 'teachers'), num_models=seeds,
@@ -129,7 +130,8 @@ def run_regime(config, regime_name: str, workdir: str,
       _loop(config, ds, student_steps, config.loop.seed + 1), os.path.join(
           workdir, 'models', regime_name, 'students'), num_models=num_students, teacher=teacher,
       teacher_index=[s for _ in STUDENT_ROLES for s in range(seeds)], alphas=alphas,
-      switch_steps=switches, tau=config.tau, shared_order=True, **kwargs)
+      switch_steps=switches, tau=config.tau,
+      shared_order=[s for _ in STUDENT_ROLES for s in range(seeds)], **kwargs)
   probs = {}
   for split, arrays in (('train', train), ('test', test)):
     p_teacher = training.probabilities(model, teachers.state, arrays['inputs'])

@@ -13,8 +13,9 @@ batch['model'] (the ensemble's model_scalars): 'step' (0-based), 'alpha' (the on
 distilling), 'switch_step' (one-hot before it: late distillation) and 'teacher' (its teacher's
 index in a stack of teachers, distill.Teacher.from_models). The step is the ensemble's, saved with
 its checkpoints, so a resumed run switches at the same step. With shared_order=True (the default
-here) every model sees the same batches in the same order, so students of one seed in different
-roles are paired; augmentation draws, initialisation and dropout are each model's own. The teacher
+here) every model sees the same batches in the same order; with one group id per model (the
+experiment: a seed's students) the models of a group share an order, so students of one seed in
+different roles are paired while the seeds stay independent replicates; augmentation draws, initialisation and dropout are each model's own. The teacher
 runs inside the step on the student's augmented inputs (a new random shift every step, so its
 outputs cannot be computed ahead as per-example rows).
 """
@@ -194,7 +195,7 @@ def train(loop: ml_collections.ConfigDict, workdir: str, *, model_config, num_mo
           arrays: dict[str, np.ndarray], num_classes: int, teacher: Teacher | None = None,
           teacher_index: Sequence[int] | None = None, alphas: Sequence[float] | None = None,
           switch_steps: Sequence[int] | None = None, tau: float = 1.0, augment=None,
-          shared_order: bool = True, identity: dict[str, Any] | None = None):
+          shared_order=True, identity: dict[str, Any] | None = None):
   """Trains num_models models of common.models.build(model_config) with train_ensemble; returns
   (model, EnsembleResult).
 

@@ -164,9 +164,28 @@ def test_a_shared_order_needs_one_support_and_gives_every_model_the_same_batches
     rows = order.indices(k)
     assert (rows == rows[0]).all() and len(set(rows[0].tolist())) == 8
   weights[2, 5] = 0.0
-  with pytest.raises(ensemble.EnsembleError, match='shared_order=True needs every model to see '
-                     'the same examples; model 2'):
+  with pytest.raises(ensemble.EnsembleError, match='shared_order needs the models that share an '
+                     'order to see the same examples; model 2'):
     ensemble.EnsembleOrder(weights, 8, seed=0, shared=True)
+
+
+def test_order_groups_pair_the_models_of_a_group_and_keep_groups_independent():
+  """A seed's arms share batches (paired); the seeds draw independent orders (replicates)."""
+  weights = np.ones((4, 40), np.float32)
+  grouped = ensemble.EnsembleOrder(weights, 8, seed=0, shared=(0, 0, 1, 1))
+  own = ensemble.EnsembleOrder(weights, 8, seed=0, shared=False)
+  for k in (0, 5, 11):
+    rows = grouped.indices(k)
+    assert (rows[0] == rows[1]).all() and (rows[2] == rows[3]).all()
+    assert not (rows[0] == rows[2]).all()
+    # each group draws its first model's own order: the same as without sharing
+    np.testing.assert_array_equal(rows[[0, 2]], own.indices(k)[[0, 2]])
+  weights[3, 5] = 0.0   # a group whose models see different examples
+  with pytest.raises(ensemble.EnsembleError,
+                     match=r'model 3 sees 39 where model 2 \(its group.s first\)'):
+    ensemble.EnsembleOrder(weights, 8, seed=0, shared=(0, 0, 1, 1))
+  with pytest.raises(ensemble.EnsembleError, match='4 integer group ids'):
+    ensemble.EnsembleOrder(np.ones((4, 40)), 8, seed=0, shared=(0, 1))
 
 
 # ---------------------------------------------------------------------------------------------
