@@ -37,6 +37,8 @@ from common.data import text_tasks
 from common.models import decoding
 from common.models import positions
 from common.models import transformer
+from pause import claims
+from pause import diagnosis
 from pause import pausing
 from pause import tasks
 
@@ -46,6 +48,7 @@ CLAIM = ('Training with <pause> tokens both in pretraining and in fine-tuning (P
          'without pauses (M_inf = 0) falls sharply, and a few pauses recover most of it.')
 EOS = 1
 NUM_SPECIAL_TOKENS = 1   # the <pause> (pausing.PAUSE_ID); the batches' ids are checked against it
+DIAGNOSIS_ARMS = ('mean_init', 'frozen')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,8 @@ class FinetuneSetting:
   name: str
   pretrained: str            # 'standard' | 'pause'
   delay: pausing.Delay
+  pause_init: str = 'trained'   # 'trained' (as pretrained) | 'mean_bytes' (the diagnosis arm)
+  freeze_pause: bool = False    # the pause embedding kept where it starts (the diagnosis arm)
 
 
 def settings(config) -> list[FinetuneSetting]:
@@ -69,6 +74,14 @@ def settings(config) -> list[FinetuneSetting]:
   if 'filler' in config.ablations:
     out.append(FinetuneSetting('StdPT_FillerFT', 'standard',
                                pausing.Delay(m, token=pausing.FILLER_ID)))
+  # The diagnosis arms (issue 31): StdPT_PauseFT with the never-trained pause embedding set to
+  # the mean of the trained byte embeddings, or frozen at its initial draw.
+  if 'mean_init' in config.diagnosis_arms:
+    out.append(FinetuneSetting('StdPT_PauseFT_meaninit', 'standard', pausing.Delay(m),
+                               pause_init='mean_bytes'))
+  if 'frozen' in config.diagnosis_arms:
+    out.append(FinetuneSetting('StdPT_PauseFT_frozen', 'standard', pausing.Delay(m),
+                               freeze_pause=True))
   return out
 
 
@@ -173,6 +186,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if not names:
     raise config_lib.ConfigError('tasks=(): name at least one task.')
   _names('ablations', config.ablations, ('prepend', 'filler'))
+  _names('diagnosis_arms', config.diagnosis_arms, DIAGNOSIS_ARMS)
+  _whole('diagnosis_prompts', config.diagnosis_prompts, 1)
   train_examples = _whole('train_examples_per_task', config.train_examples_per_task, 1)
   _whole('test_examples_per_task', config.test_examples_per_task, 1)
   if config.finetune.batch_size > train_examples * len(names):
@@ -204,11 +219,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
           f'minf_grid={tuple(config.minf_grid)}: task {name!r} prompts of {prompt} tokens + '
           f'{max(minf)} pauses exceed finetune_length={width} (the decoder\'s prompt width).')
   # The checks' thresholds.
-  claim = config.claim
-  _real('claim.beats_margin', claim.beats_margin, 0.0)
-  _real('claim.about_margin', claim.about_margin, 0.0)
-  _real('claim.minf0_drop', claim.minf0_drop, 0.0)
-  _real('claim.recover_share', claim.recover_share, 0.0, 1.0)
+  checks = config.checks
+  _real('checks.beats_margin', checks.beats_margin, 0.0)
+  _real('checks.about_margin', checks.about_margin, 0.0)
+  _real('checks.minf0_drop', checks.minf0_drop, 0.0)
+  _real('checks.recover_share', checks.recover_share, 0.0, 1.0)
+  _real('checks.floor', checks.floor, 0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,18 +280,25 @@ def task_data(config, split: str) -> dict[str, list[tuple[np.ndarray, np.ndarray
           for name in config.tasks}
 
 
-def finetune(config, setting: FinetuneSetting, params, train_data, workdir: str):
+def finetune(config, setting: FinetuneSetting, params, train_data, workdir: str,
+             byte_ids: np.ndarray | None = None):
   model = make_model(config)
+  if setting.pause_init == 'mean_bytes':
+    params = diagnosis.mean_byte_init(params, byte_ids)
   pairs = [pair for name in config.tasks for pair in train_data[name]]
   batch = pausing.finetune_batch([p for p, _ in pairs], [t for _, t in pairs], setting.delay,
                                  config.finetune_length, eos_id=EOS,
                                  num_special_tokens=NUM_SPECIAL_TOKENS)
   variables = {'params': params}
   identity = {'setting': setting.name, 'delay': dataclasses.asdict(setting.delay),
-              'model': config.model.to_dict()}
+              'model': config.model.to_dict(), 'pause_init': setting.pause_init,
+              'freeze_pause': setting.freeze_pause}
+  loss_fn = lm.make_loss_fn(model, per_example=True)
+  if setting.freeze_pause:
+    loss_fn = diagnosis.freeze_pause(loss_fn)
   return ensemble.train_ensemble(
-      config.finetune, workdir, init_fn=lambda rng: variables,
-      loss_fn=lm.make_loss_fn(model, per_example=True), arrays=batch, identity=identity)
+      config.finetune, workdir, init_fn=lambda rng: variables, loss_fn=loss_fn, arrays=batch,
+      identity=identity)
 
 
 def exact_match(config, model, params, test_pairs, num_pauses: int, position: str = 'append',
@@ -312,42 +335,6 @@ def _mean(xs):
   return round(float(np.mean(xs)), 4)
 
 
-def check_claims(config, table: dict[str, dict[str, list[float]]],
-                 minf: dict[int, dict[str, list[float]]]) -> list[dict[str, Any]]:
-  """The checks stated before the run (config.claim), each {name, value, threshold, holds}."""
-  c, names = config.claim, list(config.tasks)
-  mean_em = lambda setting, task: float(np.mean(table[setting][task]))
-  base = {t: mean_em('StdPT_StdFT', t) for t in names}
-  checks = []
-  wins = sum(mean_em('PausePT_PauseFT', t) > base[t] + c.beats_margin for t in names)
-  checks.append({'name': 'PausePT_PauseFT beats StdPT_StdFT on most tasks',
-                 'value': f'{wins} of {len(names)}', 'threshold': f'> {len(names) / 2:g}',
-                 'holds': wins > len(names) / 2})
-  diff = float(np.mean([mean_em('StdPT_PauseFT', t) - base[t] for t in names]))
-  checks.append({'name': 'StdPT_PauseFT is about the baseline (mean EM difference)',
-                 'value': round(diff, 4), 'threshold': f'|x| <= {c.about_margin}',
-                 'holds': abs(diff) <= c.about_margin})
-  if 'StdPT_FillerFT' in table:
-    gain = float(np.mean([mean_em('StdPT_FillerFT', t) - base[t] for t in names]))
-    checks.append({'name': 'filler tokens give no gain (mean EM difference to the baseline)',
-                   'value': round(gain, 4), 'threshold': f'<= {c.about_margin}',
-                   'holds': gain <= c.about_margin})
-  full = config.num_pauses
-  if 0 in minf and full in minf:
-    at = lambda m: float(np.mean([np.mean(minf[m][t]) for t in names]))
-    drop = at(full) - at(0)
-    checks.append({'name': f'M_inf = 0 falls sharply below M_inf = {full} on PausePT_PauseFT',
-                   'value': round(drop, 4), 'threshold': f'>= {c.minf0_drop}',
-                   'holds': drop >= c.minf0_drop})
-    few = min((m for m in minf if 0 < m < full), default=None)
-    if few is not None:
-      share = (at(few) - at(0)) / drop if drop > 0 else float('nan')
-      checks.append({'name': f'M_inf = {few} recovers most of the drop (share recovered)',
-                     'value': round(share, 4), 'threshold': f'>= {c.recover_share}',
-                     'holds': bool(drop > 0 and share >= c.recover_share)})
-  return checks
-
-
 def _plot(config, table, minf, path):
   plt = report.pyplot()
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -372,6 +359,26 @@ def _plot(config, table, minf, path):
   return report.save_figure(fig, path, dpi=90)
 
 
+DIAGNOSED = ('StdPT_PauseFT', 'StdPT_PauseFT_meaninit', 'StdPT_PauseFT_frozen',
+             'PausePT_PauseFT')
+
+
+def _evaluate(config, model, setting, stacked, test_data, table, minf):
+  """Exact match of every seed of one setting (and the M_inf grid on PausePT_PauseFT)."""
+  table[setting.name] = {t: [] for t in config.tasks}
+  d = setting.delay
+  for m in range(config.seeds):
+    params = jax.tree.map(lambda x, m=m: x[m], stacked)
+    for task in config.tasks:
+      table[setting.name][task].append(exact_match(
+          config, model, params, test_data[task], d.num_pauses, d.position, d.token))
+      if setting.name == 'PausePT_PauseFT':
+        for m_inf in config.minf_grid:
+          em = (table[setting.name][task][-1] if m_inf == d.num_pauses else
+                exact_match(config, model, params, test_data[task], m_inf))
+          minf.setdefault(m_inf, {t: [] for t in config.tasks})[task].append(em)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """The experiment. The fine-tuning settings compile the same programs: the process's
   compilation cache (common.app's) compiles each once."""
@@ -379,38 +386,37 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = time.time()
   os.makedirs(workdir, exist_ok=True)
   rows = pretrain_rows(config)
+  byte_ids = diagnosis.seen_ids(rows, loader.BYTE_VOCAB_SIZE)
   pretrained, losses = {}, {}
   for kind in ('standard', 'pause'):
     result = pretrain(config, kind, rows, os.path.join(workdir, 'pretrain', kind))
-    pretrained[kind] = result.state.params
+    pretrained[kind] = jax.device_get(result.state.params)
     losses[kind] = round(float([r for r in result.history if 'loss' in r][-1]['loss']), 4)
   train_data, test_data = task_data(config, 'train'), task_data(config, 'test')
   model = make_model(config)
+  prompts = diagnosis.prompts(config, test_data)
+  measure = lambda params: diagnosis.measure(model, params, prompts, config.num_pauses,
+                                             config.finetune_length, byte_ids)
+  measures = {'StdPT before fine-tuning': [measure(pretrained['standard'])],
+              'PausePT before fine-tuning': [measure(pretrained['pause'])]}
   table: dict[str, dict[str, list[float]]] = {}
   minf: dict[int, dict[str, list[float]]] = {}
   for setting in settings(config):
     result = finetune(config, setting, pretrained[setting.pretrained], train_data,
-                      os.path.join(workdir, 'finetune', setting.name))
-    table[setting.name] = {t: [] for t in config.tasks}
+                      os.path.join(workdir, 'finetune', setting.name), byte_ids)
     stacked = jax.device_get(result.state.params)   # host arrays: no program per slice
-    for m in range(config.seeds):
-      params = jax.tree.map(lambda x, m=m: x[m], stacked)
-      for task in config.tasks:
-        d = setting.delay
-        table[setting.name][task].append(exact_match(
-            config, model, params, test_data[task], d.num_pauses, d.position, d.token))
-        if setting.name == 'PausePT_PauseFT':
-          for m_inf in config.minf_grid:
-            em = (table[setting.name][task][-1] if m_inf == d.num_pauses else
-                  exact_match(config, model, params, test_data[task], m_inf))
-            minf.setdefault(m_inf, {t: [] for t in config.tasks})[task].append(em)
+    _evaluate(config, model, setting, stacked, test_data, table, minf)
+    if setting.name in DIAGNOSED:
+      measures[setting.name] = [measure(jax.tree.map(lambda x, m=m: x[m], stacked))
+                                for m in range(config.seeds)]
     logging.info('%s: %s', setting.name, {t: _mean(v) for t, v in table[setting.name].items()})
   if config.num_pauses not in minf and 'PausePT_PauseFT' in table:
     minf[config.num_pauses] = table['PausePT_PauseFT']
-  checks = check_claims(config, table, minf)
+  checks = claims.check_claims(config, table, minf)
   figures = []
   if jax.process_index() == 0:
     figures.append(_plot(config, table, minf, os.path.join(workdir, 'exact_match.png')))
+  diagnosis_numbers, diagnosis_table = diagnosis.summary_table(config, table, measures)
   numbers = {
       'exact_match': {s: {t: {'mean': _mean(v), 'seeds': [round(x, 4) for x in v]}
                           for t, v in row.items()} for s, row in table.items()},
@@ -418,8 +424,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                       for s, row in table.items()},
       'minf_on_PausePT_PauseFT': {str(m): {t: _mean(v) for t, v in row.items()}
                                   for m, row in sorted(minf.items())},
+      'minf_on_PausePT_PauseFT_seeds': {
+          str(m): [round(float(x), 4) for x in claims.per_seed(row, config.tasks)]
+          for m, row in sorted(minf.items())},
+      'diagnosis': diagnosis_numbers,
       'pretrain_final_loss': losses,
-      'checks': checks,
       'seconds': round(time.time() - start, 1),
   }
   m = config.model
@@ -431,14 +440,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
            f' pauses per row ({config.pause_positions}). Fine-tuned on the mixture of '
            f'{list(config.tasks)} ({config.train_examples_per_task} examples each, '
            f'{config.finetune.total_steps} steps), M_ft = {config.num_pauses}, {config.seeds} '
-           f'seeds (fine-tuning data order; one pretraining per model). Exact match of greedy '
-           f'KV-cache decoding on {config.test_examples_per_task} test prompts per task.')
+           f'seeds (fine-tuning data order, the same in every setting: the checks pair them; one '
+           f'pretraining per model). Exact match of greedy KV-cache decoding on '
+           f'{config.test_examples_per_task} test prompts per task. Checks: 95% Student-t '
+           f'intervals over seeds of per-seed differences (mean over tasks); a difference '
+           f'between two arms both below {config.checks.floor:g} is inconclusive.')
   tables = [report.table(
       f'Exact match (greedy decoding; means over {config.seeds} seeds)',
       ['setting'] + list(config.tasks) + ['mean'],
       [[s] + [_mean(row[t]) for t in config.tasks] +
-       [numbers['exact_match_mean_over_tasks'][s]] for s, row in table.items()])]
+       [numbers['exact_match_mean_over_tasks'][s]] for s, row in table.items()]),
+      diagnosis_table]
   return report.make_summary(
       name='pause', title='Pause tokens: think before you speak', claim=CLAIM, numbers=numbers,
-      checks=[report.check(c['name'], c['value'], c['threshold'], c['holds']) for c in checks],
-      tables=tables, workdir=workdir, figures=figures, notes=notes, config=config)
+      checks=checks, tables=tables, workdir=workdir, figures=figures, notes=notes,
+      config=config)

@@ -52,18 +52,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mft_grid = ()                  # extra M_ft values for PausePT (the ablation)
   config.minf_grid = (0, 2, 4, 8)       # M_inf on the PausePT_PauseFT models
   config.ablations = ('filler',)
+  # The diagnosis (issue 31): StdPT_PauseFT with the pause embedding set to the mean of the
+  # trained byte embeddings ('mean_init') or frozen at its initial draw ('frozen'); the pause
+  # embedding's norm, attention and residual measured on diagnosis_prompts test prompts.
+  config.diagnosis_arms = ('mean_init', 'frozen')
+  config.diagnosis_prompts = 96
   config.seeds = 3
   config.finetune = loop.get_config(
       batch_size=32, total_steps=500, log_every_steps=100, checkpoint_every_steps=500,
       optimizer=loop.optimizer(learning_rate=3e-3, warmup_steps=20, grad_clip_norm=1.0))
   config.finetune.ensemble = loop.ensemble(num_models=3)
   config.eval_batch_size = 256
-  # The checks, stated before the run (pause/experiment.py: check_claims).
-  config.claim = ml_collections.ConfigDict({
-      'beats_margin': 0.0,       # PausePT_PauseFT above StdPT_StdFT by more than this on a task
-      'about_margin': 0.03,      # |StdPT_PauseFT - baseline| and filler - baseline, mean over tasks
-      'minf0_drop': 0.1,         # M_inf = 0 at least this far below M_inf = M_ft (mean)
+  # The checks, stated before the run (pause/claims.py): each on the per-seed paired difference
+  # of exact match (mean over tasks), decided by its 95% Student-t interval over seeds.
+  config.checks = ml_collections.ConfigDict({
+      'beats_margin': 0.0,       # PausePT_PauseFT minus StdPT_StdFT above this
+      'about_margin': 0.03,      # StdPT_PauseFT minus baseline in +-this; filler minus it <= this
+      'minf0_drop': 0.1,         # M_inf = M_ft minus M_inf = 0 at least this
       'recover_share': 0.5,      # the smallest M_inf > 0 recovers at least this share of the drop
+      'floor': 0.05,             # both arms' exact match below this: the check is inconclusive
   })
 
   if variant == 'cpu':
@@ -88,6 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_pauses = 4
     config.minf_grid = (0, 2)
     config.ablations = ('filler',)
+    config.diagnosis_prompts = 6
     config.seeds = 2
     config.finetune.total_steps = 4
     config.finetune.batch_size = 8

@@ -60,8 +60,10 @@ def test_every_variant_passes_check_config(variant):
     ('algorithmic_fraction', 1.5, r'algorithmic_fraction=1.5'),
     ('eval_batch_size', 0, 'eval_batch_size=0'),
     ('test_examples_per_task', 0, 'test_examples_per_task=0'),
-    ('claim.recover_share', 1.5, r'claim\.recover_share=1.5'),
-    ('claim.about_margin', float('nan'), r'claim\.about_margin=nan'),
+    ('checks.recover_share', 1.5, r'checks\.recover_share=1.5'),
+    ('checks.floor', -0.1, r'checks\.floor=-0.1'),
+    ('diagnosis_arms', ('frozn',), r"diagnosis_arms: unknown 'frozn'"),
+    ('checks.about_margin', float('nan'), r'checks\.about_margin=nan'),
 ])
 def test_bad_config_fails_before_compute_naming_the_field(tmp_path, field, value, match):
   config = _tiny(**{field: value})
