@@ -143,7 +143,8 @@ def _interval(values: np.ndarray) -> np.ndarray:
 
 # Per-round logs of IWeS runs kept per seed (the diagnosis reads intervals off them).
 LOG_KEYS = ('acceptance_rate', 'p_mean_available', 'agreement', 'capped_fraction',
-            'batch_ess_fraction', 'set_ess_fraction', 'loss_variance_factor', 'weight_mean',
+            'batch_ess_fraction', 'set_ess_fraction', 'loss_variance_factor',
+            'loss_weighted_ratio', 'weight_mean',
             'weight_p50', 'weight_p90', 'weight_max')
 
 
@@ -265,15 +266,16 @@ def caps_table(config, numbers) -> dict[str, Any]:
                    else '', _cell(_per_seed(r, m, points)), minus,
                    'yes' if m == chosen else ''])
   return report.table(
-      f'IWeS-dis at every weight cap (accuracy over the last {points} budgets, mean [95% '
-      f'interval] over {config.seeds} seeds; the cap chosen on validation is "IWeS")',
+      f'Diagnosis: IWeS-dis at every weight cap (accuracy over the last {points} budgets, mean '
+      f'[95% interval] over {config.seeds} seeds; the cap chosen on validation is "IWeS")',
       ['dataset', 'method', 'cap', 'validation accuracy', 'test accuracy',
        'minus no weights (test)', 'chosen'], rows)
 
 
 DIAGNOSIS_COLUMNS = ['dataset', 'method', 'round', 'labels', 'f-g agreement', 'mean p',
                      'acceptance rate', 'capped share', 'batch ESS / k', 'set ESS / n',
-                     'loss variance factor', 'minus no weights (test acc.)']
+                     'loss variance factor', 'weighted / plain loss',
+                     'minus no weights (test acc.)']
 
 
 def diagnosis_table(config, numbers) -> dict[str, Any]:
@@ -300,14 +302,17 @@ def diagnosis_table(config, numbers) -> dict[str, Any]:
         rows.append([name, m, k if k < len(labels) - 1 else 'final', n, col('agreement'),
                      col('p_mean_available'), col('acceptance_rate'), col('capped_fraction'),
                      col('batch_ess_fraction'), _cell(ess[:, k]), col('loss_variance_factor'),
+                     col('loss_weighted_ratio'),
                      _cell(acc[:, k] - noweight[:, k]) if noweight is not None else ''])
   return report.table(
-      'Diagnosis: do the importance weights help? Per round, mean [95% interval] over '
-      f'{config.seeds} seeds', DIAGNOSIS_COLUMNS, rows,
+      'Diagnosis: what the importance weights do, per round (mean [95% interval] over '
+      f'{config.seeds} seeds)', DIAGNOSIS_COLUMNS, rows,
       note='set ESS / n = (sum w)^2 / (n sum w^2) of the weighted set a round trains on; loss '
            'variance factor = variance of its weighted mean loss / that of the plain mean (the '
-           'noise the weights add to the loss, f\'s losses on the set); f-g agreement, mean p, '
-           'acceptance, capped share and batch ESS describe the batch picked after the round.')
+           'noise the weights add to the loss, from f\'s losses on the set); weighted / plain '
+           'loss = its weighted mean loss / the plain mean (below 1: the large weights sit on '
+           'examples f already fits); f-g agreement (same argmax on the pool), mean p, '
+           'acceptance, capped share and batch ESS / k describe the batch picked after the round.')
 
 
 def results_table(config, numbers) -> dict[str, Any]:

@@ -147,12 +147,17 @@ def _outputs(logits, labels) -> tuple[np.ndarray, np.ndarray]:
 
 def loss_diagnosis(weights, losses) -> dict[str, float]:
   """What a weighted set does to the loss a round's models minimise: the effective sample size
-  as a fraction of the set, and the variance factor of the weighted mean loss (sampling.py)."""
+  as a fraction of the set, the variance factor of the weighted mean loss (sampling.py), and
+  the weighted mean loss over the plain mean (below 1 when the large weights sit on examples
+  with small losses)."""
   n = len(weights)
   return {'set_ess_fraction': sampling.effective_sample_size(weights) / n,
           'loss_variance_factor': sampling.loss_variance_factor(weights, losses),
           'loss_weighted': float(np.sum(np.multiply(weights, losses)) / np.sum(weights)),
-          'loss_unweighted': float(np.mean(losses))}
+          'loss_unweighted': float(np.mean(losses)),
+          # below 1: the weights move the loss onto examples the model already fits
+          'loss_weighted_ratio': float(np.sum(np.multiply(weights, losses)) / np.sum(weights)
+                                       / max(float(np.mean(losses)), 1e-12))}
 
 
 def _models(state: ensemble.EnsembleState, ids: Sequence[int]) -> ensemble.EnsembleState:

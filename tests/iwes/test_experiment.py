@@ -41,9 +41,11 @@ def test_tiny_config_runs_end_to_end(tmp_path):
   assert 'numbers' in summary and 'checks' not in numbers
   titles = [t['title'] for t in summary['tables']]
   assert len(summary['tables'][0]['rows']) == len(config.method_names)
-  caps = next(t for t in summary['tables'] if t['title'].startswith('IWeS-dis at every weight cap'))
+  caps = next(t for t in summary['tables']
+              if t['title'].startswith('Diagnosis: IWeS-dis at every weight cap'))
   assert [r[1] for r in caps['rows']] == ['iwes_dis_w5', 'iwes_dis_w20', 'iwes_dis_noweight']
-  diagnosis = next(t for t in summary['tables'] if t['title'].startswith('Diagnosis: '))
+  diagnosis = next(t for t in summary['tables']
+                   if t['title'].startswith('Diagnosis: what the importance weights do'))
   assert len(diagnosis['rows']) >= 3 and 'set ESS / n' in diagnosis['columns'], titles
   chosen = numbers['digits']['iwes']
   assert chosen == experiment.best_on_validation(numbers['digits']['methods'],

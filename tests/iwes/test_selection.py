@@ -174,3 +174,7 @@ def test_the_loss_diagnosis_of_an_unweighted_set_is_neutral():
   out = selection.loss_diagnosis(np.ones(4), np.array([0.1, 0.5, 1.0, 2.0]))
   assert out['set_ess_fraction'] == 1.0 and out['loss_variance_factor'] == pytest.approx(1.0)
   assert out['loss_weighted'] == pytest.approx(out['loss_unweighted'])
+  assert out['loss_weighted_ratio'] == pytest.approx(1.0)
+  # large weights on the small losses: the weighted loss falls below the plain mean
+  out = selection.loss_diagnosis(np.array([20.0, 20.0, 1.0, 1.0]), np.array([0.1, 0.1, 2.0, 2.0]))
+  assert out['loss_weighted_ratio'] < 0.5 and out['set_ess_fraction'] < 0.6
