@@ -59,9 +59,11 @@ def freeze_pause(loss_fn):
   return frozen
 
 
-def embedding_norm_ratio(params, ids: np.ndarray) -> float:
-  embed = np.asarray(params['embed']['embedding'])[ids]
-  pause = np.asarray(params[SPECIAL])[0]
+def embedding_norm_ratio(params, ids: np.ndarray, token: int = pausing.PAUSE_ID) -> float:
+  """||e_token|| / mean ||e_b|| over `ids` (the pause's own embedding, or an ordinary token's)."""
+  table = np.asarray(params['embed']['embedding'])
+  embed = table[ids]
+  pause = np.asarray(params[SPECIAL])[0] if token >= len(table) else table[token]
   return float(np.linalg.norm(pause) / np.mean(np.linalg.norm(embed, axis=-1)))
 
 
@@ -91,14 +93,16 @@ def _internals(model: transformer.TransformerLM, params, tokens):
   return qs, ks, found['block']
 
 
-def pause_internals(model, params, prefixes, num_pauses: int, width: int) -> dict[str, float]:
-  """The attention and residual measures on `prefixes` + `num_pauses` pauses (module docstring)."""
+def pause_internals(model, params, prefixes, num_pauses: int, width: int,
+                    token: int = pausing.PAUSE_ID) -> dict[str, float]:
+  """The attention and residual measures on `prefixes` + `num_pauses` delay tokens (`token`:
+  the pause, or the '.' filler) (module docstring)."""
   if num_pauses < 1:
     raise ValueError(f'num_pauses={num_pauses}: the measures need at least one pause.')
   rows = np.zeros((len(prefixes), width), np.int32)       # right padding: causal, never read
   lengths = np.zeros(len(prefixes), np.int64)
   for i, prefix in enumerate(prefixes):
-    prompt = pausing.Delay(num_pauses).apply(prefix)
+    prompt = pausing.Delay(num_pauses, token=token).apply(prefix)
     rows[i, :len(prompt)], lengths[i] = prompt, len(prompt)
   qs, ks, blocks = jax.device_get(_internals(model, params, jnp.asarray(rows)))
   attention, residual, uniform = [], [], []
@@ -119,9 +123,10 @@ def pause_internals(model, params, prefixes, num_pauses: int, width: int) -> dic
           'residual_norm_ratio': float(np.mean(residual))}
 
 
-def measure(model, params, prefixes, num_pauses: int, width: int, ids) -> dict[str, Any]:
-  return {'embedding_norm_ratio': embedding_norm_ratio(params, ids),
-          **pause_internals(model, params, prefixes, num_pauses, width)}
+def measure(model, params, prefixes, num_pauses: int, width: int, ids,
+            token: int = pausing.PAUSE_ID) -> dict[str, Any]:
+  return {'embedding_norm_ratio': embedding_norm_ratio(params, ids, token),
+          **pause_internals(model, params, prefixes, num_pauses, width, token)}
 
 
 def prompts(config, test_data) -> list[np.ndarray]:
@@ -165,10 +170,10 @@ def summary_table(config, table, measures) -> tuple[dict[str, Any], Any]:
     row += [cell(entry[k]) for k in keys]
     rows.append(row)
     numbers[arm] = entry
-  title = (f'Diagnosis: the <pause> embedding (M = {config.num_pauses} pauses after '
-           f'{config.diagnosis_prompts} test prompts; mean [95% interval over '
-           f'{config.seeds} seeds])')
+  title = (f'Diagnosis: the <pause> embedding (M = {config.num_pauses} delay tokens, <pause> or '
+           f"the filler's '.', after {config.diagnosis_prompts} test prompts; mean [95% interval "
+           f'over {config.seeds} seeds])')
   return numbers, report.table(
       title, ['arm', 'EM minus StdPT_StdFT', 'EM minus StdPT_PauseFT',
-              '|e_pause| / mean |e_byte|', 'attention on pauses (answer position)',
-              'uniform share', 'residual norm at pauses / at prompt'], rows)
+              '|e_delay| / mean |e_byte|', 'attention on the delay (answer position)',
+              'uniform share', 'residual norm at the delay / at the prompt'], rows)

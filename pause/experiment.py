@@ -360,7 +360,7 @@ def _plot(config, table, minf, path):
 
 
 DIAGNOSED = ('StdPT_PauseFT', 'StdPT_PauseFT_meaninit', 'StdPT_PauseFT_frozen',
-             'PausePT_PauseFT')
+             'PausePT_PauseFT', 'StdPT_FillerFT')
 
 
 def _evaluate(config, model, setting, stacked, test_data, table, minf):
@@ -395,10 +395,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   train_data, test_data = task_data(config, 'train'), task_data(config, 'test')
   model = make_model(config)
   prompts = diagnosis.prompts(config, test_data)
-  measure = lambda params: diagnosis.measure(model, params, prompts, config.num_pauses,
-                                             config.finetune_length, byte_ids)
+  measure = lambda params, token=pausing.PAUSE_ID: diagnosis.measure(
+      model, params, prompts, config.num_pauses, config.finetune_length, byte_ids, token)
   measures = {'StdPT before fine-tuning': [measure(pretrained['standard'])],
               'PausePT before fine-tuning': [measure(pretrained['pause'])]}
+  if 'filler' in config.ablations:
+    measures["StdPT before fine-tuning, '.' filler"] = [
+        measure(pretrained['standard'], pausing.FILLER_ID)]
   table: dict[str, dict[str, list[float]]] = {}
   minf: dict[int, dict[str, list[float]]] = {}
   for setting in settings(config):
@@ -407,8 +410,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     stacked = jax.device_get(result.state.params)   # host arrays: no program per slice
     _evaluate(config, model, setting, stacked, test_data, table, minf)
     if setting.name in DIAGNOSED:
-      measures[setting.name] = [measure(jax.tree.map(lambda x, m=m: x[m], stacked))
-                                for m in range(config.seeds)]
+      measures[setting.name] = [measure(jax.tree.map(lambda x, m=m: x[m], stacked),
+                                        setting.delay.token) for m in range(config.seeds)]
     logging.info('%s: %s', setting.name, {t: _mean(v) for t, v in table[setting.name].items()})
   if config.num_pauses not in minf and 'PausePT_PauseFT' in table:
     minf[config.num_pauses] = table['PausePT_PauseFT']
