@@ -23,6 +23,23 @@ from configs.common import loop
 VARIANTS = ('cpu', 'mnist1d', 'cifar10', 'imagenet')  # get_config args (tests build each)
 
 
+def rehearsal(dataset: str, input_shape, num_classes: int, overrides=(),
+              mock_examples: int = 32) -> ml_collections.ConfigDict:
+  """The rehearsal section of an accelerator variant (common.rehearsal): batch 16, 4 steps
+  (the first run stops at 2, the second resumes), one evaluation of 16-example batches; the
+  real model, mesh and input path."""
+  return ml_collections.ConfigDict({
+      'dataset': dataset, 'mock_examples': mock_examples,
+      'overrides': (('batch_size', 16), ('total_epochs', None), ('total_steps', 4),
+                    ('optimizer.warmup_steps', 1), ('log_every_steps', 1),
+                    ('eval_every_steps', 4), ('checkpoint_every_steps', 2),
+                    ('eval_batch_size', 16)) + tuple(overrides),
+      'first_run': (('total_steps', 2),),
+      'memory': {'step': 'classifier', 'loop': '', 'model': 'model',
+                 'input_shape': input_shape, 'num_classes': num_classes},
+  })
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or 'cpu'
   # The loop's fields (seed, batch_size, total_steps, optimizer, cadence, mesh, ...), then the
@@ -79,6 +96,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1000
     config.sharding = 'fsdp'
     config.expected_accuracy = 0.93
+    config.rehearsal = rehearsal(
+        'cifar10', (32, 32, 3), 10, overrides=(('eval_splits', (('test', 'test'),)),))
   elif variant == 'imagenet':
     config.dataset = 'imagenet2012'
     config.input = 'stream'
@@ -98,6 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 2000
     config.sharding = 'fsdp'
     config.expected_accuracy = 0.69
+    config.rehearsal = rehearsal('imagenet2012', (224, 224, 3), 1000)
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()  # a misspelt field is an error (with the closest name), not a new field
