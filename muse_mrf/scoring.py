@@ -127,6 +127,14 @@ def effects(config, rows, floor_fd: float) -> dict[str, dict[str, Any]]:
     d = fd[den] - floor_fd
     if np.all(d > 0):
       out[key] = (fd[num] - floor_fd) / d
+  # The other T with both a plain and an MRF sampler: the gap there and what the MRF does to it.
+  for t in sorted(set(config.sampling.mrf_steps) - {c.fast_steps}):
+    p, m = f'maskgit_T{t}', f'mrf_T{t}'
+    if p in rows and m in rows:
+      fp, fm = _per_seed(rows, p, 'fd'), _per_seed(rows, m, 'fd')
+      ap, am = _per_seed(rows, p, 'accuracy'), _per_seed(rows, m, 'accuracy')
+      out.update({f'fd_gap_T{t}': fp - fd[ref], f'acc_gap_T{t}': acc[ref] - ap,
+                  f'mrf_minus_plain_fd_T{t}': fm - fp, f'mrf_minus_plain_acc_T{t}': am - ap})
   if unary in fd:
     out['pairwise_fd'] = fd[mrf] - fd[unary]
     out['pairwise_acc'] = acc[mrf] - acc[unary]
@@ -142,12 +150,16 @@ def make_checks(config, rows, floor_fd: float) -> list[dict[str, Any]]:
   c = config.checks
   r, f = c.reference_steps, c.fast_steps
   e = effects(config, rows, floor_fd)
+  ratio_parts = {'mrf_vs_ref_excess': 'excess_ref', 'mrf_vs_plain_excess': 'excess_plain'}
 
   def row(name, key, compare, threshold, inconclusive='', note='', informational=False):
-    if key not in e:
-      return report.check(name, float('nan'), compare=compare, threshold=threshold,
-                          evidence='interval', note=note, informational=informational,
-                          inconclusive=inconclusive or 'a denominator at or below the FD floor')
+    if key not in e:   # a ratio whose denominator is at or below the floor in some seed
+      den = ratio_parts[key]
+      return report.check(
+          name, float('nan'), compare=compare, threshold=threshold, evidence='interval',
+          note=note, informational=informational, inconclusive=inconclusive or (
+              f'the denominator ({den}: {e[den]["mean"]:.4f} {_fmt_interval(e[den])}) is at or '
+              'below the FD floor in some seed: no excess to divide by'))
     st = e[key]
     return report.check(name, st['mean'], compare=compare, threshold=threshold,
                         interval=(st['low'], st['high']), inconclusive=inconclusive, note=note,
@@ -217,6 +229,16 @@ def diagnosis_table(config, rows, floor_fd: float, grid, codebook_size: int) -> 
       ('pairwise_acc', f'class accuracy: MRF T={f} minus its pairwise term zeroed',
        'the pairwise term raises accuracy', 'the pairwise term lowers accuracy'),
   ]
+  for t in sorted(set(config.sampling.mrf_steps) - {f}):
+    lines += [
+        (f'fd_gap_T{t}', f'FD: plain T={t} minus plain T={r}', f'T={t} loses quality',
+         f'T={t} better'),
+        (f'acc_gap_T{t}', f'class accuracy: plain T={r} minus plain T={t}',
+         f'T={t} loses accuracy', f'T={t} more accurate'),
+        (f'mrf_minus_plain_fd_T{t}', f'FD: MRF T={t} minus plain T={t}', 'the MRF raises FD',
+         'the MRF lowers FD'),
+        (f'mrf_minus_plain_acc_T{t}', f'class accuracy: MRF T={t} minus plain T={t}',
+         'the MRF raises accuracy', 'the MRF lowers accuracy')]
   table_rows = [[label, round(e[k]['mean'], 4), _fmt_interval(e[k]), _reads(e[k], up, down)]
                 for k, label, up, down in lines if k in e]
   n = e['fd_gap']['n']

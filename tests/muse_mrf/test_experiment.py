@@ -187,6 +187,10 @@ def test_checks_against_plain_few_steps_are_inconclusive_without_a_few_step_gap(
   assert state == 'inconclusive' and reason.startswith('no few-step gap: plain T=4 FD')
   state, reason = states['MRF T=4 class accuracy minus plain T=4']
   assert state == 'inconclusive' and 'no few-step gap' in reason
+  below = {**fd, 'maskgit_T4': 1.3, 'maskgit_T8': 0.99}   # T=8 below the floor: no excess
+  states = _states(scoring.make_checks(config, _rows(below, acc), floor_fd=1.0))
+  state, reason = states['MRF T=4 FD above the floor / plain T=8\'s']
+  assert state == 'inconclusive' and 'at the FD floor' in reason
   table = scoring.diagnosis_table(config, _rows(fd, acc), 1.0, (8, 8), 8)
   reads = {r[0]: r[3] for r in table['rows']}
   assert reads['FD: plain T=4 minus plain T=8 (the few-step gap)'] == 'T=4 better'
@@ -201,6 +205,23 @@ def test_fd_ratio_check_is_inconclusive_when_the_reference_is_at_the_floor():
   states = _states(scoring.make_checks(config, _rows(fd, acc), floor_fd=1.0))
   state, reason = states['MRF T=4 FD above the floor / plain T=8\'s']
   assert state == 'inconclusive' and reason
+
+
+def test_diagnosis_reads_the_gap_and_the_mrf_at_every_t_with_both_samplers():
+  """T = 2 (plain and MRF in the cpu grid) gets its own rows: where plain T=2 loses accuracy
+  against T=8 and the MRF recovers it, the table says so."""
+  config = digits.get_config('cpu')
+  acc = {'maskgit_T8': 0.985, 'maskgit_T4': 0.98, 'mrf_T4': 0.98, 'unary_scale_only_T4': 0.97,
+         'maskgit_T2': 0.95, 'mrf_T2': 0.975}
+  fd = {'maskgit_T8': 2.0, 'maskgit_T4': 1.4, 'mrf_T4': 1.6, 'unary_scale_only_T4': 1.3,
+        'maskgit_T2': 1.6, 'mrf_T2': 1.5}
+  calls = {'maskgit_T8': 8, 'maskgit_T4': 4, 'mrf_T4': 4, 'unary_scale_only_T4': 4,
+           'maskgit_T2': 2, 'mrf_T2': 2}
+  table = scoring.diagnosis_table(config, _rows(fd, acc, calls=calls), 1.0, (8, 8), 8)
+  reads = {r[0]: r[3] for r in table['rows']}
+  assert reads['class accuracy: plain T=8 minus plain T=2'] == 'T=2 loses accuracy'
+  assert reads['class accuracy: MRF T=2 minus plain T=2'] == 'the MRF raises accuracy'
+  assert not any('T=6' in r[0] for r in table['rows'])   # no MRF T=6 rows without plain T=6
 
 
 def test_upsampled_digits_keep_their_values_on_a_finer_grid():
