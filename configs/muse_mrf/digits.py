@@ -12,10 +12,11 @@ Variants:
                (2, 4, 6, 8, 12), MRF T in (2, 4, 6), the MRF with its pairwise term zeroed at
                T = 4; 500 samples each for each of 5 sampler seeds (paired: the samplers of a
                seed share its key). The checks' intervals are 95% Student-t over the 5 seeds
-               (t = 2.78): about +-0.01 in class accuracy differences and +-0.05 to +-0.15 in FD
-               differences (they cover the sampling, not the training of the backbone, the MRF
-               or the scorer, each trained once). Its numbers: results/cpu/muse_mrf.json and the
-               README's generated block.
+               (t = 2.78): about +-0.013 in class accuracy differences, +-0.1 to +-0.2 in FD
+               differences at T = 4 (+-0.4 to +-0.5 at T = 2) and +-0.15 in the FD-excess
+               ratio (they cover the sampling, not the training of the backbone, the MRF or the
+               scorer, each trained once). About 205 CPU-seconds (2 cores, shared). Its numbers:
+               results/cpu/muse_mrf.json and the README's generated block.
   tiny         the same pipeline in seconds (the end-to-end test).
   kmeans       the cpu variant on k-means VQ tokens of 2 x 2 patches (a 4 x 4 grid, 32 codes).
   study        the diagnosis' regime (issue 31): the digits upsampled 2x (16 x 16, bilinear) and
