@@ -211,9 +211,13 @@ def _run_identity(config, inputs: ensemble_inputs.Inputs, plan, identity) -> dic
 def _build_or_restore(config, workdir, inputs: ensemble_inputs.Inputs, plan, mesh, init_fn, tx,
                       identity) -> _Start:
   num_models = inputs.num_models
-  model_rngs = jax.vmap(lambda m: jax.random.fold_in(jax.random.key(config.seed), m))(
-      jnp.arange(num_models))
-  init_all = jax.vmap(lambda r, p: ensemble_step.init_one(init_fn, tx, r, p))
+  # Keys and initialisations one model at a time (lax.map, not vmap): with the 'rbg' PRNGs
+  # batched random bits differ from unbatched ones, so a vmap over a dispatch's models made model
+  # m's initial weights depend on how many models shared its dispatch.
+  model_rngs = jax.lax.map(lambda m: jax.random.fold_in(jax.random.key(config.seed), m),
+                           jnp.arange(num_models))
+  init_all = lambda rngs, starts: jax.lax.map(
+      lambda a: ensemble_step.init_one(init_fn, tx, *a), (rngs, starts))
   abstract_parts = jax.eval_shape(init_all, model_rngs, inputs.init_params)
   stacked = jax.sharding.NamedSharding(mesh, P(inputs.model_axis))
   part_shardings = jax.tree.map(lambda _: stacked, abstract_parts)

@@ -103,7 +103,10 @@ def make_step(loss_fn, tx, seed: int, *, batched: bool | None = None,
                         **(model_scalars or {})}
     batch_weights = jnp.take_along_axis(weights, idx, axis=1)   # (K, B)
     base = jax.random.fold_in(jax.random.key(seed), state.step)
-    rngs = jax.vmap(lambda m: jax.random.fold_in(base, m))(models)
+    # One key per model, drawn one model at a time (lax.map, not vmap): with the 'rbg' PRNGs a
+    # batched fold_in gives other keys than an unbatched one, so a vmap here made model m's key,
+    # and its training, depend on how many models shared its dispatch.
+    rngs = jax.lax.map(lambda m: jax.random.fold_in(base, m), models)
     args = (state.params, state.opt_state, state.model_state, batch, batch_weights, rngs)
     if batched:
       params, opt_state, model_state, metrics = jax.vmap(update)(*args)

@@ -59,6 +59,22 @@ def _masks(num_models, n, seed=0):
   return np.stack([rng.random(n) < 0.7 for _ in range(num_models)])
 
 
+@pytest.mark.parametrize('impl', ['rbg', 'unsafe_rbg'])
+def test_the_chunk_changes_nothing_under_the_rbg_prngs(digits, tmp_path, impl):
+  """memorisation runs under 'rbg', whose batched random bits differ from unbatched ones: a vmap
+  over a dispatch's models once made each model's initial weights depend on the chunk
+  (`memorisation --config.chunk_target=4` then gave other numbers than the default)."""
+  model = models.build({'name': 'mlp', 'widths': (16,)}, 10)
+  old = jax.config.jax_default_prng_impl
+  jax.config.update('jax_default_prng_impl', impl)
+  try:
+    runs = {chunk: _params(_config(4, chunk, steps=4), tmp_path / str(chunk), model, digits)
+            for chunk in (1, 4)}
+  finally:
+    jax.config.update('jax_default_prng_impl', old)
+  _assert_identical(runs[4], runs[1])
+
+
 CASES = {  # model, one input's shape, the chunks compared (4: all the models)
     'mlp': ({'name': 'mlp', 'widths': (16,)}, (64,), (1, 2, 4)),
     'resnet1d': ({'name': 'resnet', 'ndim': 1, 'width': 4, 'stage_sizes': (1,)}, (64, 1),
