@@ -3,6 +3,13 @@ r"""The main job: every paper's CPU reproduction, then one report.
     python -m reproduce --workdir=runs/cpu             # all experiments
     python -m reproduce --workdir=runs/cpu --only=classifier
     python -m reproduce --workdir=runs/study --variant=study   # the longer studies (hours)
+    python -m reproduce --rehearse [--only=classifier,...]     # accelerator variants, shrunk
+
+--rehearse runs every accelerator variant (cifar10, cifar100, imagenet, c4, ...) of the chosen
+experiments on 8 fake CPU devices through its binary's path, shrunk by its config's `rehearsal`
+section (common.rehearsal), each in its own process, and prints one table (steps, seconds, peak
+host memory, the real step's per-device memory from an ahead-of-time compile, pass/fail); the
+exit status is 1 when any fails.
 
 Each experiment runs in this process with its config's `cpu` variant (or --variant where its
 config offers it; a variant no chosen experiment offers is refused with the list of each one's)
@@ -181,13 +188,40 @@ def run_job(root: str, chosen, variants, configs) -> tuple[str, dict[str, str]]:
   return path, failures
 
 
+def rehearse(chosen, root: str, memory: bool = True) -> int:
+  """--rehearse: every accelerator variant of the chosen experiments; prints the table."""
+  from common import rehearsal  # pylint: disable=g-import-not-at-top
+  rows = rehearsal.variants_to_rehearse(chosen)
+  if not rows:
+    print('No accelerator variant among the chosen experiments.')
+    return 0
+  os.makedirs(root, exist_ok=True)
+  print(f'Rehearsing {len(rows)} variants on 8 fake CPU devices in {root} ...', flush=True)
+  results = rehearsal.rehearse(rows, root, memory=memory)
+  text = rehearsal.table(results)
+  with open(os.path.join(root, 'rehearsal.md'), 'w', encoding='utf-8') as f:
+    f.write(text + '\n')
+  with open(os.path.join(root, 'rehearsal.json'), 'w', encoding='utf-8') as f:
+    json.dump(results, f, indent=2)
+  print(text)
+  failed = [r['variant'] for r in results if r.get('error')]
+  if failed:
+    print(f'{len(failed)} of {len(results)} failed: {", ".join(failed)} (logs: {root}/*.log)')
+  return 1 if failed else 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--workdir', default='runs/cpu')
+  parser.add_argument('--workdir', default=None,
+                      help='default: runs/cpu (runs/rehearsal with --rehearse)')
   parser.add_argument('--only', default='', help='comma-separated experiment names')
   parser.add_argument('--variant', default='',
                       help="run this config variant where a paper offers it (e.g. 'study': more "
                            'seeds, sizes, encodings), the listed one elsewhere')
+  parser.add_argument('--rehearse', action='store_true',
+                      help='rehearse the accelerator variants instead (common.rehearsal)')
+  parser.add_argument('--memory', action=argparse.BooleanOptionalAction, default=True,
+                      help='with --rehearse: compile the real step for its per-device memory')
   args = parser.parse_args(argv)
   names = [n for n, *_ in EXPERIMENTS]
   only = [n for n in args.only.split(',') if n]
@@ -195,6 +229,9 @@ def main(argv=None) -> int:
   if unknown:
     parser.error(f'unknown experiments {unknown}; available: {names}')
   chosen = [row for row in EXPERIMENTS if not only or row[0] in only]
+  if args.rehearse:
+    return rehearse(chosen, os.path.abspath(args.workdir or 'runs/rehearsal'), args.memory)
+  args.workdir = args.workdir or 'runs/cpu'
   try:
     variants, fallback = choose_variants(args.variant, chosen)
   except VariantError as e:

@@ -182,6 +182,8 @@ def rehearse_variant(name: str, module_name: str, config_module: str, variant: s
       row['device_memory'] = round(estimate.total / memory_lib.GiB, 2)
       row['fits'] = estimate.fits()
       row['memory_note'] = estimate.describe()
+      if not estimate.fits() and not row['error']:
+        row['error'] = f'the real step does not fit: {estimate.describe()}'
   except Exception as e:  # pylint: disable=broad-except
     row['error'] = f'{type(e).__name__}: {e}'.strip()[:400]
     row['traceback'] = traceback.format_exc()
@@ -218,7 +220,7 @@ def child_command(row, workdir: str, out: str, memory: bool = True,
   name, module, config_module, variant = row
   return [sys.executable, '-m', 'common.rehearsal', f'--name={name}', f'--module={module}',
           f'--config_module={config_module}', f'--variant={variant}', f'--workdir={workdir}',
-          f'--out={out}', '--memory' if memory else '--nomemory', *extra]
+          f'--out={out}', '--memory' if memory else '--no-memory', *extra]
 
 
 def rehearse(rows, root: str, memory: bool = True, timeout: float = 1800) -> list[dict[str, Any]]:

@@ -123,6 +123,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.regime_names = ('cifar100', 'cifar100_long')
     config.deviation_regimes = ('cifar100',)
     config.eigenspace.seeds = 0  # the linear demo runs with the cpu variant
+    # common.rehearsal: 2 seeds, the first regime, 4 steps of batch 8 on 32 mock examples; the
+    # real ResNet-18, mesh and ensemble path. Memory: one model's step at batch 256 (the
+    # ensemble's seeds x roles models each hold their own state).
+    config.rehearsal = ml_collections.ConfigDict({
+        'dataset': 'cifar100', 'mock_examples': 32,
+        'overrides': (('seeds', 2), ('regime_names', ('cifar100',)),
+                      ('deviation_regimes', ('cifar100',)), ('datasets.cifar100.steps', 4),
+                      ('loop.batch_size', 8), ('loop.total_steps', 4),
+                      ('loop.log_every_steps', 1), ('loop.optimizer.warmup_steps', 1)),
+        'first_run': (),
+        'memory': {'step': 'classifier', 'loop': 'loop', 'model': 'datasets.cifar100.model',
+                   'input_shape': (32, 32, 3), 'num_classes': 100},
+    })
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()

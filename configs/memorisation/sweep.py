@@ -61,6 +61,32 @@ def _dataset(dataset, model, size_field, sizes, train_loop, label_noise=0.0, num
   })
 
 
+def _rehearsal(config, variant: str) -> ml_collections.ConfigDict:
+  """common.rehearsal's section: K = 16 and R = 8 (three models per fake device), the first two
+  widths of the sweep, one epoch of batch 4 on 16 mock examples, one student size, 20 resamples;
+  the real ResNet-18, mesh and ensemble path. The memory estimate is the largest width's step
+  with all K + R models over the devices at hand."""
+  data = config.datasets[variant]
+  d = f'datasets.{variant}.'
+  real = {'cifar100': ((32, 32, 3), 100, 50_000), 'imagenet': ((64, 64, 3), 1000, 1_281_167)}
+  shape, classes, examples = real[variant]
+  return ml_collections.ConfigDict({
+      'dataset': data.dataset, 'mock_examples': 16,
+      'overrides': (
+          ('num_models', 16), ('num_full_models', 8), (d + 'sizes', tuple(data.sizes[:2])),
+          (d + 'loop.batch_size', 4), (d + 'loop.total_epochs', 1.0),
+          (d + 'loop.log_every_steps', 1), (d + 'loop.optimizer.warmup_steps', 1),
+          (d + 'holdout_epochs', 1.0), ('distill.student_sizes', (0,)),
+          ('trajectory.bootstrap', 20), ('trajectory.model_bootstrap', 20),
+          ('trajectory.null_draws', 20), ('trajectory.proxy_bootstrap', 20)),
+      'first_run': (),
+      'memory': {'step': 'ensemble', 'loop': d + 'loop', 'model': d + 'model',
+                 'model_fields': ((data.size_field, data.sizes[-1]),), 'input_shape': shape,
+                 'num_classes': classes, 'num_models': config.num_models + 8,
+                 'num_examples': examples},
+  })
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or 'cpu'
   config = ml_collections.ConfigDict()
@@ -185,6 +211,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.chunk_target = 0
     config.distill.datasets = (variant,)
     config.distill.student_sizes = (1, 2)
+    config.rehearsal = _rehearsal(config, variant)
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()

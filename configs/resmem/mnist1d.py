@@ -120,6 +120,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.knn = ml_collections.ConfigDict({'query_block': 1024, 'db_block': 65536,
                                             'mode': 'approx'})
     config.regression.dims = ()
+    # common.rehearsal: the small base only (the sweep shortened), 4 steps of batch 16 on 64
+    # mock examples, k-NN grids cut to one value each; the real ResNet, mesh and sharded
+    # database. Memory: ResNet-18's step at the classifier's real batch (512) and mesh.
+    config.rehearsal = ml_collections.ConfigDict({
+        'dataset': 'cifar100', 'mock_examples': 64,
+        'overrides': ((f'dataset_models.{name}', ('resnet_w16',)),
+                      ('models.resnet_w16.total_steps', 4), ('classifier.batch_size', 16),
+                      ('tune.ks', (1, 4)), ('tune.sigmas', (None,)), ('tune.temperatures', (1.0,)),
+                      ('classifier.optimizer.warmup_steps', 1),
+                      ('classifier.eval_batch_size', 16)),
+        'first_run': (),
+        'memory': {'step': 'classifier', 'loop': 'classifier', 'model': 'models.resnet18.model',
+                   'input_shape': (32, 32, 3), 'num_classes': 100},
+    })
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()
