@@ -16,7 +16,10 @@ Variants:
         contender 0.238 [0.162, 0.313] (half-width 0.075 nats; fails the 0.02 margin), minus
         NoPE -0.701 [-0.725, -0.677] (half-width 0.024; holds), minus RoPE -0.972 [-2.61, 0.66]
         (half-width 1.63: RoPE's 4x loss moves 0.26 between seeds; inconclusive); at 8x
-        (informational) half-widths 0.046, 0.093 and 0.017.
+        (informational) half-widths 0.046, 0.093 and 0.017. With --config.seeds=3 (seed 2 added
+        in a copy of that workdir: 381 CPU-s more, a fresh run about 950): 0.243 [0.216, 0.269],
+        -0.698 [-0.712, -0.684] and -1.084 [-1.664, -0.505] (holds): the same verdict, and the RoPE
+        row decided.
   study the cpu settings with 3 seeds of every encoding (a workdir holding the cpu run reuses its
         seeds 0 and 1) and the regime trend: Kerple-log, FIRE and FIRE without interpolation
         trained at 128 and 256 with the same tokens per step (batch 16 and 8 windows; 2 seeds),
