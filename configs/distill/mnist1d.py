@@ -8,12 +8,13 @@ Variants:
             distilled / late-switch (at 50%) students, alpha = 0, tau = 1, in six regimes: mnist1d
             (8,000 train, MLP(128, 128)), digits (1,497 train, MLP(32)), mnist1d with 1,000
             training examples, with 30% label noise, with students trained 2x longer and 0.25x as
-            long; each regime's teachers one common.ensemble run, its students another. 142
-            CPU-seconds (6.8 min wall on the busy shared 2-core machine). Every check is decided by
-            a 95% Student-t interval over the seeds: +-0.005 to +-0.013 test accuracy for a paired
-            distilled - one-hot gain, +-0.002 to +-0.017 in probability and +-0.016 (mnist1d) to
-            +-0.043 (digits) in log-odds slope for the exaggeration rows, +-0.007 in test MSE for
-            the eigenspace check. See
+            long; each regime's teachers one common.ensemble run, its students another (a seed's
+            students in one batch order, the seeds' orders independent). 145 CPU-seconds (10.5 min
+            wall on the busy shared 2-core machine). Every check is decided by a 95% Student-t
+            interval over the seeds: +-0.007 to +-0.014 test accuracy for a paired distilled -
+            one-hot gain, +-0.003 to +-0.020 in probability and +-0.019 (mnist1d) to +-0.037
+            (digits) in log-odds slope for the exaggeration rows, +-0.007 in test MSE for the
+            eigenspace check. See
             distill/README.md and results/cpu/distill.json.
   tiny      digits only, one regime, 2 seeds, short training (the end-to-end test).
   study     the cpu regimes with 16 seeds and 40 linear problems (intervals ~0.6x the cpu's).
