@@ -166,14 +166,12 @@ def _train_outlier_exposure(config, model_name, train_in, aux, num_classes, work
   weight = float(config.oe_weight)
 
   def loss_fn(params, model_state, batch, rng):
-    mutable = list(model_state.keys())
-    out = model.apply({'params': params, **model_state}, batch['inputs'], train=True,
-                      rngs={'dropout': rng}, mutable=mutable or False)
-    logits, new_state = out if mutable else (out, model_state)
+    logits, new_state = classifier.apply_in_training(model, params, model_state,
+                                                     batch['inputs'], rng)
     loss = scores.outlier_exposure_loss(logits, batch['label'], batch['is_outlier'], weight)
     inl = 1 - batch['is_outlier']
     acc = jnp.sum(inl * (jnp.argmax(logits, -1) == batch['label'])) / jnp.maximum(inl.sum(), 1)
-    return loss, ({'inlier_accuracy': acc}, dict(new_state))
+    return loss, ({'inlier_accuracy': acc}, new_state)
 
   sample = jnp.zeros((1,) + arrays['inputs'].shape[1:], jnp.float32)
   result = train_lib.train(

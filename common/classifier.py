@@ -75,18 +75,25 @@ def load_data(config: ml_collections.ConfigDict):
   return train, evals, loader.num_classes(config.dataset, train)
 
 
+def apply_in_training(model: nn.Module, params, model_state, inputs, rng):
+  """(logits, new model state) of a training step: train=True, dropout from `rng`, the mutable
+  collections (batch statistics) updated. Every classifier loss here starts with it."""
+  mutable = list(model_state.keys())
+  out = model.apply({'params': params, **model_state}, inputs, train=True,
+                    rngs={'dropout': rng}, mutable=mutable or False)
+  logits, new_model_state = out if mutable else (out, model_state)
+  return logits, dict(new_model_state)
+
+
 def make_loss_fn(model: nn.Module, num_classes: int, label_smoothing: float = 0.0):
   """Softmax cross-entropy (optionally label-smoothed) with accuracy as a metric."""
 
   def loss_fn(params, model_state, batch, rng):
-    mutable = list(model_state.keys())
-    out = model.apply({'params': params, **model_state}, batch['inputs'], train=True,
-                      rngs={'dropout': rng}, mutable=mutable or False)
-    logits, new_model_state = out if mutable else (out, model_state)
+    logits, new_model_state = apply_in_training(model, params, model_state, batch['inputs'], rng)
     targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes), label_smoothing)
     loss = jnp.mean(optax.softmax_cross_entropy(logits, targets))
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-    return loss, ({'accuracy': accuracy}, dict(new_model_state))
+    return loss, ({'accuracy': accuracy}, new_model_state)
 
   return loss_fn
 

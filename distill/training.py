@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 import scipy.special
 
+from common import classifier as classifier_lib
 from common import config_lib
 from common import ensemble
 from common import models
@@ -126,10 +127,8 @@ def make_loss_fn(model: nn.Module, *, num_classes: int, teacher: Teacher | None 
                                   'train with distill.training.train.')
     aug_rng, dropout_rng = jax.random.split(rng)
     inputs = batch['inputs'] if augment is None else augment(aug_rng, batch['inputs'])
-    mutable = list(model_state.keys())
-    out = model.apply({'params': params, **model_state}, inputs, train=True,
-                      rngs={'dropout': dropout_rng}, mutable=mutable or False)
-    logits, new_state = out if mutable else (out, model_state)
+    logits, new_state = classifier_lib.apply_in_training(model, params, model_state, inputs,
+                                                         dropout_rng)
     labels = batch['label']
     metrics = {'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
     if teacher is None:

@@ -32,6 +32,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from common import classifier
 from common import ensemble
 from common import models
 from common.data import pipeline
@@ -108,12 +109,10 @@ def round_rng(run: Run, round_index: int) -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------
 def _loss_fn(model):
   def loss_fn(params, model_state, batch, rng):
-    mutable = list(model_state.keys())
-    out = model.apply({'params': params, **model_state}, batch['inputs'], train=True,
-                      rngs={'dropout': rng}, mutable=mutable or False)
-    logits, new_state = out if mutable else (out, model_state)
+    logits, new_state = classifier.apply_in_training(model, params, model_state,
+                                                     batch['inputs'], rng)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-    return losses, ({}, dict(new_state))
+    return losses, ({}, new_state)
   return loss_fn
 
 
