@@ -253,6 +253,40 @@ def rehearse(rows, root: str, memory: bool = True, timeout: float = 1800) -> lis
   return results
 
 
+def _free_port() -> int:
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def rehearse_processes(row, workdir: str, processes: int = 2, devices: int = 4,
+                       timeout: float = 1800) -> list[dict[str, Any]]:
+  """One variant rehearsed by `processes` processes of `devices` fake CPU devices each, joined
+  over localhost (gloo collectives, as the README's multi-process example); each process's row.
+  The workdir is shared, as on a cluster's file system."""
+  port = _free_port()
+  out = workdir + '.json'
+  env = child_env(devices, {'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo'})
+  procs = [subprocess.Popen(
+      child_command(row, workdir, out, memory=False,
+                    extra=(f'--coordinator_address=127.0.0.1:{port}',
+                           f'--num_processes={processes}', f'--process_id={i}')),
+      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(processes)]
+  logs = [p.communicate(timeout=timeout)[0] for p in procs]
+  results = []
+  for i, (p, log) in enumerate(zip(procs, logs)):
+    path = f'{out}.{i}'
+    if os.path.exists(path):
+      with open(path, encoding='utf-8') as f:
+        results.append(json.load(f))
+    else:
+      results.append({'variant': f'{row[0]}:{row[3]}', 'error': f'process {i} ended (rc '
+                      f'{p.returncode}) without a result: {log[-2000:]}'})
+  return results
+
+
 def table(results: list[dict[str, Any]]) -> str:
   fmt = lambda v, f='{}': '-' if v is None else f.format(v)
   lines = ['| variant | steps | seconds | peak host GiB | per-device GiB (fits) | data | result |',

@@ -130,3 +130,20 @@ def test_config_variant_builds_and_checks(module, variant):
       out = jax.eval_shape(lambda m=model: m.init(jax.random.key(0),
                                                   jnp.zeros((1, config.train_length), jnp.int32)))
       assert jax.tree.leaves(out)
+
+
+@pytest.mark.parametrize('module,variant', CASES)
+def test_a_declared_rehearsal_shrinks_to_a_config_that_checks(module, variant):
+  """A variant's `rehearsal` section (common.rehearsal) names existing fields only, and the
+  shrunk configs of both rehearsal runs pass the experiment's check_config."""
+  from common import rehearsal  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(module).get_config(variant)
+  if 'rehearsal' not in config:
+    assert variant not in rehearsal.ACCELERATOR_VARIANTS or module.split('.')[1] not in (
+        'common', 'memorisation', 'distill', 'resmem') or module == 'configs.resmem.lm', (
+            f'{module}:{variant} is an accelerator variant without a rehearsal section')
+    return
+  for first_run in (False, True):
+    shrunk = rehearsal.apply(config, first_run=first_run)
+    for experiment in experiment_modules(module):
+      importlib.import_module(experiment).check_config(shrunk)

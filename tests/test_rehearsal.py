@@ -131,3 +131,24 @@ def test_every_accelerator_variant_rehearses(row, tmp_path):
     pytest.xfail(KNOWN_BROKEN[name])
   [result] = rehearsal.rehearse([row], str(tmp_path), memory=True)
   assert not result['error'], result.get('traceback', result['error'])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name,variant', [('memorisation', 'cifar100'),
+                                          ('classifier', 'imagenet')])
+def test_two_processes_of_four_devices_match_one_of_eight_step_by_step(name, variant, tmp_path):
+  """The ensemble variant and the streamed one, rehearsed by 2 processes x 4 fake devices over
+  localhost (gloo) and by 1 process x 8: every train loss of every run agrees."""
+  [row] = [r for r in _rows((name,)) if r[3] == variant]
+  [single] = rehearsal.rehearse([row], str(tmp_path / 'one'), memory=False)
+  assert not single['error'], single.get('traceback', single['error'])
+  multi = rehearsal.rehearse_processes(row, str(tmp_path / 'two' / f'{name}-{variant}'))
+  for result in multi:
+    assert not result['error'], result.get('traceback', result['error'])
+  assert [r['processes'] for r in multi] == [2, 2]
+  one = rehearsal.losses(str(tmp_path / 'one' / f'{name}-{variant}'))
+  two = rehearsal.losses(str(tmp_path / 'two' / f'{name}-{variant}'))
+  assert one and one.keys() == two.keys()
+  for run in one:
+    assert len(one[run]) == len(two[run]) > 0, run
+    assert one[run] == pytest.approx(two[run], rel=1e-5), run
