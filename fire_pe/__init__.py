@@ -8,8 +8,10 @@ The baselines the study compares with (RoPE, ALiBi, Kerple, T5, ...) are the pla
 encodings: common.models.positions.
 """
 
-from fire_pe.encodings import (ENCODINGS, FIRE, FIRE_VARIANTS, build, fire_piecewise,
-                               random_positions, training_positions)
-
-__all__ = ['ENCODINGS', 'FIRE', 'FIRE_VARIANTS', 'build', 'fire_piecewise', 'random_positions',
-           'training_positions']
+from fire_pe.encodings import ENCODINGS
+from fire_pe.encodings import FIRE
+from fire_pe.encodings import FIRE_VARIANTS
+from fire_pe.encodings import build
+from fire_pe.encodings import fire_piecewise
+from fire_pe.encodings import random_positions
+from fire_pe.encodings import training_positions

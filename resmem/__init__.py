@@ -5,11 +5,18 @@
 """
 
 from resmem import lm
-from resmem.kernels import KnnError, brute_force, knn, knn_sharded, recall
-from resmem.lm import LMMemory, LMMemoryError, build_memory
-from resmem.memory import (Memory, ResMem, ResMemError, fit, neighbour_weights, normalize,
-                           tune)
-
-__all__ = ['KnnError', 'LMMemory', 'LMMemoryError', 'Memory', 'ResMem', 'ResMemError',
-           'brute_force', 'build_memory', 'fit', 'knn', 'knn_sharded', 'lm', 'neighbour_weights',
-           'normalize', 'recall', 'tune']
+from resmem.kernels import KnnError
+from resmem.kernels import brute_force
+from resmem.kernels import knn
+from resmem.kernels import knn_sharded
+from resmem.kernels import recall
+from resmem.lm import LMMemory
+from resmem.lm import LMMemoryError
+from resmem.lm import build_memory
+from resmem.memory import Memory
+from resmem.memory import ResMem
+from resmem.memory import ResMemError
+from resmem.memory import fit
+from resmem.memory import neighbour_weights
+from resmem.memory import normalize
+from resmem.memory import tune
