@@ -16,6 +16,10 @@ FIRE has one bias module per call, FIRE-S one for all). Each arm's minimum over 
   fire_s           the block-wise kernel, one FIRE shared by all layers (its table built once)
   fire_mlp         as blockwise_fire, but the MLP itself on every pair past the threshold (the
                    kernel before the piecewise form)
+  dot_product_attention
+                   jax.nn.dot_product_attention, no bias (not in the default arms): cuDNN's fused
+                   kernel on a GPU (which takes bfloat16 inputs: cast them, `make_inputs`), XLA's
+                   elsewhere (`fused_implementation`); the GPU suite's baseline
 
 FIRE's threshold L is `--threshold_ratio` x L (the paper's public code: 512 at 2048, a quarter),
 or `--threshold` when given; most rows are then past it and take the per-pair path.
@@ -63,9 +67,28 @@ def _fire_mlp_pairs_bias(params, q_start, k_start, q_len, k_len):
   return jax.lax.cond(last_row <= params['threshold'], from_table, full)
 
 
+def fused_implementation() -> str:
+  """jax.nn.dot_product_attention's implementation here: 'cudnn' (fused) on a GPU, else 'xla'."""
+  return 'cudnn' if jax.default_backend() == 'gpu' else 'xla'
+
+
+def input_dtype(arm: str):
+  """The arm's q, k, v dtype: bfloat16 for cuDNN's fused kernel (it takes no float32), else
+  float32."""
+  fused = arm == 'dot_product_attention' and fused_implementation() == 'cudnn'
+  return jnp.bfloat16 if fused else jnp.float32
+
+
+def make_inputs(batch, length, heads, dim, dtype=jnp.float32):
+  """q, k, v and the loss' cotangent, (batch, length, heads, dim) standard normal."""
+  rng = np.random.default_rng(length)
+  shape = (batch, length, heads, dim)
+  return [jnp.asarray(rng.standard_normal(shape).astype(np.float32), dtype) for _ in range(4)]
+
+
 def make_step(arm, length, layers, heads, threshold, block):
   module = encodings.FIRE(num_heads=heads, init_threshold=threshold)
-  init = lambda key: module.init(key, 8, method='bias')['params']
+  init = jax.jit(lambda key: module.init(key, 8, method='bias')['params'])
   keys = jax.random.split(jax.random.key(0), layers)
   fire_params = [init(k) for k in keys]
   shared_params = fire_params[:1]
@@ -78,6 +101,9 @@ def make_step(arm, length, layers, heads, threshold, block):
         out = attention.naive_attention(q, k, v)
       elif arm == 'blockwise_none':
         out = attention.blockwise_attention(q, k, v, q_block=block, k_block=block)
+      elif arm == 'dot_product_attention':
+        out = jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                           implementation=fused_implementation())
       elif arm == 'naive_fire':
         _, prepared = module.apply({'params': params[layer]}, length, method='bias')
         out = attention.naive_attention(q, k, v, _fire_naive_bias, prepared)
@@ -88,11 +114,11 @@ def make_step(arm, length, layers, heads, threshold, block):
           if arm == 'fire_mlp':
             fn = _fire_mlp_pairs_bias
         out = attention.blockwise_attention(q, k, v, fn, prepared, q_block=block, k_block=block)
-      total = total + jnp.sum(out * cot)
+      total = total + jnp.sum(out * cot, dtype=jnp.float32)
     return total
 
   grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 4)))
-  params = shared_params if arm == 'fire_s' else fire_params
+  params = {'fire_s': shared_params, 'dot_product_attention': []}.get(arm, fire_params)
   return grad, params
 
 
@@ -117,11 +143,9 @@ def main():
 
   results = {}
   for length in [int(x) for x in args.lengths.split(',')]:
-    rng = np.random.default_rng(length)
-    shape = (args.batch, length, args.heads, args.dim)
-    q, k, v, cot = [jnp.asarray(rng.standard_normal(shape).astype(np.float32)) for _ in range(4)]
     row = {}
     for arm in args.arms.split(','):
+      q, k, v, cot = make_inputs(args.batch, length, args.heads, args.dim, input_dtype(arm))
       threshold = args.threshold or args.threshold_ratio * length
       step, params = make_step(arm, length, args.layers, args.heads, threshold, args.block)
       compiled = step.lower(q, k, v, cot, params).compile()

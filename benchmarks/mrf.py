@@ -34,30 +34,40 @@ from common.models import transformer
 from muse_mrf import kernels
 
 
-def backbone_arm(args):
+def backbone_setup(args, batch: int = 1):
+  """(a thunk that runs one compiled backbone call on `batch` all-masked images, its parameters);
+  shared with the GPU suite (benchmarks/suite.py)."""
   model = transformer.MaskedTokenTransformer(
       codebook_size=args.codebook, num_classes=1000, num_tokens=args.grid ** 2,
       num_layers=args.layers, d_model=args.d_model, num_heads=args.heads,
       mlp_dim=4 * args.d_model)
-  tokens = jnp.full((1, args.grid ** 2), model.mask_id, jnp.int32)
-  labels = jnp.zeros((1,), jnp.int32)
-  params = jax.jit(model.init)(jax.random.key(0), tokens, labels)
+  tokens = jnp.full((batch, args.grid ** 2), model.mask_id, jnp.int32)
+  labels = jnp.zeros((batch,), jnp.int32)
+  params = jax.jit(model.init)(jax.random.key(0), tokens[:1], labels[:1])
   call = jax.jit(model.apply).lower(params, tokens, labels).compile()
+  return lambda: call(params, tokens, labels), params
+
+
+def backbone_arm(args):
+  run, params = backbone_setup(args)
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  seconds = timing.cpu_seconds(lambda: call(params, tokens, labels), args.repeats)
+  seconds = timing.cpu_seconds(run, args.repeats)
   return {'arm': 'backbone', 'seconds': seconds, 'params': int(n_params),
           'gflop': round(2 * n_params * (args.grid ** 2 + 1) / 1e9, 2)}
 
 
-def mrf_arm(args, vocab: int, rank: int | None):
+def mrf_setup(args, vocab: int, rank: int | None, batch: int = 1):
+  """(a thunk that runs the compiled mean-field layer on `batch` grids of V = vocab logits, its
+  FLOPs: the compatibility products, 2 V^2 (dense) or 4 V r (low rank) per position and
+  iteration); shared with the GPU suite."""
   key = jax.random.key(1)
-  logits = jax.random.normal(key, (1, args.grid, args.grid, vocab))
+  logits = jax.random.normal(key, (batch, args.grid, args.grid, vocab))
   spatial = jnp.full((1, 3, 3), 0.125)
   if rank is None:
     compat = jax.random.normal(key, (1, vocab, vocab)) * 0.01
     fn = jax.jit(lambda x, c: kernels.mean_field(x, spatial, compat=c, iterations=args.iterations))
     compiled = fn.lower(logits, compat).compile()
-    seconds = timing.cpu_seconds(lambda: compiled(logits, compat), args.repeats)
+    run = lambda: compiled(logits, compat)
     flop = 2 * vocab * vocab
   else:
     a = jax.random.normal(key, (1, vocab, rank)) * 0.01
@@ -65,11 +75,16 @@ def mrf_arm(args, vocab: int, rank: int | None):
     fn = jax.jit(lambda x, a, b: kernels.mean_field(x, spatial, low_rank=(a, b),
                                                     iterations=args.iterations))
     compiled = fn.lower(logits, a, b).compile()
-    seconds = timing.cpu_seconds(lambda: compiled(logits, a, b), args.repeats)
+    run = lambda: compiled(logits, a, b)
     flop = 4 * vocab * rank
-  gflop = flop * args.grid ** 2 * args.iterations / 1e9
+  return run, flop * batch * args.grid ** 2 * args.iterations
+
+
+def mrf_arm(args, vocab: int, rank: int | None):
+  run, flop = mrf_setup(args, vocab, rank)
+  seconds = timing.cpu_seconds(run, args.repeats)
   name = f'{"dense" if rank is None else "lowrank"}_{vocab}'
-  return {'arm': name, 'seconds': seconds, 'gflop': round(gflop, 3),
+  return {'arm': name, 'seconds': seconds, 'gflop': round(flop / 1e9, 3),
           'per_iteration_ms': round(1e3 * seconds / args.iterations, 3)}
 
 
