@@ -33,7 +33,6 @@ from common import config_lib
 from common import models
 from common import report
 from common import train as train_lib
-from common import validate
 from common.data import loader
 from common.data import pipeline
 
@@ -56,12 +55,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   wrongly; reads only the config (no data, no compile, no files). Called at the top of `run` and
   by common.app before anything runs."""
   config_lib.check_loop(config.classifier, 'classifier')
-  validate.whole(config, 'classifier.seed', 0)
+  config_lib.whole(config, 'classifier.seed', 0)
   for name in config.models:
     _check_model(config, f'models.{name}')
-  for name in validate.choice_tuple(config, 'dataset_names', tuple(config.datasets)):
+  for name in config_lib.choice_tuple(config, 'dataset_names', tuple(config.datasets)):
     _check_dataset(config, name)
-    pair = validate.field(config, f'dataset_models.{name}')
+    pair = config_lib.field(config, f'dataset_models.{name}')
     if isinstance(pair, str) or not isinstance(pair, (tuple, list)) or len(pair) != 2:
       raise config_lib.ConfigError(f'dataset_models.{name}={pair!r}: expected (the inlier '
                                    'classifier and OE model, the binary classifiers), two names '
@@ -71,47 +70,47 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise config_lib.ConfigError(
             f'dataset_models.{name} names {model!r}{config_lib.closest(model, config.models)}, '
             f'which is not in config.models ({sorted(config.models)}).')
-  validate.whole(config, 'seeds', 1)
-  validate.real(config, 'wild_pi', 0.0, 1.0, open_low=True, open_high=True)
-  validate.real_tuple(config, 'c_fns', 0.0, 1.0)
-  validate.real_tuple(config, 'budgets', 0.0, 1.0)
-  validate.real(config, 'oe_weight', 0.0)
-  validate.real(config, 'odin.temperature', 0.0, open_low=True)
-  validate.real(config, 'odin.epsilon', 0.0)
-  validate.whole_tuple(config, 'gaussians.sizes', 1)
-  validate.whole(config, 'gaussians.seeds', 1)
-  validate.whole(config, 'gaussians.test_size', 1)
+  config_lib.whole(config, 'seeds', 1)
+  config_lib.real(config, 'wild_pi', 0.0, 1.0, open_low=True, open_high=True)
+  config_lib.real_tuple(config, 'c_fns', 0.0, 1.0)
+  config_lib.real_tuple(config, 'budgets', 0.0, 1.0)
+  config_lib.real(config, 'oe_weight', 0.0)
+  config_lib.real(config, 'odin.temperature', 0.0, open_low=True)
+  config_lib.real(config, 'odin.epsilon', 0.0)
+  config_lib.whole_tuple(config, 'gaussians.sizes', 1)
+  config_lib.whole(config, 'gaussians.seeds', 1)
+  config_lib.whole(config, 'gaussians.test_size', 1)
   for field in ('pi', 'pi_mix'):
-    validate.real(config, f'gaussians.{field}', 0.0, 1.0, open_low=True, open_high=True)
-  validate.real(config, 'gaussians.figure_c_fn', 0.0, 1.0)
-  validate.real(config, 'gaussians.figure_budget', 0.0, 1.0, open_high=True)
+    config_lib.real(config, f'gaussians.{field}', 0.0, 1.0, open_low=True, open_high=True)
+  config_lib.real(config, 'gaussians.figure_c_fn', 0.0, 1.0)
+  config_lib.real(config, 'gaussians.figure_budget', 0.0, 1.0, open_high=True)
   for field in ('noise_margin', 'bayes_margin'):
-    validate.real(config, f'checks.{field}', 0.0)
-  validate.real(config, 'checks.clear_gain')
-  validate.real(config, 'checks.bayes_gap_growth')
+    config_lib.real(config, f'checks.{field}', 0.0)
+  config_lib.real(config, 'checks.clear_gain')
+  config_lib.real(config, 'checks.bayes_gap_growth')
 
 
 def _check_model(config, name: str) -> None:
   """One trained model's entry: its steps, learning rate and model config."""
-  validate.whole(config, f'{name}.total_steps', 1)
-  validate.real(config, f'{name}.learning_rate', 0.0, open_low=True)
+  config_lib.whole(config, f'{name}.total_steps', 1)
+  config_lib.real(config, f'{name}.learning_rate', 0.0, open_low=True)
   try:
-    models.build(validate.field(config, f'{name}.model'), 1)  # names and fields, no compute
+    models.build(config_lib.field(config, f'{name}.model'), 1)  # names and fields, no compute
   except config_lib.ConfigError as e:
     raise config_lib.ConfigError(f'{name}.model: {e}') from None
   # The loop config it trains under (classifier.* with this entry's model, steps and rate): the
   # input kind, optimizer and sharding names.
   classifier.check_config(classifier.study_config(config.classifier,
-                                                  validate.field(config, name), 0))
+                                                  config_lib.field(config, name), 0))
 
 
 def _check_dataset(config, name: str) -> None:
   """The split by class: disjoint class sets, fractions that leave something to train on."""
   prefix = f'datasets.{name}'
-  ds = validate.field(config, prefix)
+  ds = config_lib.field(config, prefix)
   if not isinstance(ds.dataset, str) or not ds.dataset:
     raise config_lib.ConfigError(f'{prefix}.dataset={ds.dataset!r}: expected a dataset name.')
-  classes = {kind: set(validate.whole_tuple(config, f'{prefix}.{kind}', 0))
+  classes = {kind: set(config_lib.whole_tuple(config, f'{prefix}.{kind}', 0))
              for kind in ('inlier_classes', 'aux_classes', 'test_outlier_classes')}
   if len(classes['inlier_classes']) < 2:
     raise config_lib.ConfigError(f'{prefix}.inlier_classes={tuple(ds.inlier_classes)!r}: '
@@ -124,7 +123,7 @@ def _check_dataset(config, name: str) -> None:
       raise config_lib.ConfigError(f'{prefix}.{a} and {prefix}.{b} share classes '
                                    f'{sorted(classes[a] & classes[b])}: they must be disjoint.')
   for field in ('val_fraction', 'wild_fraction', 'aux_val_fraction', 'wild_val_fraction'):
-    validate.real(config, f'{prefix}.{field}', 0.0, 1.0, open_low=True, open_high=True)
+    config_lib.real(config, f'{prefix}.{field}', 0.0, 1.0, open_low=True, open_high=True)
   if ds.val_fraction + ds.wild_fraction >= 1:
     raise config_lib.ConfigError(f'{prefix}.val_fraction + wild_fraction = '
                                  f'{ds.val_fraction + ds.wild_fraction:g}: must be below 1 '

@@ -23,7 +23,6 @@ from common import classifier
 from common import config_lib
 from common import models
 from common import report
-from common import validate
 from common.data import loader
 
 CLAIM = ('Confidence-based deferral is near-optimal in the standard setting (post-hoc within a '
@@ -38,40 +37,40 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   wrongly; reads only the config (no data, no compile, no files). Called at the top of `run` and
   by common.app before anything runs."""
   config_lib.check_loop(config.classifier, 'classifier')
-  validate.whole(config, 'classifier.seed', 0)
-  validate.whole(config, 'seeds', 1)
-  validate.whole(config, 'curve_points', 2)
-  validate.real(config, 'checks.standard_margin', 0.0)
-  validate.real(config, 'checks.min_gain')
-  for name in validate.choice_tuple(config, 'dataset_names', tuple(config.datasets)):
+  config_lib.whole(config, 'classifier.seed', 0)
+  config_lib.whole(config, 'seeds', 1)
+  config_lib.whole(config, 'curve_points', 2)
+  config_lib.real(config, 'checks.standard_margin', 0.0)
+  config_lib.real(config, 'checks.min_gain')
+  for name in config_lib.choice_tuple(config, 'dataset_names', tuple(config.datasets)):
     for role in ('h1', 'h2'):
       _check_model(config, f'datasets.{name}.{role}')
-  validate.choice_tuple(config, 'setting_names', settings_lib.SETTINGS)
+  config_lib.choice_tuple(config, 'setting_names', settings_lib.SETTINGS)
   for classes in ('specialist_classes', 'noisy_classes', 'tail_classes'):
-    validate.whole_tuple(config, f'settings.{classes}', 0)
-  validate.whole(config, 'settings.tail_factor', 1)
-  validate.flag(config, 'settings.shift_heldout_balanced')
-  targets = validate.choice_tuple(config, 'posthoc.targets', posthoc.TARGETS)
-  validate.whole_tuple(config, 'posthoc.widths', 1, allow_empty=True)
-  validate.whole(config, 'posthoc.steps', 1)
-  validate.real(config, 'posthoc.learning_rate', 0.0, open_low=True)
-  validate.choice(config, 'primary_target', targets)
+    config_lib.whole_tuple(config, f'settings.{classes}', 0)
+  config_lib.whole(config, 'settings.tail_factor', 1)
+  config_lib.flag(config, 'settings.shift_heldout_balanced')
+  targets = config_lib.choice_tuple(config, 'posthoc.targets', posthoc.TARGETS)
+  config_lib.whole_tuple(config, 'posthoc.widths', 1, allow_empty=True)
+  config_lib.whole(config, 'posthoc.steps', 1)
+  config_lib.real(config, 'posthoc.learning_rate', 0.0, open_low=True)
+  config_lib.choice(config, 'primary_target', targets)
 
 
 def _check_model(config, name: str) -> None:
   """One trained model's entry: its steps, learning rate, pool factor and model config."""
-  validate.whole(config, f'{name}.total_steps', 1)
-  validate.real(config, f'{name}.learning_rate', 0.0, open_low=True)
-  if validate.field(config, name).get('pool') is not None:
-    validate.whole(config, f'{name}.pool', 1)
+  config_lib.whole(config, f'{name}.total_steps', 1)
+  config_lib.real(config, f'{name}.learning_rate', 0.0, open_low=True)
+  if config_lib.field(config, name).get('pool') is not None:
+    config_lib.whole(config, f'{name}.pool', 1)
   try:
-    models.build(validate.field(config, f'{name}.model'), 1)  # names and fields, no compute
+    models.build(config_lib.field(config, f'{name}.model'), 1)  # names and fields, no compute
   except config_lib.ConfigError as e:
     raise config_lib.ConfigError(f'{name}.model: {e}') from None
   # The loop config it trains under (classifier.* with this entry's model, steps and rate): the
   # input kind, optimizer and sharding names.
   classifier.check_config(classifier.study_config(config.classifier,
-                                                  validate.field(config, name), 0))
+                                                  config_lib.field(config, name), 0))
 
 
 def model_seed(config, seed: int) -> int:

@@ -1,12 +1,19 @@
-"""Config helpers: field checking with suggestions, and durations turned into steps in one place."""
+"""Config helpers: field checking with suggestions, durations turned into steps in one place, and
+the field checks of the experiments' `check_config` (each names the dotted field and what was
+expected):
+
+    config_lib.whole(config, 'posthoc.steps', 1); config_lib.real(config, 'checks.margin', 0.0)
+"""
 
 from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from typing import Iterable
 
 import ml_collections
+import numpy as np
 
 
 class ConfigError(ValueError):
@@ -138,3 +145,98 @@ def check_loop(config: ml_collections.ConfigDict, section: str = 'config') -> No
     if (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
         or lr <= 0):
       raise ConfigError(f'{section}.optimizer.learning_rate={lr!r}: expected a finite number > 0.')
+
+
+# ------------------------------------------------------------------------------------------------
+# Config fields, for the experiments' check_config: each reads one dotted field of the root
+# config and raises common.config_lib.ConfigError naming it, with what was expected.
+# ------------------------------------------------------------------------------------------------
+def _number(value) -> bool:
+  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def field(config, name: str):
+  """The value of the dotted field `name` of `config` (ConfigError naming it when absent)."""
+  value = config
+  for part in name.split('.'):
+    if not hasattr(value, 'keys') or part not in value:
+      raise ConfigError(f'{name}: the config has no such field.')
+    value = value[part]
+  return value
+
+
+def whole(config, name: str, minimum: int) -> int:
+  """A whole number >= minimum (a step count, a seed, a size)."""
+  value = field(config, name)
+  if not _number(value) or not float(value).is_integer() or value < minimum:
+    raise ConfigError(f'{name}={value!r}: expected a whole number >= {minimum}.')
+  return int(value)
+
+
+def real(config, name: str, low: float | None = None, high: float | None = None, *,
+         open_low: bool = False, open_high: bool = False) -> float:
+  """A finite number within [low, high] (an end excluded where asked; None: unbounded)."""
+  value = field(config, name)
+  ok = _number(value)
+  if ok and low is not None:
+    ok = value > low if open_low else value >= low
+  if ok and high is not None:
+    ok = value < high if open_high else value <= high
+  if not ok:
+    bounds = (f'{"(" if open_low else "["}{"-inf" if low is None else low}, '
+              f'{"inf" if high is None else high}{")" if open_high else "]"}')
+    raise ConfigError(f'{name}={value!r}: expected a finite number in {bounds}.')
+  return float(value)
+
+
+def flag(config, name: str) -> bool:
+  value = field(config, name)
+  if not isinstance(value, (bool, np.bool_)):
+    raise ConfigError(f'{name}={value!r}: expected True or False.')
+  return bool(value)
+
+
+def choice(config, name: str, choices):
+  """One of `choices`; the message suggests the closest."""
+  value = field(config, name)
+  if value not in tuple(choices):
+    hint = closest(str(value), [str(c) for c in choices])
+    raise ConfigError(f'{name}={value!r}{hint}: use one of {tuple(choices)}.')
+  return value
+
+
+def whole_tuple(config, name: str, minimum: int, *, allow_empty: bool = False) -> tuple[int, ...]:
+  """A sequence of whole numbers >= minimum (widths, depths, classes); non-empty unless asked."""
+  value = field(config, name)
+  if (not isinstance(value, (tuple, list)) or (not value and not allow_empty)
+      or not all(_number(v) and float(v).is_integer() and v >= minimum for v in value)):
+    what = 'a' if allow_empty else 'a non-empty'
+    raise ConfigError(f'{name}={value!r}: expected {what} sequence of whole numbers '
+                                 f'>= {minimum}.')
+  return tuple(int(v) for v in value)
+
+
+def real_tuple(config, name: str, low: float, high: float) -> tuple[float, ...]:
+  """A non-empty sequence of finite numbers in [low, high] (costs, budgets)."""
+  value = field(config, name)
+  if (isinstance(value, str) or not isinstance(value, (tuple, list)) or not value
+      or not all(_number(v) and low <= v <= high for v in value)):
+    raise ConfigError(f'{name}={value!r}: expected a non-empty sequence of finite '
+                                 f'numbers in [{low}, {high}].')
+  return tuple(float(v) for v in value)
+
+
+def choice_tuple(config, name: str, choices) -> tuple:
+  """A non-empty sequence of distinct members of `choices`."""
+  value = field(config, name)
+  if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value:
+    raise ConfigError(f'{name}={value!r}: expected a non-empty sequence of '
+                                 f'{tuple(choices)}.')
+  for v in value:
+    if v not in tuple(choices):
+      hint = closest(str(v), [str(c) for c in choices])
+      raise ConfigError(f'{name} has {v!r}{hint}: use {tuple(choices)}.')
+  if len(set(value)) != len(value):
+    raise ConfigError(f'{name}={value!r} lists an entry twice.')
+  return tuple(value)

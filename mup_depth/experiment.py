@@ -20,7 +20,6 @@ import numpy as np
 
 from common import config_lib
 from common import report
-from common import validate
 from common.data import loader
 from mup_depth import claims
 from mup_depth import sweep as sweep_lib
@@ -36,45 +35,45 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   after the sweep; reads only the config (no data, no compile). Called at the top of `run` and by
   common.app before anything runs."""
   for section in ('sweep', 'contrast'):
-    if section == 'contrast' and not validate.flag(config, 'contrast.enabled'):
+    if section == 'contrast' and not config_lib.flag(config, 'contrast.enabled'):
       continue
-    validate.whole_tuple(config, f'{section}.widths', 1)
-    validate.whole_tuple(config, f'{section}.depths', 1)
+    config_lib.whole_tuple(config, f'{section}.widths', 1)
+    config_lib.whole_tuple(config, f'{section}.depths', 1)
     for field in ('num_seeds', 'batch_size', 'input_dim'):
-      validate.whole(config, f'{section}.{field}', 1)
-    validate.real(config, f'{section}.threshold', 0.0, open_low=True)
-    validate.flag(config, f'{section}.exact')
-    validate.whole(config, f'{section}.seed', 0)
-  min_depth = validate.whole(config, 'fit_min_depth', 1)
+      config_lib.whole(config, f'{section}.{field}', 1)
+    config_lib.real(config, f'{section}.threshold', 0.0, open_low=True)
+    config_lib.flag(config, f'{section}.exact')
+    config_lib.whole(config, f'{section}.seed', 0)
+  min_depth = config_lib.whole(config, 'fit_min_depth', 1)
   fitted = [d for d in config.sweep.depths if d >= min_depth]
   if len(set(fitted)) < 2:
     raise config_lib.ConfigError(
         f'fit_min_depth={min_depth} leaves {len(set(fitted))} of sweep.depths='
         f'{tuple(config.sweep.depths)} in the fit: the exponent in L needs two depths >= '
         'fit_min_depth (lower it, or add depths).')
-  validate.whole(config, 'num_bootstrap', 1)
-  if validate.flag(config, 'training.enabled'):
+  config_lib.whole(config, 'num_bootstrap', 1)
+  if config_lib.flag(config, 'training.enabled'):
     if not isinstance(config.training.dataset, str) or not config.training.dataset:
       raise config_lib.ConfigError(f'training.dataset={config.training.dataset!r}: expected a '
                                    'dataset name.')
-    validate.whole(config, 'training.width', 1)
-    depths = validate.whole_tuple(config, 'training.depths', 1)
-    base = validate.whole(config, 'training.base_depth', 1)
+    config_lib.whole(config, 'training.width', 1)
+    depths = config_lib.whole_tuple(config, 'training.depths', 1)
+    base = config_lib.whole(config, 'training.base_depth', 1)
     if base not in depths:
       raise config_lib.ConfigError(f'training.base_depth={base} is not in training.depths='
                                    f'{depths}: the rate tuned there is carried to the others.')
-    low = validate.real(config, 'training.lr_min', 0.0, open_low=True)
-    validate.real(config, 'training.lr_max', low, open_low=True)
+    low = config_lib.real(config, 'training.lr_min', 0.0, open_low=True)
+    config_lib.real(config, 'training.lr_max', low, open_low=True)
     for field in ('num_lrs', 'batch_size', 'epochs'):
-      validate.whole(config, f'training.{field}', 1)
-    validate.whole(config, 'training.seed', 0)
+      config_lib.whole(config, f'training.{field}', 1)
+    config_lib.whole(config, 'training.seed', 0)
   for field in ('exponent_L', 'exponent_n'):
-    bounds = validate.real_tuple(config, f'checks.{field}', -math.inf, math.inf)
+    bounds = config_lib.real_tuple(config, f'checks.{field}', -math.inf, math.inf)
     if len(bounds) != 2 or bounds[0] > bounds[1]:
       raise config_lib.ConfigError(f'checks.{field}={tuple(config.checks[field])!r}: expected '
                                    '(low, high) with low <= high.')
-  validate.real(config, 'checks.transfer_win_fraction', 0.0)
-  for m in validate.whole_tuple(config, 'diagnosis_min_depths', 1):
+  config_lib.real(config, 'checks.transfer_win_fraction', 0.0)
+  for m in config_lib.whole_tuple(config, 'diagnosis_min_depths', 1):
     kept = {d for d in config.sweep.depths if d >= m}
     if len(kept) < 2:
       raise config_lib.ConfigError(

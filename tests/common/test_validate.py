@@ -94,28 +94,28 @@ def test_zero_one_refuses_class_ids_as_flags():
 def test_config_field_checks_name_the_dotted_field():
   config = ml_collections.ConfigDict({'loop': {'steps': 10, 'rate': 0.1, 'sizes': (4, 8),
                                                'kind': 'adam', 'on': True, 'costs': (0.5,)}})
-  assert validate.whole(config, 'loop.steps', 1) == 10
-  assert validate.real(config, 'loop.rate', 0.0, open_low=True) == 0.1
-  assert validate.whole_tuple(config, 'loop.sizes', 1) == (4, 8)
-  assert validate.choice(config, 'loop.kind', ('adam', 'sgd')) == 'adam'
-  assert validate.flag(config, 'loop.on') is True
-  assert validate.real_tuple(config, 'loop.costs', 0.0, 1.0) == (0.5,)
+  assert config_lib.whole(config, 'loop.steps', 1) == 10
+  assert config_lib.real(config, 'loop.rate', 0.0, open_low=True) == 0.1
+  assert config_lib.whole_tuple(config, 'loop.sizes', 1) == (4, 8)
+  assert config_lib.choice(config, 'loop.kind', ('adam', 'sgd')) == 'adam'
+  assert config_lib.flag(config, 'loop.on') is True
+  assert config_lib.real_tuple(config, 'loop.costs', 0.0, 1.0) == (0.5,)
   error = config_lib.ConfigError
   with pytest.raises(error, match=r'loop.stesp: the config has no such field'):
-    validate.whole(config, 'loop.stesp', 1)
+    config_lib.whole(config, 'loop.stesp', 1)
   with pytest.raises(error, match=r'loop.steps=10: expected a whole number >= 11'):
-    validate.whole(config, 'loop.steps', 11)
+    config_lib.whole(config, 'loop.steps', 11)
   with pytest.raises(error, match=r'loop.rate=0.1: expected a finite number in \(0.1, 1\]'):
-    validate.real(config, 'loop.rate', 0.1, 1, open_low=True)
+    config_lib.real(config, 'loop.rate', 0.1, 1, open_low=True)
   with pytest.raises(error, match=r"loop.kind='adam' \(did you mean 'adamw'\?\): use one of"):
-    validate.choice(config, 'loop.kind', ('adamw', 'sgd'))
+    config_lib.choice(config, 'loop.kind', ('adamw', 'sgd'))
   with pytest.raises(error, match=r'loop.sizes=\(4, 8\): expected a non-empty sequence of whole '
                      r'numbers >= 5'):
-    validate.whole_tuple(config, 'loop.sizes', 5)
+    config_lib.whole_tuple(config, 'loop.sizes', 5)
   with pytest.raises(error, match=r"loop.sizes has 4: use \('a',\)"):
-    validate.choice_tuple(config, 'loop.sizes', ('a',))
+    config_lib.choice_tuple(config, 'loop.sizes', ('a',))
   with pytest.raises(error, match=r'loop.steps=10: expected True or False'):
-    validate.flag(config, 'loop.steps')
+    config_lib.flag(config, 'loop.steps')
   for bad in (float('nan'), float('inf'), True):
     with pytest.raises(error, match='loop.rate='):
-      validate.real(ml_collections.ConfigDict({'loop': {'rate': bad}}), 'loop.rate')
+      config_lib.real(ml_collections.ConfigDict({'loop': {'rate': bad}}), 'loop.rate')
