@@ -151,7 +151,8 @@ def check_loop(config: ml_collections.ConfigDict, section: str = 'config') -> No
 # Config fields, for the experiments' check_config: each reads one dotted field of the root
 # config and raises common.config_lib.ConfigError naming it, with what was expected.
 # ------------------------------------------------------------------------------------------------
-def _number(value) -> bool:
+def is_number(value) -> bool:
+  """A finite real number (not a bool)."""
   return (isinstance(value, numbers.Real) and not isinstance(value, bool)
           and math.isfinite(value))
 
@@ -169,7 +170,7 @@ def field(config, name: str):
 def whole(config, name: str, minimum: int) -> int:
   """A whole number >= minimum (a step count, a seed, a size)."""
   value = field(config, name)
-  if not _number(value) or not float(value).is_integer() or value < minimum:
+  if not is_number(value) or not float(value).is_integer() or value < minimum:
     raise ConfigError(f'{name}={value!r}: expected a whole number >= {minimum}.')
   return int(value)
 
@@ -178,7 +179,7 @@ def real(config, name: str, low: float | None = None, high: float | None = None,
          open_low: bool = False, open_high: bool = False) -> float:
   """A finite number within [low, high] (an end excluded where asked; None: unbounded)."""
   value = field(config, name)
-  ok = _number(value)
+  ok = is_number(value)
   if ok and low is not None:
     ok = value > low if open_low else value >= low
   if ok and high is not None:
@@ -210,7 +211,7 @@ def whole_tuple(config, name: str, minimum: int, *, allow_empty: bool = False) -
   """A sequence of whole numbers >= minimum (widths, depths, classes); non-empty unless asked."""
   value = field(config, name)
   if (not isinstance(value, (tuple, list)) or (not value and not allow_empty)
-      or not all(_number(v) and float(v).is_integer() and v >= minimum for v in value)):
+      or not all(is_number(v) and float(v).is_integer() and v >= minimum for v in value)):
     what = 'a' if allow_empty else 'a non-empty'
     raise ConfigError(f'{name}={value!r}: expected {what} sequence of whole numbers '
                                  f'>= {minimum}.')
@@ -221,7 +222,7 @@ def real_tuple(config, name: str, low: float, high: float) -> tuple[float, ...]:
   """A non-empty sequence of finite numbers in [low, high] (costs, budgets)."""
   value = field(config, name)
   if (isinstance(value, str) or not isinstance(value, (tuple, list)) or not value
-      or not all(_number(v) and low <= v <= high for v in value)):
+      or not all(is_number(v) and low <= v <= high for v in value)):
     raise ConfigError(f'{name}={value!r}: expected a non-empty sequence of finite '
                                  f'numbers in [{low}, {high}].')
   return tuple(float(v) for v in value)
