@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks import hardware
 from benchmarks import suite
 from common.models import transformer
 
@@ -51,6 +52,13 @@ def test_the_tiny_suite_runs_every_arm_of_every_section_into_one_json(tiny_run):
   assert result['summary']['time_ratios']
 
 
+def test_the_markdown_table_has_a_row_per_entry(tiny_run):
+  _, result = tiny_run
+  rows = [l for l in suite.table(result).splitlines() if l.startswith('| ') and '---' not in l]
+  assert len(rows) == 1 + len(result['entries'])
+  assert result['device']['name'] in suite.table(result)
+
+
 def test_the_json_names_the_device_and_the_machine(tiny_run):
   _, result = tiny_run
   assert result['device']['name'] == jax.devices()[0].device_kind
@@ -85,7 +93,7 @@ def test_the_arms_of_a_case_compute_the_same_answer(tiny_run):
 ])
 def test_the_peak_table_knows_its_devices_and_gives_null_for_others(kind, dtype, precision,
                                                                      expected):
-  assert suite.peak(kind, dtype, precision)[0] == expected
+  assert hardware.peak(kind, dtype, precision)[0] == expected
 
 
 def test_a_failing_arm_is_recorded_and_the_next_arm_still_runs():
