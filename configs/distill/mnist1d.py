@@ -19,6 +19,9 @@ Variants:
   tiny      digits only, one regime, 2 seeds, short training (the end-to-end test).
   study     the cpu regimes with 16 seeds and 40 linear problems (intervals ~0.6x the cpu's).
   cifar100  ResNet-18 teachers and students on TFDS cifar100 (crop + flip), for accelerators.
+            Per device (common.memory, one model's step at batch 256 compiled ahead of time on 8
+            fake devices, FSDP): 0.30 GiB, of which state 0.01; an ensemble of M models holds M
+            states. Rehearsed by `python -m reproduce --rehearse --only=distill`.
 """
 
 import ml_collections

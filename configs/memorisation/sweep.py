@@ -27,8 +27,15 @@ Variants:
   study   K = 256, R = 16, eight widths per dataset, 100 epochs, mnist1d at 4,000 examples,
           distillation on both datasets.
   cifar100  ResNet-18 at widths 8-128 on TFDS cifar100 (`tfds build cifar100` first), K = 512:
-          for accelerators, the models spread over the devices (built by the tests, not run).
-  imagenet  ResNet-18 at widths 16-96 on TFDS imagenet2012 at 64x64, K = 128 (built, not run).
+          for accelerators, the models spread over the devices. Per device on 8 devices (common.memory:
+          the widest model's ensemble step compiled ahead of time, models vmapped): 46 GiB, of
+          which 21.7 GiB the state of 65 width-128 ResNet-18s and 24 GiB the temporaries of a
+          one-model dispatch: fits an H100 only; on 64 devices the state is 8x smaller.
+  imagenet  ResNet-18 at widths 16-96 on TFDS imagenet2012 at 64x64, K = 128. Does not run as
+          written: the study reads its splits as host arrays, which ImageNet's images of many sizes
+          refuse (and 1.28M x 64x64x3 float32 is 63 GB on each device); its rehearsal fails with
+          that error until the study streams.
+Rehearsal: `python -m reproduce --rehearse --only=memorisation` (see `_rehearsal`).
 """
 
 import ml_collections
@@ -62,7 +69,7 @@ def _dataset(dataset, model, size_field, sizes, train_loop, label_noise=0.0, num
 
 
 def _rehearsal(config, variant: str) -> ml_collections.ConfigDict:
-  """common.rehearsal's section: K = 16 and R = 8 (three models per fake device), the first two
+  """common.rehearsal's section: K = 12 and R = 4 (two models per fake device), the first two
   widths of the sweep, one epoch of batch 4 on 16 mock examples, one student size, 20 resamples;
   the real ResNet-18, mesh and ensemble path. The memory estimate is the largest width's step
   with all K + R models over the devices at hand."""
@@ -73,7 +80,7 @@ def _rehearsal(config, variant: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       'dataset': data.dataset, 'mock_examples': 16,
       'overrides': (
-          ('num_models', 16), ('num_full_models', 8), (d + 'sizes', tuple(data.sizes[:2])),
+          ('num_models', 12), ('num_full_models', 4), (d + 'sizes', tuple(data.sizes[:2])),
           (d + 'loop.batch_size', 4), (d + 'loop.total_epochs', 1.0),
           (d + 'loop.log_every_steps', 1), (d + 'loop.optimizer.warmup_steps', 1),
           (d + 'holdout_epochs', 1.0), ('distill.student_sizes', (0,)),

@@ -16,7 +16,9 @@ Variants:
             block generated from results/cpu/resmem.json).
   tiny      digits only, two short-trained models, 2 seeds, small regression (the test).
   cifar100  ResNet bases on TFDS cifar100 (prepare it with `tfds build` first), the k-NN database
-            sharded over the mesh's 'data' axis: for accelerators. (No ImageNet variant: the
+            sharded over the mesh's 'data' axis: for accelerators. Per device (common.memory,
+            ResNet-18's step at batch 512 on 8 fake devices, FSDP): 0.50 GiB: fits v5e, v4,
+            H100. Rehearsed by `python -m reproduce --rehearse --only=resmem`. (No ImageNet variant: the
             experiment holds its splits as host arrays, which ImageNet's decoded images exceed; the
             streaming path of common/data/stream.py trains the classifier, not yet this study.)
 """
