@@ -15,13 +15,13 @@ Variants:
           of batch 128, Adam 1e-2 (cosine); hold-out retraining 10 epochs at 1e-3; distillation
           on digits (teacher = width 256 of the same subset, tau = 4, alpha = 0) for students of
           widths 8, 16, 64, beside students of a full-data teacher and one-hot models of another
-          seed (the diagnosis). Measured: about 150 CPU-s (user + sys, /usr/bin/time -v; 9 min
-          wall on a machine shared by ~7 jobs). Intervals (95%): class fractions over 200
-          resamples of models and examples, recentred, half-width 0.02-0.03, against a
-          200-draw permutation null (digits' null puts 0.074 of the examples in 'decreasing' by
-          noise alone); proxy statistics over 200 resamples of examples, half-width 0.03-0.06;
-          distillation's mean memorisation change +-0.0035, test accuracy change +-0.01 (models,
-          paired across arms, and examples). Verdict: not reproduced (see memorisation/README.md).
+          seed (the diagnosis). Measured: about 140 CPU-s (user + sys; 8 min wall on a machine
+          shared by ~7 jobs). Intervals (95%): class fractions over 200 resamples of models and
+          examples, recentred, half-width 0.01-0.03, against a 200-draw permutation null
+          (digits' null puts 0.067 of the examples in 'decreasing' by noise alone); proxy
+          statistics over 200 resamples of examples, half-width 0.03-0.05; distillation's mean
+          memorisation change +-0.0035, test accuracy change +-0.008 (models, paired across arms,
+          and examples). Verdict: not reproduced (see memorisation/README.md).
   tiny    digits only, K = 32, widths 4, 16, 64, 20 epochs, distillation at one width (the
           end-to-end test).
   study   K = 256, R = 16, eight widths per dataset, 100 epochs, mnist1d at 4,000 examples,
