@@ -176,7 +176,10 @@ def _local_knn(queries, database, *, k, query_block, db_block, group, mode, reca
       cols = start + jnp.arange(db_block, dtype=jnp.int32)
       norms = jnp.where((cols >= nominal) & (cols < num_valid), jnp.sum(block * block, axis=1),
                         jnp.inf)  # seen or padding: never selected
-      scores = 2.0 * jnp.dot(q, block.T, preferred_element_type=jnp.float32) - norms[None, :]
+      # HIGHEST: on GPUs the default float32 matmul is TF32 (bfloat16 passes on TPUs), which
+      # would make the exact search inexact there (near-tied neighbours swapped).
+      scores = 2.0 * jnp.dot(q, block.T, preferred_element_type=jnp.float32,
+                             precision=jax.lax.Precision.HIGHEST) - norms[None, :]
       values, local = _block_top_k(scores, k, group, mode, recall_target)
       return _merge(best, best_idx, values, local + start + index_offset, k), None
 
