@@ -69,7 +69,7 @@ def _dataset(dataset, model, size_field, sizes, train_loop, label_noise=0.0, num
 
 
 def _rehearsal(config, variant: str) -> ml_collections.ConfigDict:
-  """common.rehearsal's section: K = 12 and R = 4 (two models per fake device), the first two
+  """common.rehearsal's section: K = 8 and R = 8 (each a multiple of the 8 fake devices), the first two
   widths of the sweep, one epoch of batch 4 on 16 mock examples, one student size, 20 resamples;
   the real ResNet-18, mesh and ensemble path. The memory estimate is the largest width's step
   with all K + R models over the devices at hand."""
@@ -80,7 +80,7 @@ def _rehearsal(config, variant: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       'dataset': data.dataset, 'mock_examples': 16,
       'overrides': (
-          ('num_models', 12), ('num_full_models', 4), (d + 'sizes', tuple(data.sizes[:2])),
+          ('num_models', 8), ('num_full_models', 8), (d + 'sizes', tuple(data.sizes[:2])),
           (d + 'loop.batch_size', 4), (d + 'loop.total_epochs', 1.0),
           (d + 'loop.log_every_steps', 1), (d + 'loop.optimizer.warmup_steps', 1),
           (d + 'holdout_epochs', 1.0), ('distill.student_sizes', (0,)),
