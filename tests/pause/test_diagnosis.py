@@ -52,3 +52,29 @@ def test_internals_are_shares_and_ratios_and_need_a_pause(model_and_params):
   assert got['residual_norm_ratio'] > 0 and got['embedding_norm_ratio'] > 0
   with pytest.raises(ValueError, match='num_pauses=0'):
     diagnosis.pause_internals(model, params, prefixes, 0, 12)
+
+
+def test_the_attention_the_diagnosis_reads_is_the_models_own(model_and_params):
+  # softmax(q k / sqrt(D)) from the captured rotated queries and keys, applied to the values,
+  # gives the attention output the model feeds its out projection.
+  model, params = model_and_params
+  tokens = jnp.asarray(np.random.default_rng(0).integers(3, 259, (2, 10)), jnp.int32)
+  qs, ks, _ = diagnosis._internals(model, params, tokens)  # pylint: disable=protected-access
+  found = {'value': [], 'out': []}
+
+  def interceptor(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if context.method_name == '__call__' and context.module.name in found:
+      found[context.module.name].append(args[0] if context.module.name == 'out' else out)
+    return out
+
+  with nn.intercept_methods(interceptor):
+    model.apply({'params': params}, tokens)
+  assert len(qs) == len(found['out']) == 1
+  for q, k, v, out in zip(qs, ks, found['value'], found['out']):
+    scores = np.einsum('blhd,bkhd->bhlk', q, k) / np.sqrt(q.shape[-1])
+    scores = np.where(np.tril(np.ones((10, 10), bool)), scores, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    np.testing.assert_allclose(np.einsum('bhlk,bkhd->blhd', weights, np.asarray(v)),
+                               np.asarray(out), atol=1e-5)
