@@ -6,11 +6,19 @@
     prompt = inference_prompt(prefix, num_pauses=8)   # decode with common.models.decoding
 """
 
-from pause.pausing import (CONFIGURATIONS, Delay, FILLER_ID, PAUSE_ID, PauseError, Setting,
-                           check_count, check_ids, check_pause_id, configuration, finetune_batch,
-                           inference_prompt, insert_pauses, pretrain_batch, pretrain_pauses)
+from pause.pausing import CONFIGURATIONS
+from pause.pausing import Delay
+from pause.pausing import FILLER_ID
+from pause.pausing import PAUSE_ID
+from pause.pausing import PauseError
+from pause.pausing import Setting
+from pause.pausing import check_count
+from pause.pausing import check_ids
+from pause.pausing import check_pause_id
+from pause.pausing import configuration
+from pause.pausing import finetune_batch
+from pause.pausing import inference_prompt
+from pause.pausing import insert_pauses
+from pause.pausing import pretrain_batch
+from pause.pausing import pretrain_pauses
 from pause import tasks  # registers the tasks in common.data.text_tasks
-
-__all__ = ['CONFIGURATIONS', 'Delay', 'FILLER_ID', 'PAUSE_ID', 'PauseError', 'Setting',
-           'check_count', 'check_ids', 'check_pause_id', 'configuration', 'finetune_batch',
-           'inference_prompt', 'insert_pauses', 'pretrain_batch', 'pretrain_pauses', 'tasks']
