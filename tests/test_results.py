@@ -27,9 +27,20 @@ def _repo(tmp_path, readme_text):
 
 def test_the_repository_readmes_agree_with_the_recorded_results():
   assert results.check_readmes() == []
-  for name, summary in results.load_recorded(os.path.join(results.REPO,
-                                                          results.RESULTS_DIR)).items():
+  recorded = results.load_recorded(os.path.join(results.REPO, results.RESULTS_DIR))
+  for name, summary in recorded.items():
     assert all(c['state'] in report.STATES for c in summary.get('checks') or []), name
+
+
+def test_every_experiment_of_the_main_job_is_recorded_and_none_decides_on_a_single_value():
+  import reproduce  # pylint: disable=g-import-not-at-top
+  recorded = results.load_recorded(os.path.join(results.REPO, results.RESULTS_DIR))
+  assert set(recorded) == {name for name, *_ in reproduce.EXPERIMENTS}
+  for name, summary in recorded.items():
+    single = [c['name'] for c in summary['checks']
+              if not c.get('informational') and c['evidence'] == 'single value']
+    assert not single, f'{name}: deciding checks without an interval or a null: {single}'
+  assert results.quoted() >= set(recorded) | {results.ALL}   # every result quoted in a README
 
 
 def test_record_then_readme_writes_the_block_and_check_passes(tmp_path):
