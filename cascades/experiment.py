@@ -21,7 +21,6 @@ from cascades import posthoc
 from cascades import settings as settings_lib
 from common import classifier
 from common import config_lib
-from common import models
 from common import report
 from common.data import loader
 
@@ -59,18 +58,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 def _check_model(config, name: str) -> None:
   """One trained model's entry: its steps, learning rate, pool factor and model config."""
-  config_lib.whole(config, f'{name}.total_steps', 1)
-  config_lib.real(config, f'{name}.learning_rate', 0.0, open_low=True)
-  if config_lib.field(config, name).get('pool') is not None:
-    config_lib.whole(config, f'{name}.pool', 1)
-  try:
-    models.build(config_lib.field(config, f'{name}.model'), 1)  # names and fields, no compute
-  except config_lib.ConfigError as e:
-    raise config_lib.ConfigError(f'{name}.model: {e}') from None
-  # The loop config it trains under (classifier.* with this entry's model, steps and rate): the
-  # input kind, optimizer and sharding names.
-  classifier.check_config(classifier.study_config(config.classifier,
-                                                  config_lib.field(config, name), 0))
+  classifier.check_study_model(config, name)
 
 
 def model_seed(config, seed: int) -> int:

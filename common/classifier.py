@@ -103,6 +103,21 @@ def make_predict_fn(model: nn.Module):
                                                          inputs, train=False)
 
 
+def check_study_model(config: ml_collections.ConfigDict, name: str) -> None:
+  """A study's model entry `name` ({model, total_steps, learning_rate[, pool]}): its numbers, its
+  model's name and fields, and the loop it trains under (`study_config`: input kind, optimizer
+  and sharding names); ConfigError naming the dotted field. Reads only the config."""
+  config_lib.whole(config, f'{name}.total_steps', 1)
+  config_lib.real(config, f'{name}.learning_rate', 0.0, open_low=True)
+  if config_lib.field(config, name).get('pool') is not None:
+    config_lib.whole(config, f'{name}.pool', 1)
+  try:
+    models.build(config_lib.field(config, f'{name}.model'), 1)  # names and fields, no compute
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(f'{name}.model: {e}') from None
+  check_config(study_config(config.classifier, config_lib.field(config, name), 0))
+
+
 def study_config(base: ml_collections.ConfigDict, model: ml_collections.ConfigDict,
                  seed: int) -> ml_collections.ConfigDict:
   """The loop config for one model of a study that trains many (cascades, ResMem, ...).
