@@ -256,7 +256,7 @@ def distillation(masks, labels, flipped, classes, onehot, students, teacher, *, 
   boot = [stat(ks, idx, t) for (ks, idx), t in zip(draws, test_draws)]
   result = {}
   for key, value in point.items():
-    vals = np.array([b[key] for b in boot], np.float64)
+    vals = np.array([b.get(key, np.nan) for b in boot], np.float64)   # absent: class empty
     vals = vals[np.isfinite(vals)]
     if len(vals) < 2 or not np.isfinite(value):
       interval = None
