@@ -106,37 +106,52 @@ def _cross_entropy(model, num_classes):
   return per_example
 
 
+def train_step(loop: ml_collections.ConfigDict, init_fn, loss_fn, batch: dict[str, Any],
+               devices=None, note: str = '') -> Estimate:
+  """The common loop's update (common.train.make_train_step) of any model: `init_fn(rng)` gives
+  its variables, `loss_fn(params, model_state, batch, rng)` its (loss, (metrics, model_state)),
+  as handed to common.train.train; `batch` maps each field to (global shape, dtype). Compiled at
+  loop.batch_size's global shapes over loop.mesh with loop.sharding, the batch split over the
+  mesh's data axes as the loop feeds it. A paper whose step is its own writes a function
+  `(config, spec, devices) -> Estimate` around this and names it in `rehearsal.memory.step` as
+  'package.module:function'."""
+  mesh = mesh_lib.make_mesh(loop.mesh, devices or jax.devices())
+  rules = mesh_lib.rules_from_config(loop)
+  tx = train_lib.make_optimizer(loop.optimizer, 1000)
+  abstract, shardings = train_lib.state_shardings(init_fn, tx, jax.random.key(0), mesh, rules)
+  step = train_lib.make_train_step(loss_fn, tx, 0)
+  batch_sharding = mesh_lib.batch_sharding(mesh, rules)
+  abstract_batch = {k: jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=batch_sharding)
+                    for k, (shape, dtype) in batch.items()}
+  jitted = jax.jit(step, donate_argnums=(0,),
+                   out_shardings=(shardings, mesh_lib.replicated(mesh)))
+  with jax.set_mesh(mesh):
+    args, outs, alias, temps = compiled_memory(jitted, _abstract(abstract, shardings),
+                                               abstract_batch)
+  params = shard_bytes(abstract.params, shardings.params)
+  opt = shard_bytes(abstract.opt_state, shardings.opt_state)
+  shapes = ', '.join(f'{k} {tuple(shape)}' for k, (shape, _) in batch.items())
+  return Estimate(params=params, optimizer=opt, other_arguments=max(0, args - params - opt),
+                  outputs=max(0, outs - alias), temporaries=temps, devices=mesh.size,
+                  note=(note or 'common.train step') + f', batch {shapes}, mesh {dict(mesh.shape)}')
+
+
 def classifier_step(loop: ml_collections.ConfigDict, model_config, input_shape: Sequence[int],
                     num_classes: int, devices=None) -> Estimate:
   """The common loop's update (common.train) of `model_config` at loop.batch_size over
   loop.mesh with loop.sharding, as common.classifier trains it."""
-  mesh = mesh_lib.make_mesh(loop.mesh, devices or jax.devices())
-  rules = mesh_lib.rules_from_config(loop)
   model = models.build(model_config, num_classes)
   sample = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
-  init_fn = lambda rng: model.init(rng, sample, train=False)
-  tx = train_lib.make_optimizer(loop.optimizer, 1000)
-  abstract, shardings = train_lib.state_shardings(init_fn, tx, jax.random.key(0), mesh, rules)
   per_example = _cross_entropy(model, num_classes)
 
   def loss_fn(params, model_state, batch, rng):
     losses, aux = per_example(params, model_state, batch, rng)
     return jnp.mean(losses), aux
 
-  step = train_lib.make_train_step(loss_fn, tx, 0)
-  batch_sharding = mesh_lib.batch_sharding(mesh, rules)
-  batch = {'inputs': jax.ShapeDtypeStruct((loop.batch_size,) + tuple(input_shape), jnp.float32,
-                                          sharding=batch_sharding),
-           'label': jax.ShapeDtypeStruct((loop.batch_size,), jnp.int32, sharding=batch_sharding)}
-  jitted = jax.jit(step, donate_argnums=(0,),
-                   out_shardings=(shardings, mesh_lib.replicated(mesh)))
-  with jax.set_mesh(mesh):
-    args, outs, alias, temps = compiled_memory(jitted, _abstract(abstract, shardings), batch)
-  params = shard_bytes(abstract.params, shardings.params)
-  opt = shard_bytes(abstract.opt_state, shardings.opt_state)
-  return Estimate(params=params, optimizer=opt, other_arguments=max(0, args - params - opt),
-                  outputs=max(0, outs - alias), temporaries=temps, devices=mesh.size,
-                  note=f'common.train step, batch {loop.batch_size}, mesh {dict(mesh.shape)}')
+  batch = {'inputs': ((loop.batch_size,) + tuple(input_shape), jnp.float32),
+           'label': ((loop.batch_size,), jnp.int32)}
+  return train_step(loop, lambda rng: model.init(rng, sample, train=False), loss_fn, batch,
+                    devices, note='common.train step')
 
 
 def ensemble_step(loop: ml_collections.ConfigDict, model_config, input_shape: Sequence[int],
@@ -211,19 +226,36 @@ def step_memory(config: ml_collections.ConfigDict, spec: ml_collections.ConfigDi
                 devices=None) -> Estimate:
   """The estimate a variant's rehearsal section declares (`rehearsal.memory`):
 
-    step: 'classifier' (common.train) or 'ensemble' (common.ensemble)
+    step: 'classifier' (common.train), 'ensemble' (common.ensemble), or a paper's own step:
+      'package.module:function', a function (config, spec, devices) -> Estimate (see train_step)
     loop, model: dotted names of the loop config and the model config in `config` ('' is the
       config itself); model_fields: (field, value) pairs set on the model (e.g. the sweep's
       largest width)
     input_shape, num_classes; for 'ensemble' also num_models and num_examples.
   """
+  if spec.step not in ('classifier', 'ensemble'):
+    return _paper_step(spec.step)(config, spec, devices)
   loop = _get(config, spec.loop)
   model_config = ml_collections.ConfigDict(_get(config, spec.model).to_dict())
   for field, value in spec.get('model_fields', ()) or ():
     model_config[field] = value
   if spec.step == 'classifier':
     return classifier_step(loop, model_config, spec.input_shape, spec.num_classes, devices)
-  if spec.step == 'ensemble':
-    return ensemble_step(loop, model_config, spec.input_shape, spec.num_classes,
-                         spec.num_models, spec.num_examples, devices)
-  raise ValueError(f"rehearsal.memory.step={spec.step!r}: use 'classifier' or 'ensemble'.")
+  return ensemble_step(loop, model_config, spec.input_shape, spec.num_classes,
+                       spec.num_models, spec.num_examples, devices)
+
+
+def _paper_step(name: str):
+  """The function `(config, spec, devices) -> Estimate` that 'package.module:function' names."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  module_name, _, function = str(name).partition(':')
+  if not module_name or not function:
+    raise ValueError(f"rehearsal.memory.step={name!r}: use 'classifier', 'ensemble' or "
+                     "'package.module:function' (a function (config, spec, devices) -> Estimate).")
+  try:
+    fn = getattr(importlib.import_module(module_name), function)
+  except (ImportError, AttributeError) as e:
+    raise ValueError(f'rehearsal.memory.step={name!r}: {e}') from None
+  if not callable(fn):
+    raise ValueError(f'rehearsal.memory.step={name!r} is not a function.')
+  return fn

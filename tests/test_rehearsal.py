@@ -5,11 +5,13 @@ state right, and the cheapest variant is rehearsed end to end through its binary
 import json
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import pytest
 
 from common import config_lib
 from common import memory
+from common import models
 from common import rehearsal
 from configs.common import classifier as classifier_config
 from configs.common import loop as loop_config
@@ -79,6 +81,37 @@ def test_memory_estimate_counts_parameters_and_adam_state_by_hand():
   assert estimate.other_arguments >= 64 // jax.device_count() * 9 * 4
   assert estimate.temporaries >= 0 and estimate.total < 2**20
   assert estimate.fits() == ['v5e', 'v4', 'H100']
+
+
+def paper_step_for_test(config, spec, devices):
+  """A paper's own step as rehearsal.memory.step names it ('tests.test_rehearsal:...')."""
+  del spec
+  loop = loop_config.get_config(batch_size=config.batch, total_steps=10)
+  model = models.build(ml_collections.ConfigDict({'name': 'mlp', 'widths': (16,)}), 4)
+  init_fn = lambda rng: model.init(rng, jnp.zeros((1, 8)), train=False)
+
+  def loss_fn(params, model_state, batch, rng):
+    del rng
+    logits = model.apply({'params': params}, batch['x'], train=True)
+    return jnp.mean(logits ** 2), ({}, model_state)
+
+  return memory.train_step(loop, init_fn, loss_fn, {'x': ((config.batch, 8), jnp.float32)},
+                           devices, note='a paper step')
+
+
+def test_a_paper_names_its_own_step_by_module_and_function():
+  config = ml_collections.ConfigDict({'batch': 64})
+  spec = ml_collections.ConfigDict({'step': 'tests.test_rehearsal:paper_step_for_test'})
+  estimate = memory.step_memory(config, spec)
+  assert estimate.params == 212 * 4 and estimate.optimizer == 2 * 212 * 4 + 2 * 4
+  assert 'a paper step, batch x (64, 8)' in estimate.note
+
+
+@pytest.mark.parametrize('step', ['lm', 'tests.test_rehearsal', 'tests.test_rehearsal:nothing',
+                                  'tests.no_such_module:step'])
+def test_a_memory_step_that_names_no_function_is_refused(step):
+  with pytest.raises(ValueError, match='rehearsal.memory.step'):
+    memory.step_memory(ml_collections.ConfigDict(), ml_collections.ConfigDict({'step': step}))
 
 
 def test_a_step_too_large_for_a_device_is_reported_as_such():
