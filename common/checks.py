@@ -218,6 +218,53 @@ def check(name: str, value: Any, threshold: Any = None, holds: bool | None = Non
           'holds': state == HOLDS, 'informational': bool(informational), 'note': note}
 
 
+def rerun_move_probability(c: dict[str, Any], level: float = 0.95) -> float | None:
+  """The probability that a rerun of the same design with fresh seeds gives check `c` another
+  state: what noise alone does to it. None when its state does not come from an interval
+  (evidence other than 'interval', no finite interval, or a stated reason).
+
+  Normal approximation: the interval is centre +- z se (z for `level`); a rerun's estimate is
+  centre + N(0, 2 se^2) (the difference of two independent estimates of one quantity), with an
+  interval of the same width, decided by the same rule. A check whose interval end lies on its
+  threshold moves with probability ~0.5; one whose interval clears it by a full width, rarely.
+  Summed over checks, it is the number of states a reseed is expected to move, the yardstick
+  for a comparison with recorded results (a float-order change reseeds training noise in part).
+  """
+  interval = c.get('interval')
+  if (c.get('evidence') != 'interval' or not interval or c.get('compare') not in COMPARISONS
+      or not all(_finite_number(v) for v in interval)
+      or (c.get('reason') and not str(c['reason']).startswith('interval ['))):
+    return None
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  z = float(stats.norm.ppf(0.5 + level / 2))
+  low, high = (float(v) for v in interval)
+  se = (high - low) / (2 * z)
+  if se <= 0:
+    return None
+  centre, spread, half = (low + high) / 2, se * math.sqrt(2), z * se
+  below = lambda x: float(stats.norm.cdf((x - centre) / spread))   # P(new centre < x)
+  compare, threshold = c['compare'], c['threshold']
+  if compare in ('>', '>='):
+    p_holds, p_fails = 1 - below(threshold + half), below(threshold - half)
+  elif compare in ('<', '<='):
+    p_holds, p_fails = below(threshold - half), 1 - below(threshold + half)
+  else:
+    t_low, t_high = threshold
+    p_in = max(0.0, below(t_high - half) - below(t_low + half))
+    p_out = below(t_low - half) + 1 - below(t_high + half)
+    p_holds, p_fails = (p_in, p_out) if compare == 'in' else (p_out, p_in)
+  p_state = {HOLDS: p_holds, FAILS: p_fails,
+             INCONCLUSIVE: max(0.0, 1 - p_holds - p_fails)}[c['state']]
+  return min(1.0, max(0.0, 1 - p_state))
+
+
+def expected_moves(checks: Sequence[dict[str, Any]]) -> tuple[float, int]:
+  """(expected number of deciding checks a reseed moves, how many could be assessed)."""
+  ps = [rerun_move_probability(c) for c in checks if not c.get('informational')]
+  ps = [p for p in ps if p is not None]
+  return sum(ps), len(ps)
+
+
 def verdict(checks: Sequence[dict[str, Any]]) -> str | None:
   """'reproduced' / 'not reproduced' / 'inconclusive' by VERDICT_RULE; None without a deciding
   check."""

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import jax
 
 # Re-exported: papers state their checks through report (report.check, report.mean_interval).
+from common import checks as checks_lib
 from common.checks import check  # pylint: disable=unused-import
 from common.checks import COMPARISONS  # pylint: disable=unused-import
 from common.checks import decide  # pylint: disable=unused-import
@@ -194,7 +195,8 @@ def load_summary(path: str) -> dict[str, Any]:
 
 
 def compare_with_recorded(summary: dict[str, Any], recorded: dict[str, Any]) -> list[list[Any]]:
-  """Per check of either: [name, recorded value, new value, recorded state, new state, moved]."""
+  """Per check of either: [name, recorded value, new value, recorded state, new state, the
+  probability that a reseed moves the recorded state (checks.rerun_move_probability), moved]."""
   old = {c['name']: c for c in recorded.get('checks') or []}
   new = {c['name']: c for c in summary.get('checks') or []}
   rows = []
@@ -202,8 +204,14 @@ def compare_with_recorded(summary: dict[str, Any], recorded: dict[str, Any]) -> 
     a, b = old.get(name), new.get(name)
     rows.append([name, value_text(a) if a else '-', value_text(b) if b else '-',
                  a['state'] if a else 'absent', b['state'] if b else 'absent',
+                 _probability(checks_lib.rerun_move_probability(a)
+                              if a and not a.get('informational') else None),
                  'same' if a and b and a['state'] == b['state'] else '**moved**'])
   return rows
+
+
+def _probability(p) -> str:
+  return '-' if p is None else f'{p:.2f}'
 
 
 def _counts(checks) -> str:
@@ -226,7 +234,8 @@ def _top_table(summaries, failures, timings, comparisons) -> list[str]:
       shown += f'; and {len(not_holding) - 4} more'
     rows = comparisons.get(s['name'])
     moved = ('-' if rows is None else
-             f'{sum(r[-1] != "same" for r in rows)} of {len(rows)} moved')
+             f'{sum(r[-1] != "same" for r in rows)} of {len(rows)} moved (a reseed: '
+             f'~{sum(float(r[5]) for r in rows if r[5] != "-"):.1f})')
     wall = f'{timings[s["name"]]:.0f} s' if timings and s['name'] in timings else '-'
     lines.append(f'| [{s["title"]}](#{s["name"]}) | {s["verdict"] or "-"} | {_counts(checks)} | '
                  f'{shown or "-"} | {moved} | {wall} |')
@@ -245,6 +254,12 @@ def _top_table(summaries, failures, timings, comparisons) -> list[str]:
             f'{sum(c["state"] == FAILS for c in deciding)} fail, '
             f'{sum(c["state"] == INCONCLUSIVE for c in deciding)} inconclusive. '
             f'Rule: {VERDICT_RULE}.']
+  expected, assessed = checks_lib.expected_moves(deciding)
+  if assessed:
+    lines += ['', f'Noise alone: a rerun with fresh seeds would give about {expected:.1f} of the '
+              f'{assessed} interval-decided checks another state (each check\'s probability from '
+              'its interval, `common.checks.rerun_move_probability`); "vs recorded" counts the '
+              'states that moved against the recorded run, beside that expectation.']
   return lines
 
 
@@ -269,8 +284,11 @@ def _section(rel, s, timings, comparison) -> list[str]:
       lines += [''] + markdown_table(['quantity', 'value'], list(scalars.items()))
   if comparison is not None:
     lines += ['', '**Against the recorded results**', ''] + markdown_table(
-        ['check', 'recorded value', 'new value', 'recorded state', 'new state', 'verdict'],
-        comparison)
+        ['check', 'recorded value', 'new value', 'recorded state', 'new state',
+         'p(a reseed moves it)', 'verdict'], comparison)
+    lines += ['', 'p(a reseed moves it): the probability that a rerun with fresh seeds gives the '
+              'recorded check another state (normal approximation from its interval, '
+              '`common.checks.rerun_move_probability`); their sum is what noise alone moves.']
   lines += ['', f'All numbers: [`{rel}/summary.json`]({rel}/{SUMMARY}).']
   if s.get('notes'):
     lines += ['', s['notes']]

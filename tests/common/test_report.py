@@ -125,10 +125,39 @@ def test_the_report_compares_a_run_with_the_recorded_results(tmp_path):
   (recorded / 'p.json').write_text(json.dumps(summary((0.01, 0.03))))
   summary((-0.01, 0.03))    # the fresh run: the gap's interval now straddles 0
   text = open(report.build_report(str(tmp_path / 'run'), recorded=str(recorded))).read()
-  assert '| 1 of 2 moved |' in text.split('\n## ')[0]
-  assert '| gap | 0.02 [0.01, 0.03] | 0.01 [-0.01, 0.03] | holds | inconclusive | **moved** |' \
-      in text
-  assert '| other | 1 [0.5, 1.5] | 1 [0.5, 1.5] | holds | holds | same |' in text
+  # Each recorded interval clears 0 by half its width: a reseed moves each with p = 0.08.
+  assert '| 1 of 2 moved (a reseed: ~0.2) |' in text.split('\n## ')[0]
+  assert ('| gap | 0.02 [0.01, 0.03] | 0.01 [-0.01, 0.03] | holds | inconclusive | 0.08 | '
+          '**moved** |') in text
+  assert '| other | 1 [0.5, 1.5] | 1 [0.5, 1.5] | holds | holds | 0.08 | same |' in text
+
+
+def _move(value, interval, compare='>', threshold=0.0, **kw):
+  return report.checks_lib.rerun_move_probability(
+      report.check('c', value, compare=compare, threshold=threshold, interval=interval, **kw))
+
+
+def test_a_check_whose_interval_end_sits_on_its_threshold_moves_on_a_reseed_half_the_time():
+  assert _move(1.0, (1e-9, 2.0)) == pytest.approx(0.5, abs=1e-6)
+  assert _move(-1.0, (-2.0, -1e-9), compare='<') == pytest.approx(0.5, abs=1e-6)
+  # Clearing the threshold by a full interval width: rarely (z = 1.96: P(N(0,2) < -3 z / 2)).
+  assert _move(3.0, (2.0, 4.0)) == pytest.approx(0.0028, abs=2e-4)
+  # Straddling, centred on it: a reseed decides it only when it moves by z/sqrt(2) se or more.
+  assert _move(0.0, (-1.0, 1.0)) == pytest.approx(0.166, abs=1e-3)
+  # 'in': an interval well inside a wide band stays; one as wide as the band moves.
+  assert _move(0.0, (-0.1, 0.1), compare='in', threshold=(-1.0, 1.0)) < 1e-6
+  assert _move(0.0, (-1.0, 1.0), compare='in', threshold=(-1.0, 1.0)) > 0.5
+
+
+def test_only_an_interval_decided_state_has_a_reseed_probability():
+  assert _move(1.0, None) is None                                       # a single value
+  assert _move(1.0, (0.5, 1.5), evidence='null') is None                # a null decides it
+  assert _move(1.0, (0.5, 1.5), inconclusive='both arms at the floor') is None
+  assert report.checks_lib.expected_moves([
+      report.check('a', 1.0, compare='>', threshold=0.0, interval=(1e-9, 2.0)),
+      report.check('b', 1.0, compare='>', threshold=0.0, interval=(1e-9, 2.0),
+                   informational=True),
+      report.check('c', 1.0, compare='>', threshold=0.0)]) == pytest.approx((0.5, 1))
 
 
 def test_malformed_checks_and_tables_are_refused(tmp_path):
