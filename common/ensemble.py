@@ -213,12 +213,15 @@ def _build_or_restore(config, workdir, inputs: ensemble_inputs.Inputs, plan, mes
   num_models = inputs.num_models
   # Keys and initialisations one model at a time (lax.map, not vmap): with the 'rbg' PRNGs
   # batched random bits differ from unbatched ones, so a vmap over a dispatch's models made model
-  # m's initial weights depend on how many models shared its dispatch.
-  model_rngs = jax.lax.map(lambda m: jax.random.fold_in(jax.random.key(config.seed), m),
-                           jnp.arange(num_models))
-  init_all = lambda rngs, starts: jax.lax.map(
-      lambda a: ensemble_step.init_one(init_fn, tx, *a), (rngs, starts))
-  abstract_parts = jax.eval_shape(init_all, model_rngs, inputs.init_params)
+  # m's initial weights depend on how many models shared its dispatch. Model m's key is
+  # fold_in(key(seed), m), drawn on the devices from the models' indices (a key array made on
+  # one host cannot be placed on another process's devices).
+  keys_of = lambda model_ids: jax.lax.map(
+      lambda m: jax.random.fold_in(jax.random.key(config.seed), m), model_ids)
+  init_all = lambda model_ids, starts: jax.lax.map(
+      lambda a: ensemble_step.init_one(init_fn, tx, *a), (keys_of(model_ids), starts))
+  model_ids = np.arange(num_models, dtype=np.int32)
+  abstract_parts = jax.eval_shape(init_all, model_ids, inputs.init_params)
   stacked = jax.sharding.NamedSharding(mesh, P(inputs.model_axis))
   part_shardings = jax.tree.map(lambda _: stacked, abstract_parts)
   shardings = EnsembleState(step=mesh_lib.replicated(mesh), params=part_shardings[0],
@@ -242,13 +245,13 @@ def _build_or_restore(config, workdir, inputs: ensemble_inputs.Inputs, plan, mes
       del whole
     else:
       @functools.partial(jax.jit, out_shardings=shardings)
-      def init(rngs, start_params):
-        params, opt_state, model_state = init_all(rngs, start_params)
+      def init(ids, start_params):
+        params, opt_state, model_state = init_all(ids, start_params)
         return EnsembleState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
                              model_state=model_state,
-                             nonfinite_step=jnp.full((len(rngs),), -1, jnp.int32))
+                             nonfinite_step=jnp.full((len(ids),), -1, jnp.int32))
       to_models = lambda a: jax.make_array_from_callback(a.shape, stacked, lambda i: a[i])
-      parts = [init(jax.device_put(model_rngs[lo:hi], stacked),
+      parts = [init(to_models(model_ids[lo:hi]),
                     jax.tree.map(lambda a, lo=lo, hi=hi: to_models(a[lo:hi]), inputs.init_params))
                for lo, hi in plan.bounds]
   per_model = sum(int(np.prod(x.shape[1:])) for x in jax.tree.leaves(abstract.params))
