@@ -40,6 +40,31 @@ def _check_steps(config, field: str) -> tuple[int, ...]:
   return tuple(int(t) for t in values)
 
 
+def _check_input(config) -> None:
+  """config.input: 'memory' (the splits loaded as arrays) or 'stream' (muse_mrf.inputs: images of
+  any size resized and cropped to image_size, tokenised per batch; the VQ tokenizer only)."""
+  if 'input' not in config:
+    return
+  if _choice(config, 'input', ('memory', 'stream')) != 'stream':
+    return
+  if config.get('image_size') is None:
+    raise config_lib.ConfigError("image_size=None: config.input='stream' resizes and crops every "
+                                 'image to an image_size x image_size square; set it (e.g. 256).')
+  size = _whole(config, 'image_size', 1)
+  if config.tokenizer.kind != 'vq':
+    raise config_lib.ConfigError(
+        f"tokenizer.kind={config.tokenizer.kind!r} with config.input='stream': the grey-level and "
+        "k-means tokenizers fit on every image at once; a stream is tokenised by 'vq'.")
+  if config.upsample != 1:
+    raise config_lib.ConfigError(f"upsample={config.upsample} with config.input='stream': set "
+                                 'image_size instead (the stream resizes every image to it).')
+  f = 2 ** _whole(config, 'tokenizer.num_downsamples', 0)
+  if size % f:
+    raise config_lib.ConfigError(
+        f'image_size={size} is not a multiple of 2^tokenizer.num_downsamples = {f}: the VQ '
+        'token grid would not cover the image.')
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError (naming the dotted field) for a config that cannot run or would run
   wrongly; reads only the config (no data, no compile, no files), so every variant is checked
@@ -52,6 +77,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   # The tokenizer: only the fields of its kind are read.
   tok = config.tokenizer
   _choice(config, 'tokenizer.kind', ('grey', 'kmeans', 'vq'))
+  _check_input(config)
   if tok.kind == 'grey':
     _whole(config, 'tokenizer.levels', 2)
   else:
@@ -106,6 +132,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   # Sampling.
   s = config.sampling
   _whole(config, 'sampling.per_class', 1)
+  if s.get('classes') is not None:
+    _whole(config, 'sampling.classes', 1)
   try:
     maskgit.check_tau(s.tau)
   except maskgit.DecodingError as e:

@@ -33,15 +33,19 @@ from common import config_lib
 from common import report
 from common import train as train_lib
 from common.data import loader
+from common.data import pipeline
+from common.data import stream
 from common.models import transformer
 from muse_mrf import config_check
 from muse_mrf import figures as figures_lib
+from muse_mrf import inputs
 from muse_mrf import mrf as mrf_lib
 from muse_mrf import sampler as sampler_lib
 from muse_mrf import scoring
 from muse_mrf import training
 # Re-exported: the notebook and the tests reach these through the experiment module.
 from muse_mrf.scoring import frechet_distance  # pylint: disable=unused-import
+from muse_mrf.inputs import check_labels  # pylint: disable=unused-import
 from muse_mrf.scoring import score  # pylint: disable=unused-import
 from muse_mrf.training import make_mrf_loss_fn  # pylint: disable=unused-import
 
@@ -94,6 +98,94 @@ class Data:
   test_images: np.ndarray        # tokenised test images: the scorer's test set, the FD reference
   test_labels: np.ndarray
 
+  def token_batches(self, loop) -> pipeline.BatchOrder:
+    """Batches {'tokens', 'label'} of every training image, for the backbone and the MRF."""
+    return training.token_batches(loop, self.train_tokens, self.train_labels)
+
+  @property
+  def num_floor(self) -> int:
+    return len(self.floor_images)
+
+  @property
+  def num_test(self) -> int:
+    return len(self.test_images)
+
+  def score_real(self, config, workdir: str, samples: int) -> 'RealScores':
+    """The scorer trained on the tokenised training images (all but the floor's), its test
+    accuracy, the test images' features (the FD's reference) and the floor's row: as many
+    held-out images as a sampler draws (`samples`), scored like a sampler."""
+    scorer = scoring.train_scorer(config, self.scorer_images, self.scorer_labels,
+                                  self.test_images, self.test_labels, workdir, self.num_classes)
+    accuracy = [r for r in scorer.result.history if 'test/accuracy' in r][-1]['test/accuracy']
+    _, reference = scorer.logits_and_features(self.test_images)
+    n = min(len(self.floor_images), samples)  # as many as a sampler draws: the same FD bias
+    real_row = scoring.score(scorer, self.floor_images[:n], self.floor_labels[:n], reference)
+    real_row['images'] = n
+    return RealScores(scorer, accuracy, reference, real_row)
+
+
+@dataclasses.dataclass
+class RealScores:
+  """What phase 5 reads of the real images: the scorer, its test accuracy, the test images'
+  penultimate features (the FD's reference) and the floor's row (held-out real images)."""
+  scorer: Any
+  accuracy: float
+  reference: np.ndarray
+  real_row: dict[str, float]
+
+
+@dataclasses.dataclass
+class StreamedData:
+  """config.input == 'stream': the splits as sources read batch by batch (muse_mrf.inputs), every
+  image resized and cropped to the tokenizer's square; tokens and tokenised images are computed
+  per batch, never for the whole split. The training split's last config.scorer_holdout images
+  are the floor's, as in memory."""
+  tokenizer: Any
+  num_classes: int
+  train: stream.Source
+  test: stream.Source
+  transform: stream.ImageTransform
+  image_shape: tuple[int, ...]
+  holdout: int
+  train_split: str
+  test_split: str
+
+  def token_batches(self, loop) -> pipeline.BatchOrder:
+    return inputs.MappedStream(
+        self.train, loop.batch_size, seed=loop.seed, transform=self.transform,
+        fn=inputs.TokenBatch(self.tokenizer, self.num_classes, self.train_split))
+
+  @property
+  def num_floor(self) -> int:
+    return self.holdout
+
+  @property
+  def num_test(self) -> int:
+    return len(self.test)
+
+  def score_real(self, config, workdir: str, samples: int) -> RealScores:
+    """As Data.score_real, reading the splits in batches: the scorer trains on a stream of
+    tokenised images; its test accuracy and the reference features come from one pass over the
+    tokenised test split, the floor's row from the held-out images."""
+    keep = len(self.train) - self.holdout
+    round_trip = inputs.RoundTrip(self.tokenizer)
+    batches = inputs.MappedStream(inputs.Rows(self.train, 0, keep), config.scorer.batch_size,
+                                  seed=config.scorer.seed, transform=self.transform,
+                                  fn=round_trip)
+    scorer = scoring.train_scorer_streamed(config, batches, self.image_shape, workdir,
+                                           self.num_classes)
+    read = lambda source: scoring.outputs(scorer, inputs.in_order(
+        source, self.transform, config.scorer.batch_size, round_trip))
+    logits, reference, labels = read(self.test)
+    inputs.check_labels(labels, self.num_classes, self.test_split)
+    n = min(self.holdout, samples)
+    real_row = scoring.score_outputs(*read(inputs.Rows(self.train, keep, keep + n)), reference)
+    real_row['images'] = n
+    return RealScores(scorer, float(np.mean(logits.argmax(-1) == labels)), reference, real_row)
+
+
+AnyData = Data | StreamedData
+
 
 def upsample_images(images: np.ndarray, factor: int) -> np.ndarray:
   """(N, H, W, C) -> (N, factor H, factor W, C) by bilinear interpolation (pixel centres, edges
@@ -125,34 +217,27 @@ def load_images(config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   return train, test
 
 
-def check_labels(labels: np.ndarray, num_classes: int, split: str) -> None:
-  """DatasetError unless every label of `split` is a class id in [0, num_classes): the backbone's
-  embedding lookup under jit would clip another onto the mask token's embedding."""
-  labels = np.asarray(labels)
-  if not np.issubdtype(labels.dtype, np.integer):
-    raise loader.DatasetError(f'{split} labels of dtype {labels.dtype}: expected integer class '
-                              'ids.')
-  bad = (labels < 0) | (labels >= num_classes)
-  if bad.any():
-    i = int(np.argmax(bad))
-    raise loader.DatasetError(f'{split} label {int(labels[i])} at index {i} is outside the '
-                              f'{num_classes} classes [0, {num_classes}).')
+def _check_holdout(config, num_train: int) -> int:
+  keep = num_train - config.scorer_holdout
+  if keep < 1:
+    raise config_lib.ConfigError(
+        f'scorer_holdout={config.scorer_holdout}: the {config.train_split!r} split has '
+        f'{num_train} images; hold out fewer so that the scorer has some to train on.')
+  return keep
 
 
-def prepare_data(config, workdir: str) -> Data:
+def prepare_data(config, workdir: str) -> Data | StreamedData:
   """Phase 1: load the splits, check their labels, fit (or load) the tokenizer, tokenise, and
   hold the last config.scorer_holdout training images out of the scorer's training: real images
   it has not seen give the Frechet distance's floor (its own training images would give a floor
-  lower than any unseen image can reach)."""
+  lower than any unseen image can reach). config.input == 'stream': prepare_stream."""
+  if config.get('input', 'memory') == 'stream':
+    return prepare_stream(config, workdir)
   train, test = load_images(config)
   num_classes = loader.num_classes(config.dataset, train)
   check_labels(train['label'], num_classes, config.train_split)
   check_labels(test['label'], num_classes, config.test_split)
-  keep = len(train['label']) - config.scorer_holdout
-  if keep < 1:
-    raise config_lib.ConfigError(
-        f'scorer_holdout={config.scorer_holdout}: the {config.train_split!r} split has '
-        f'{len(train["label"])} images; hold out fewer so that the scorer has some to train on.')
+  keep = _check_holdout(config, len(train['label']))
   tokenizer = training.make_tokenizer(config, train['inputs'], workdir)
   train_tokens, test_tokens = tokenizer.encode(train['inputs']), tokenizer.encode(test['inputs'])
   real_train, labels = tokenizer.decode(train_tokens), train['label']
@@ -162,21 +247,45 @@ def prepare_data(config, workdir: str) -> Data:
               test_images=tokenizer.decode(test_tokens), test_labels=test['label'])
 
 
+def prepare_stream(config, workdir: str) -> StreamedData:
+  """Phase 1 streamed: the splits as sources (a TFDS dataset must be prepared as array_record:
+  else DatasetError with the `tfds build` command, before any compute), every image resized and
+  cropped to config.image_size, the VQ tokenizer trained on a stream of them (or loaded). Labels
+  are checked per batch as they are read."""
+  kwargs = dict(config.get('dataset_kwargs', None) or {})
+  data_dir = config.get('data_dir')
+  train = stream.classification_source(config.dataset, config.train_split, data_dir=data_dir,
+                                       **kwargs)
+  test = stream.classification_source(config.dataset, config.test_split, data_dir=data_dir,
+                                      **kwargs)
+  _check_holdout(config, len(train))
+  transform = inputs.image_transform(config)
+  shape = tuple(stream.read(train, [0], transform)['inputs'].shape[1:])
+  loop = config.tokenizer_loop
+  tokenizer = training.make_tokenizer(
+      config, None, workdir, image_shape=shape, train_iter=lambda: stream.StreamIterator(
+          train, loop.batch_size, seed=loop.seed, transform=transform))
+  return StreamedData(tokenizer=tokenizer, num_classes=loader.num_classes(config.dataset),
+                      train=train, test=test, transform=transform, image_shape=shape,
+                      holdout=config.scorer_holdout, train_split=config.train_split,
+                      test_split=config.test_split)
+
+
 # ---------------------------------------------------------------------------------------------
 # Phases 2 and 3: the backbone, then the MRF layer on the frozen backbone.
 # ---------------------------------------------------------------------------------------------
-def fit_backbone(config, data: Data, workdir: str):
+def fit_backbone(config, data: AnyData, workdir: str):
   """Phase 2: (the masked-token transformer, its training run)."""
   model = training.make_backbone(config, data.tokenizer, data.num_classes)
-  return model, training.train_backbone(config, model, data.train_tokens, data.train_labels,
+  return model, training.train_backbone(config, model, data.token_batches(config.backbone),
                                         workdir)
 
 
-def fit_mrf(config, data: Data, backbone, backbone_params, workdir: str):
+def fit_mrf(config, data: AnyData, backbone, backbone_params, workdir: str):
   """Phase 3: (the MRF layer, its training run on the frozen backbone)."""
   layer = training.make_mrf(config, data.tokenizer)
-  return layer, training.train_mrf(config, backbone, backbone_params, layer, data.train_tokens,
-                                   data.train_labels, workdir)
+  return layer, training.train_mrf(config, backbone, backbone_params, layer,
+                                   data.token_batches(config.mrf), workdir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,11 +344,17 @@ def sampler_grid(config, trained: Trained, grid) -> list[tuple[str, str, sampler
 
 
 def asked_labels(config, num_classes: int) -> np.ndarray:
-  """The class each sample is asked for: sampling.per_class of each, in class order."""
-  return np.repeat(np.arange(num_classes), config.sampling.per_class).astype(np.int32)
+  """The class each sample is asked for: sampling.per_class of each of the first
+  sampling.classes classes (unset: every class), in class order."""
+  classes = config.sampling.get('classes')
+  classes = num_classes if classes is None else classes
+  if classes > num_classes:
+    raise config_lib.ConfigError(f'sampling.classes={classes}: {config.dataset} has '
+                                 f'{num_classes} classes.')
+  return np.repeat(np.arange(classes), config.sampling.per_class).astype(np.int32)
 
 
-def draw_samples(config, data: Data, trained: Trained,
+def draw_samples(config, data: AnyData, trained: Trained,
                  asked: np.ndarray) -> dict[str, list[Draw]]:
   """Phase 4: for each of sampling.seeds sampler seeds, every sampler of the grid draws one
   sample per asked label from that seed's key (the samplers of a seed share it: paired).
@@ -288,28 +403,22 @@ def sampler_row(draws: list[Draw], scores: list[dict[str, float]]) -> dict[str, 
   return row
 
 
-def measure(config, data: Data, trained: Trained, draws: dict[str, list[Draw]],
+def measure(config, data: AnyData, trained: Trained, draws: dict[str, list[Draw]],
             asked: np.ndarray, workdir: str) -> Metrics:
   """Phase 5: train the scorer, score every sampler's draws (per seed) and the real floor images
   against the test images' features, time the MRF layer against one backbone call, decide the
   claim's checks and build the diagnosis table."""
-  scorer = scoring.train_scorer(config, data.scorer_images, data.scorer_labels, data.test_images,
-                                data.test_labels, workdir, data.num_classes)
-  scorer_accuracy = [r for r in scorer.result.history
-                     if 'test/accuracy' in r][-1]['test/accuracy']
-  _, reference = scorer.logits_and_features(data.test_images)
+  real = data.score_real(config, workdir, len(asked))
+  scorer, reference, real_row = real.scorer, real.reference, real.real_row
   rows = {}
   for name, seeds in draws.items():
     rows[name] = sampler_row(seeds, [scoring.score(scorer, d.images, asked, reference)
                                      for d in seeds])
     logging.info('%s: %s', name, {k: v for k, v in rows[name].items() if 'per_seed' not in k})
-  n = min(len(data.floor_images), len(asked))  # as many as a sampler draws: the same FD bias
-  real_row = scoring.score(scorer, data.floor_images[:n], data.floor_labels[:n], reference)
-  real_row['images'] = n
   cost = scoring.layer_cost(trained.backbone, trained.backbone_params, trained.layer,
                             trained.mrf_vars, asked)
   floor = real_row['fd']
-  return Metrics(rows=rows, real_row=real_row, scorer_accuracy=scorer_accuracy, layer_cost=cost,
+  return Metrics(rows=rows, real_row=real_row, scorer_accuracy=real.accuracy, layer_cost=cost,
                  checks=scoring.make_checks(config, rows, floor),
                  diagnosis=scoring.diagnosis_table(config, rows, floor, data.tokenizer.grid,
                                                    data.tokenizer.codebook_size))
@@ -318,7 +427,7 @@ def measure(config, data: Data, trained: Trained, draws: dict[str, list[Draw]],
 # ---------------------------------------------------------------------------------------------
 # Phase 6: the summary.
 # ---------------------------------------------------------------------------------------------
-def write_summary(config, workdir: str, data: Data, trained: Trained,
+def write_summary(config, workdir: str, data: AnyData, trained: Trained,
                   draws: dict[str, list[Draw]],
                   asked: np.ndarray, metrics: Metrics, start: float) -> dict[str, Any]:
   """Phase 6: figures, numbers, the samplers' table and the checks into summary.json."""
@@ -359,7 +468,7 @@ def write_summary(config, workdir: str, data: Data, trained: Trained,
       notes=run_notes(config, data, asked, metrics), config=config)
 
 
-def run_notes(config, data: Data, asked: np.ndarray, metrics: Metrics) -> str:
+def run_notes(config, data: AnyData, asked: np.ndarray, metrics: Metrics) -> str:
   m, s, layer, tok = config.model, config.sampling, config.mrf_layer, data.tokenizer
   return (f'{config.dataset} tokenised by {config.tokenizer.kind} ({tok.codebook_size} '
           f'codes, {tok.grid[0]} x {tok.grid[1]} grid); a {m.num_layers}-layer '
@@ -371,6 +480,6 @@ def run_notes(config, data: Data, asked: np.ndarray, metrics: Metrics) -> str:
           f'{tuple(config.mrf_r_range)}. {len(asked)} samples per sampler and seed '
           f'({s.per_class} per class, {s.seeds} sampler seeds), tau = {s.tau}; scored by an MLP trained on the tokenised '
           f'real digits (test accuracy {metrics.scorer_accuracy:.3f}), all but the '
-          f'{len(data.floor_images)} held out for the floor; FD on its penultimate features '
-          f'against the {len(data.test_images)} tokenised test digits; the floor: '
+          f'{data.num_floor} held out for the floor; FD on its penultimate features '
+          f'against the {data.num_test} tokenised test digits; the floor: '
           f'{metrics.real_row["images"]} held-out real digits scored as a sampler.')

@@ -8,9 +8,12 @@ from common import report
 
 
 def plot_samples(images: dict[str, np.ndarray], asked, num_classes: int, path: str,
-                 per_class: int = 8) -> str:
+                 per_class: int = 8, max_classes: int = 10) -> str:
+  """A grid per sampler: a row per asked class (the first max_classes of them), per_class
+  samples each; grey images (C = 1) in grey, colour ones (C = 3) as they are."""
   plt = report.pyplot()
   names = list(images)
+  classes = [c for c in range(num_classes) if np.any(asked == c)][:max_classes]
   cols = min(len(names), 5)
   rows_ = -(-len(names) // cols)
   fig, axes = plt.subplots(rows_, cols, figsize=(2.6 * cols, 3.4 * rows_), squeeze=False)
@@ -19,11 +22,19 @@ def plot_samples(images: dict[str, np.ndarray], asked, num_classes: int, path: s
     ax.axis('off')
   for ax, name in zip(axes, names):
     imgs = images[name]
+    grey = imgs.shape[-1] == 1
+    imgs = imgs[..., 0] if grey else np.clip(imgs, 0.0, 1.0)
     rows = []
-    for c in range(num_classes):
+    for c in classes:
       pick = imgs[asked == c][:per_class]
-      rows.append(np.concatenate(list(pick[..., 0]) + [np.zeros((imgs.shape[1], 0))], axis=1))
-    ax.imshow(np.concatenate(rows, 0), cmap='gray_r', vmin=0, vmax=1)
+      rows.append(np.concatenate(list(pick) + [np.zeros((imgs.shape[1], 0) + imgs.shape[3:])],
+                                 axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, [(0, 0), (0, width - r.shape[1])] + [(0, 0)] * (r.ndim - 2)) for r in rows]
+    if grey:
+      ax.imshow(np.concatenate(rows, 0), cmap='gray_r', vmin=0, vmax=1)
+    else:
+      ax.imshow(np.concatenate(rows, 0))
     ax.set_title(name, fontsize=8)
     ax.axis('off')
   return report.save_figure(fig, path, dpi=110)

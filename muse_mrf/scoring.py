@@ -15,7 +15,9 @@ import ml_collections
 import numpy as np
 
 from common import classifier as classifier_lib
+from common import models
 from common import report
+from common import train as train_lib
 from muse_mrf import maskgit
 
 
@@ -35,21 +37,50 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
   return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_root)
 
 
-def train_scorer(config, train_images, train_labels, test_images, test_labels, workdir: str,
-                 num_classes: int):
+def scorer_config(config) -> ml_collections.ConfigDict:
+  """The scorer's loop config (config.scorer) with its model (config.scorer_model)."""
   scfg = config.scorer.copy_and_resolve_references()
   with scfg.unlocked():
     scfg.model = ml_collections.ConfigDict(config.scorer_model.to_dict())
+  return scfg
+
+
+def train_scorer(config, train_images, train_labels, test_images, test_labels, workdir: str,
+                 num_classes: int):
   return classifier_lib.train_classifier(
-      scfg, workdir, train_arrays={'inputs': train_images, 'label': train_labels},
+      scorer_config(config), workdir,
+      train_arrays={'inputs': train_images, 'label': train_labels},
       eval_arrays={'test': {'inputs': test_images, 'label': test_labels}},
       num_classes=num_classes)
 
 
-def score(scorer, images: np.ndarray, asked: np.ndarray, reference_features: np.ndarray):
-  logits, features = scorer.logits_and_features(images)
+def train_scorer_streamed(config, train_iter, input_shape, workdir: str,
+                          num_classes: int) -> classifier_lib.Classifier:
+  """The scorer trained as common.classifier trains one (its model, loss and loop) on a stream of
+  {'inputs', 'label'} batches; its test split is read afterwards (StreamedData.score_real)."""
+  scfg = scorer_config(config)
+  model = models.build(scfg.model, num_classes)
+  sample = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
+  result = train_lib.train(
+      scfg, workdir, init_fn=lambda rng: model.init(rng, sample, train=False),
+      loss_fn=classifier_lib.make_loss_fn(model, num_classes), train_iter=train_iter)
+  return classifier_lib.Classifier(model=model, result=result, num_classes=num_classes)
+
+
+def outputs(scorer, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(logits, penultimate features, labels) of the scorer over batches {'inputs', 'label'}."""
+  parts = [(*scorer.logits_and_features(b['inputs']), b['label']) for b in batches]
+  return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+
+def score_outputs(logits: np.ndarray, features: np.ndarray, asked: np.ndarray,
+                  reference_features: np.ndarray) -> dict[str, float]:
   return {'accuracy': float(np.mean(logits.argmax(-1) == asked)),
           'fd': frechet_distance(features, reference_features)}
+
+
+def score(scorer, images: np.ndarray, asked: np.ndarray, reference_features: np.ndarray):
+  return score_outputs(*scorer.logits_and_features(images), asked, reference_features)
 
 
 def layer_cost(backbone, params, layer, mrf_vars, labels, repeats: int = 5) -> dict[str, float]:

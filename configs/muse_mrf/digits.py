@@ -47,6 +47,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.train_split = 'train'
   config.test_split = 'test'
+  # 'memory': the splits loaded as arrays and tokenised up front. 'stream': read batch by batch
+  # (common.data.stream; TFDS datasets prepared as array_record), every image resized and
+  # cropped to image_size x image_size, tokens computed per batch (muse_mrf.inputs; VQ only).
+  config.input = 'memory'
+  config.image_size = ml_collections.config_dict.placeholder(int)
   # Images upsampled by this factor (bilinear) before tokenising: 2 gives digits a 16 x 16 grid.
   config.upsample = 1
   # Tokenizer: 'grey' (pixel -> K levels), 'kmeans' (p x p patches), 'vq' (trained VQ-VAE).
@@ -85,7 +90,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # samplers of one seed share its key); the checks' intervals are Student-t over these seeds.
   config.sampling = ml_collections.ConfigDict({
       'per_class': 50, 'tau': 4.5, 'plain_steps': (2, 4, 6, 8, 12), 'mrf_steps': (2, 4, 6),
-      'mrf_fill': 'sample', 'seeds': 5})
+      'mrf_fill': 'sample', 'seeds': 5,
+      'classes': ml_collections.config_dict.placeholder(int)})   # the first this many; None: all
   # The checks, stated before the run (muse_mrf/scoring.py: make_checks). FDs are read as their
   # excess over the floor (held-out real images scored like a sampler).
   config.checks = ml_collections.ConfigDict({
@@ -133,6 +139,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset = 'imagenet2012'
     config.train_split = 'train'
     config.test_split = 'validation'
+    config.input = 'stream'
+    config.image_size = 256
     config.tokenizer.update({'kind': 'vq', 'codebook_size': 8192, 'embed_dim': 256, 'width': 128,
                              'num_downsamples': 4})
     config.tokenizer_loop = loop.get_config(
@@ -160,6 +168,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.scorer_holdout = 50_000    # 1,000 classes x 50
     config.sampling.plain_steps = (4, 8, 12, 16, 24)
     config.sampling.mrf_steps = (4, 8, 16)
+    # common.rehearsal: every phase through its real path (streamed mock imagenet2012 of random
+    # sizes resized to 256, the real VQ, backbone, MRF and scorer shapes, the real mesh) with
+    # batches of 8, a few steps each, 2 samples per sampler (2 classes x 1) at T in (1, 2); the
+    # first run stops the MRF at step 2 and the second resumes it to 4. Memory: the tokenizer,
+    # backbone and MRF steps at their real batch (256) and mesh (the largest is reported).
+    sizes = lambda loop, steps: ((f'{loop}.batch_size', 8), (f'{loop}.total_steps', steps),
+                                 (f'{loop}.optimizer.warmup_steps', 1),
+                                 (f'{loop}.log_every_steps', 1),
+                                 (f'{loop}.checkpoint_every_steps', 2))
+    config.rehearsal = ml_collections.ConfigDict({
+        'dataset': 'imagenet2012', 'mock_examples': 24,
+        'overrides': (sizes('tokenizer_loop', 2) + sizes('backbone', 2) + sizes('mrf', 4)
+                      + sizes('scorer', 2)
+                      + (('scorer_holdout', 4), ('sampling.per_class', 1),
+                         ('sampling.classes', 2), ('sampling.seeds', 2),
+                         ('sampling.plain_steps', (1, 2)), ('sampling.mrf_steps', (1,)),
+                         ('checks.reference_steps', 2), ('checks.fast_steps', 1))),
+        'first_run': (('mrf.total_steps', 2),),
+        'memory': {'step': 'muse_mrf.memory:train_steps', 'num_classes': 1000},
+    })
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()
