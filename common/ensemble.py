@@ -304,7 +304,7 @@ class _Feeds:
 
 
 def _check_finite(parts, checkpointer, inputs: ensemble_inputs.Inputs) -> None:
-  bad = np.concatenate([np.asarray(jax.device_get(p.nonfinite_step)) for p in parts])
+  bad = np.concatenate([mesh_lib.fetch(p.nonfinite_step) for p in parts])
   if np.all(bad < 0):
     return
   models = np.flatnonzero(bad >= 0)
@@ -318,7 +318,7 @@ def _check_finite(parts, checkpointer, inputs: ensemble_inputs.Inputs) -> None:
 
 def _record(buffer, num_models: int, batch_size: int, steps: int, seconds: float):
   """The logged record of the steps in `buffer` ([step][dispatch] -> {name: (K,)})."""
-  steps_metrics = jax.device_get(buffer)
+  steps_metrics = mesh_lib.fetch(buffer)
   per_model = {name: np.stack([np.concatenate([c[name] for c in s]) for s in steps_metrics])
                for name in steps_metrics[0][0]}           # (steps, M)
   record = {name: float(np.mean(v)) for name, v in per_model.items()}
@@ -338,7 +338,7 @@ def _run(config, workdir, inputs: ensemble_inputs.Inputs, plan, mesh, start: _St
                                     saved_records=start.saved_history)
   history = list(writer.records)
   log_every = max(1, int(config.get('log_every_steps', 100)))
-  first = int(jax.device_get(parts[0].step))
+  first = int(mesh_lib.fetch(parts[0].step))
   sync_every_step = mesh.size > 1 and jax.default_backend() == 'cpu'  # as in common.train
   buffer, t_last, step_last = [], time.perf_counter(), first
   save = lambda step, state, **kw: checkpointer.save(
@@ -405,7 +405,7 @@ def predict(state: EnsembleState, apply_fn: Callable[..., jax.Array], inputs: np
     pad = batch_size - len(chunk) if len(inputs) > batch_size else 0
     if pad:  # one compiled shape for every batch
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-    out = np.asarray(jax.device_get(fn(variables, chunk)))
+    out = mesh_lib.fetch(fn(variables, chunk))
     outs.append(out[:, :out.shape[1] - pad] if pad else out)
   return np.concatenate(outs, axis=1)
 

@@ -192,3 +192,20 @@ def batch_axis_size(mesh: jax.sharding.Mesh, rules: Rules = STRATEGIES['data']) 
     return 1
   axes = (spec[0],) if isinstance(spec[0], str) else spec[0]
   return math.prod(mesh.shape[a] for a in axes)
+
+
+def fetch(tree):
+  """Every array of `tree` as a numpy array holding its global value, on every process.
+
+  One process's devices hold only its shards of an array split over a mesh that spans several
+  processes (a model axis over 2 hosts): `jax.device_get` refuses it, so such an array is
+  gathered from all processes (a collective: every process calls `fetch` in the same order, as
+  SPMD code does). A fully addressable or fully replicated array is read where it is.
+  """
+  def one(x):
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x)) if isinstance(x, jax.Array) else x
+
+  return jax.tree.map(one, tree)

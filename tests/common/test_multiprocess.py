@@ -1,10 +1,15 @@
 """Two processes on this machine (jax.distributed over localhost, 4 fake CPU devices each)."""
 
+import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 
 from common import metrics as metrics_lib
+from tests.common.conftest import ONE_THREAD
+from tests.common.conftest import REPO
 from tests.common.conftest import run_cli
 
 FLAGS = ('--config.total_steps=60', '--config.log_every_steps=10',
@@ -42,3 +47,31 @@ def test_two_processes_match_one(tmp_path):
   assert len(loss_single) == 6
   np.testing.assert_allclose(loss_multi, loss_single, rtol=1e-5)
   np.testing.assert_allclose(acc_multi, acc_single)
+
+
+def _ensemble_worker(workdir, out, devices, *flags):
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo',
+             **ONE_THREAD)
+  return subprocess.Popen([sys.executable, '-m', 'tests.common.ensemble_worker',
+                           f'--workdir={workdir}', f'--out={out}', *flags], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_an_ensemble_whose_model_axis_spans_two_processes_matches_one_process(tmp_path):
+  # 4 models over 2 processes x 2 devices: each process holds 2 of them. Keys, the NaN guard,
+  # the logged losses and predict() must reach across processes (each once read the arrays on
+  # the host, which a process can do only for its own shards).
+  one = _ensemble_worker(tmp_path / 'one', tmp_path / 'one.npz', 4)
+  assert one.wait(timeout=300) == 0, one.communicate()[0][-3000:]
+  port = _free_port()
+  procs = [_ensemble_worker(tmp_path / 'two', tmp_path / 'two.npz', 2,
+                            f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+                            f'--process_id={i}') for i in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  single, multi = np.load(tmp_path / 'one.npz'), np.load(tmp_path / 'two.npz')
+  assert int(multi['processes']) == 2 and int(multi['devices']) == int(single['devices']) == 4
+  assert multi['logits'].shape == (4, 64, 10)
+  np.testing.assert_allclose(multi['loss'], single['loss'], rtol=1e-6)
+  np.testing.assert_allclose(multi['logits'], single['logits'], rtol=1e-5, atol=1e-6)
