@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from common import ensemble
+from common import mesh as mesh_lib
 from common import models
 from common.data import loader
 from memorisation import evidence
@@ -100,7 +101,7 @@ def run_size(config, name: str, j: int, model, train, test, masks, workdir) -> d
   holdout_loop = ds.loop.copy_and_resolve_references()
   with holdout_loop.unlocked():
     holdout_loop.optimizer.learning_rate = ds.holdout_learning_rate
-  start = jax.tree.map(lambda a: np.asarray(jax.device_get(a))[:k], result.state.params)
+  start = jax.tree.map(lambda a: a[:k], mesh_lib.fetch(result.state.params))
   tuned = training.train_models(
       holdout_loop, os.path.join(workdir, 'holdout'), model, train, (~masks).astype(np.float32),
       total_steps=training.steps_for(ds.holdout_epochs, (~masks[0]).sum(), ds.loop.batch_size),

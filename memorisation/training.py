@@ -30,6 +30,7 @@ import scipy.special
 
 from common import config_lib
 from common import ensemble
+from common import mesh as mesh_lib
 from distill import loss as distill_loss
 
 # The model_state collection this package adds (the model never sees it), and the batch field of
@@ -185,7 +186,7 @@ def evaluate(state: ensemble.EnsembleState, model: nn.Module, inputs, labels, *,
     if pad:
       x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
       y = np.concatenate([y, np.repeat(y[-1:], pad, 0)])
-    out_logits, out_norm = jax.device_get(fn(variables, x, y))
+    out_logits, out_norm = mesh_lib.fetch(fn(variables, x, y))
     logits.append(np.asarray(out_logits)[:, :size - pad])
     norms.append(np.asarray(out_norm)[:, :size - pad])
   return Evaluation(logits=np.concatenate(logits, 1), grad_norm=np.concatenate(norms, 1))
@@ -193,7 +194,7 @@ def evaluate(state: ensemble.EnsembleState, model: nn.Module, inputs, labels, *,
 
 def traces(state: ensemble.EnsembleState) -> dict[str, np.ndarray]:
   """The per-example training trace of every model: {name: (M, N)}."""
-  return {k: np.asarray(jax.device_get(v)) for k, v in state.model_state[TRACE].items()}
+  return {k: mesh_lib.fetch(v) for k, v in state.model_state[TRACE].items()}
 
 
 def softmax(logits) -> np.ndarray:
