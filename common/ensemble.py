@@ -239,8 +239,9 @@ def _build_or_restore(config, workdir, inputs: ensemble_inputs.Inputs, plan, mes
       resumed_from, whole, _, saved_meta = restored
       saved_history = saved_meta.get('history')
       logging.info('Resumed the ensemble from step %d.', resumed_from)
-      take = lambda lo, hi: jax.tree.map(lambda x: x[lo:hi] if x.ndim else x, whole)
-      parts = [jax.jit(functools.partial(take, lo, hi), out_shardings=shardings)()
+      # `whole` is an argument, not a closure: jit cannot close over arrays spanning processes.
+      take = lambda tree, lo, hi: jax.tree.map(lambda x: x[lo:hi] if x.ndim else x, tree)
+      parts = [jax.jit(functools.partial(take, lo=lo, hi=hi), out_shardings=shardings)(whole)
                for lo, hi in plan.bounds]
       del whole
     else:

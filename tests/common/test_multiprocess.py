@@ -63,15 +63,17 @@ def test_an_ensemble_whose_model_axis_spans_two_processes_matches_one_process(tm
   # the host, which a process can do only for its own shards).
   one = _ensemble_worker(tmp_path / 'one', tmp_path / 'one.npz', 4)
   assert one.wait(timeout=300) == 0, one.communicate()[0][-3000:]
-  port = _free_port()
-  procs = [_ensemble_worker(tmp_path / 'two', tmp_path / 'two.npz', 2,
-                            f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-                            f'--process_id={i}') for i in range(2)]
-  outputs = [p.communicate(timeout=300)[0] for p in procs]
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
+  for out in ('two.npz', 'resumed.npz'):  # the second run restores the first's checkpoint
+    port = _free_port()
+    procs = [_ensemble_worker(tmp_path / 'two', tmp_path / out, 2,
+                              f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+                              f'--process_id={i}') for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, log in zip(procs, outputs):
+      assert p.returncode == 0, log[-3000:]
   single, multi = np.load(tmp_path / 'one.npz'), np.load(tmp_path / 'two.npz')
   assert int(multi['processes']) == 2 and int(multi['devices']) == int(single['devices']) == 4
   assert multi['logits'].shape == (4, 64, 10)
   np.testing.assert_allclose(multi['loss'], single['loss'], rtol=1e-6)
   np.testing.assert_allclose(multi['logits'], single['logits'], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(np.load(tmp_path / 'resumed.npz')['logits'], multi['logits'])
