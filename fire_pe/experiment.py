@@ -162,6 +162,31 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_loop(config.loop)
 
 
+def eval_lengths(config) -> list[tuple[int, str]]:
+  """(length, what) of every window the evaluation reads: each eval factor x the train length,
+  and each regime factor x its train length."""
+  out = [(int(f * config.train_length), f'{f}x config.train_length={config.train_length}')
+         for f in config.eval_factors]
+  out += [(int(f * length), f'{f}x regime train length {length}')
+          for length in config.regime.train_lengths for f in config.regime.factors]
+  return out
+
+
+def check_eval_text(config, test_ids) -> None:
+  """Raises DatasetError, before any training, when the evaluation text holds no window of the
+  longest evaluation length (+1 token for the last target), naming the fields that set it."""
+  length, what = max(eval_lengths(config))
+  if len(test_ids) >= length + 1:
+    return
+  cut = (f', read up to config.max_eval_bytes={config.max_eval_bytes}'
+         if config.get('max_eval_bytes') is not None else '')
+  raise loader.DatasetError(
+      f'The evaluation text ({config.dataset!r} split {config.eval_split!r}{cut}) has '
+      f'{len(test_ids)} tokens: not one window of the longest evaluation length {length} '
+      f'({what}) plus its last target. Lower config.eval_factors (or config.regime.factors) or '
+      'config.train_length, raise config.max_eval_bytes, or evaluate on a longer split.')
+
+
 def study(config, workdir: str, train_ids, test_ids) -> dict[str, Any]:
   """Trains config.encodings x config.seeds at config.train_length and evaluates them: the mean
   table (diagnostic rows included), the per-seed rows, and the learned FIRE parameters."""
@@ -175,9 +200,12 @@ def study(config, workdir: str, train_ids, test_ids) -> dict[str, Any]:
     for seed in range(seeds_of(config, name)):
       if (train_name, seed) not in trained:
         model_dir = os.path.join(workdir, 'models', train_name, f'seed{seed}')
-        trained[(train_name, seed)] = lm.train_encoding(config, train_name, seed, train_ids,
-                                                     model_dir)
-      params = trained[(train_name, seed)].state.params
+        result = lm.train_encoding(config, train_name, seed, train_ids, model_dir)
+        # The parameters and the history only: the optimizer's state (twice the parameters
+        # under Adam) is let go, not held on the devices while the next encodings train.
+        trained[(train_name, seed)] = (result.state.params, result.history)
+        del result
+      params = trained[(train_name, seed)][0]
       per_seed.setdefault(name, []).append(evaluation.evaluate(config, name, params, test_ids))
       if name in config.diagnose:
         per_seed.setdefault(name + diagnostics.FROZEN, []).append(
@@ -188,9 +216,10 @@ def study(config, workdir: str, train_ids, test_ids) -> dict[str, Any]:
   for name, rows in per_seed.items():
     table[name] = evaluation.mean_row(rows, config.eval_factors)
     base = name[:-len(diagnostics.FROZEN)] if name.endswith(diagnostics.FROZEN) else name
-    first = trained[('rope' if base == 'rope_pi' and 'rope' in config.encodings else base, 0)]
+    _, history = trained[('rope' if base == 'rope_pi' and 'rope' in config.encodings else base,
+                          0)]
     table[name]['final_train_loss'] = round(
-        float([r for r in first.history if 'loss' in r][-1]['loss']), 4)
+        float([r for r in history if 'loss' in r][-1]['loss']), 4)
   return {'table': table, 'per_seed': per_seed, 'learned': learned}
 
 
@@ -217,8 +246,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if config.get('train_input', 'memory') == 'memory':
     train_ids = loader.load_text(config.dataset, config.train_split, data_dir=config.get('data_dir'),
                                  max_bytes=config.get('max_train_bytes'))
+  else:  # opened here so that a dataset not prepared as array_record stops before anything runs
+    lm.train_source(config)
   test_ids = loader.load_text(config.dataset, config.eval_split, data_dir=config.get('data_dir'),
                               max_bytes=config.get('max_eval_bytes'))
+  check_eval_text(config, test_ids)
   main = study(config, workdir, train_ids, test_ids)
   table = main['table']
   gaps = claims.claim_gaps(config, main['per_seed'], config.checks.factors)

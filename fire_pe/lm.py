@@ -50,23 +50,26 @@ def lm_loss(logits, targets, weights=None):
   return jnp.sum(losses * weights) / jnp.sum(weights)
 
 
+def train_source(config) -> stream.TfdsSource:
+  """The training split's documents, read on demand (DatasetError naming the `tfds build ...
+  --file_format=array_record` command when the dataset is not prepared so)."""
+  return stream.tfds_source(config.dataset, config.train_split, data_dir=config.get('data_dir'))
+
+
 def train_iterator(config, seed: int, train_ids: np.ndarray | None):
   """Windows of the in-memory corpus, or (config.train_input='stream') rows packed on demand from
   a TFDS text dataset's documents, for corpora larger than a host (c4)."""
   if config.get('train_input', 'memory') == 'stream':
-    documents = stream.tfds_source(config.dataset, config.train_split,
-                                   data_dir=config.get('data_dir'))
-    rows = stream.TextRows(documents, config.train_length, config.docs_per_row)
+    rows = stream.TextRows(train_source(config), config.train_length, config.docs_per_row)
     return stream.StreamIterator(rows, config.loop.batch_size, seed=seed)
   data = {'tokens': windows(train_ids, config.train_length + 1)}
   return pipeline.BatchIterator(data, config.loop.batch_size, seed=seed)
 
 
-def train_encoding(config, name: str, seed: int, train_ids: np.ndarray | None, workdir: str):
+def train_functions(config, name: str):
+  """(model, init_fn, loss_fn) of encoding `name` as the common loop trains it (train_encoding;
+  fire_pe.memory compiles the same step for its per-device memory)."""
   model = make_model(config, name)
-  loop = config.loop.copy_and_resolve_references()
-  with loop.unlocked():
-    loop.seed = seed
   sample = jnp.zeros((1, config.train_length), jnp.int32)
   init_fn = lambda rng: model.init(rng, sample)
 
@@ -83,11 +86,29 @@ def train_encoding(config, name: str, seed: int, train_ids: np.ndarray | None, w
       logits = model.apply({'params': params}, tokens[:, :-1])
     return lm_loss(logits, tokens[:, 1:], batch.get('weights')), ({}, model_state)
 
+  return model, init_fn, loss_fn
+
+
+def train_batch_shapes(config) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """{field: (global shape, dtype)} of a training batch: windows of the corpus are tokens only;
+  streamed rows (stream.TextRows) carry the weights of their padding too."""
+  batch, length = config.loop.batch_size, config.train_length
+  shapes = {'tokens': ((batch, length + 1), jnp.int32)}
+  if config.get('train_input', 'memory') == 'stream':
+    shapes['weights'] = ((batch, length), jnp.float32)
+  return shapes
+
+
+def train_encoding(config, name: str, seed: int, train_ids: np.ndarray | None, workdir: str):
+  _, init_fn, loss_fn = train_functions(config, name)
+  loop = config.loop.copy_and_resolve_references()
+  with loop.unlocked():
+    loop.seed = seed
   train_iter = train_iterator(config, seed, train_ids)
   # The model is defined outside the loop config: what determines it joins the run's identity.
   identity = {'encoding': name, 'model': config.model.to_dict(), 'fire': config.fire.to_dict(),
               'train_length': config.train_length}
-  if randomised:
+  if name in encodings.RANDOM_POSITIONS:
     identity['random_positions_factor'] = config.random_positions_factor
   result = train_lib.train(loop, workdir, init_fn=init_fn, loss_fn=loss_fn, train_iter=train_iter,
                            identity=identity)

@@ -176,6 +176,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loop.log_every_steps = 100
     config.loop.checkpoint_every_steps = 2000
     config.loop.device_data_max_mb = 0   # stream batches
+    # common.rehearsal: the real 12-layer model, FSDP mesh, streamed rows and block-wise
+    # evaluation on mock c4 (documents of 10-20 bytes), shrunk: two encodings (FIRE and one
+    # contender), batch 8 (one row per fake device), train length 128 in blocks of 32 (the real
+    # row of 4 blocks; 16 at the 4x evaluation), 2 steps (the first run stops at 1, the second
+    # resumes each model). At train length 512 the 8 fake devices' activations (each device
+    # holding its own, and the all-gathered weights and gradients FSDP makes) took 11 GB of
+    # host memory. Memory: FIRE's step at the real batch 256 x 2048 and mesh.
+    config.rehearsal = ml_collections.ConfigDict({
+        'dataset': 'c4/en', 'mock_examples': 256,
+        'overrides': (('encodings', ('nope', 'fire')), ('checks.contenders', ('nope',)),
+                      ('checks.below', ('nope',)), ('train_length', 128),
+                      ('model.block_size', 32), ('eval_tokens', 2048), ('loop.batch_size', 8),
+                      ('loop.total_steps', 2), ('loop.optimizer.warmup_steps', 1),
+                      ('loop.log_every_steps', 1), ('loop.checkpoint_every_steps', 1)),
+        'first_run': (('loop.total_steps', 1),),
+        'memory': {'step': 'fire_pe.memory:train_step', 'encoding': 'fire'},
+    })
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()

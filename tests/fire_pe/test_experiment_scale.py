@@ -61,3 +61,50 @@ def test_c4_rows_train_the_lm(tmp_path):
   with tfds.testing.mock_data(num_examples=32):
     result = lm.train_encoding(_c4_config(), 'fire', 0, None, str(tmp_path))
   assert int(result.state.step) == 3
+
+
+def test_an_evaluation_text_shorter_than_the_longest_window_stops_before_training(tmp_path):
+  """Mock c4's validation text (documents of 10-20 bytes) held no 2,049-token window: the run
+  trained every encoding, then failed in evaluation. Now it stops before training, naming the
+  lengths and the fields that set them."""
+  from fire_pe import experiment  # pylint: disable=g-import-not-at-top
+  config = lm_config.get_config('tiny')   # evaluated to 8 x 16 = 128 tokens
+  config.max_eval_bytes = 100
+  with pytest.raises(loader.DatasetError, match=r'has 100 tokens: not one window of the longest '
+                     r'evaluation length 128 \(8x config.train_length=16\).*config.eval_factors'):
+    experiment.run(config, str(tmp_path))
+  assert not (tmp_path / 'models').exists()
+
+
+def test_a_streamed_corpus_not_prepared_stops_with_the_array_record_build_command(tmp_path):
+  """Streamed training needs array_record files: a run on an unprepared c4 names that command
+  (not the plain `tfds build`, whose tfrecord files cannot be streamed) before anything runs."""
+  from fire_pe import experiment  # pylint: disable=g-import-not-at-top
+  config = _c4_config()
+  config.data_dir = str(tmp_path / 'empty')
+  with pytest.raises(loader.DatasetError, match='tfds build c4/en --file_format=array_record'):
+    experiment.run(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run' / 'models').exists()
+
+
+def test_the_memory_estimate_compiles_the_step_the_study_trains():
+  """fire_pe.memory.train_step: FIRE's model and loss from lm.train_functions (what
+  train_encoding hands the loop), at the loop's batch of train_length + 1 tokens (and the
+  streamed rows' weights); the parameters counted from their shapes."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from fire_pe import memory  # pylint: disable=g-import-not-at-top
+  config = _c4_config()
+  config.loop.mesh = (('data', 1),)
+  config.loop.num_devices = 1
+  estimate = memory.train_step(config, ml_collections.ConfigDict({'encoding': 'fire'}),
+                               jax.devices()[:1])
+  model, _, _ = lm.train_functions(config, 'fire')
+  params = jax.eval_shape(model.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, 16), jnp.int32))['params']
+  assert 'position' in params['layer_0']   # FIRE's MLP in every layer
+  assert estimate.params == sum(np.prod(p.shape) * 4 for p in jax.tree.leaves(params))
+  assert 'fire_pe fire LM' in estimate.note and 'tokens (8, 17), weights (8, 16)' in estimate.note
+  assert estimate.temporaries > 0 and estimate.fits()
