@@ -110,8 +110,9 @@ def _train_iterator(config, train_ids: np.ndarray):
                                 config.loop.batch_size, seed=config.loop.seed)
 
 
-def train_lm(config, name: str, train_ids: np.ndarray, workdir: str):
-  """(params, final training loss) of model `name`, trained (or reused) under workdir."""
+def train_functions(config, name: str):
+  """(model, loop config, init_fn, loss_fn) of LM `name` as the common loop trains it (train_lm;
+  train_step_memory compiles the same step)."""
   m = config.models[name]
   model = make_model(m)
   loop = config.loop.copy_and_resolve_references()
@@ -119,9 +120,31 @@ def train_lm(config, name: str, train_ids: np.ndarray, workdir: str):
     loop.total_steps = m.total_steps
     loop.optimizer.learning_rate = m.learning_rate
   sample = jnp.zeros((1, config.context), jnp.int32)
+  return model, loop, lambda rng: model.init(rng, sample), lm_data.make_loss_fn(model)
+
+
+def train_step_memory(config, spec, devices=None):
+  """common.memory.Estimate of LM `spec.model` (default: config.checks.larger)'s train step at
+  config.loop.batch_size rows of context + 1 tokens over the loop's mesh (the rehearsal's
+  `memory` entry: 'resmem.lm_experiment:train_step_memory')."""
+  from common import memory  # pylint: disable=g-import-not-at-top
+  name = spec.get('model') or config.checks.larger
+  model, loop, init_fn, loss_fn = train_functions(config, name)
+  batch = {'tokens': ((loop.batch_size, config.context + 1), jnp.int32)}
+  if config.train_input == 'stream':  # stream.TextRows carry their padding's weights
+    batch['weights'] = ((loop.batch_size, config.context), jnp.float32)
+  return memory.train_step(
+      loop, init_fn, loss_fn, batch, devices,
+      note=(f'resmem_lm {name} LM ({model.num_layers} layers, d {model.d_model}), context '
+            f'{config.context}, {loop.sharding} sharding'))
+
+
+def train_lm(config, name: str, train_ids: np.ndarray, workdir: str):
+  """(params, final training loss) of model `name`, trained (or reused) under workdir."""
+  m = config.models[name]
+  model, loop, init_fn, loss_fn = train_functions(config, name)
   identity = {'model': m.to_dict(), 'context': config.context, 'lm': 'resmem.lm_experiment'}
-  result = train_lib.train(loop, workdir, init_fn=lambda rng: model.init(rng, sample),
-                           loss_fn=lm_data.make_loss_fn(model),
+  result = train_lib.train(loop, workdir, init_fn=init_fn, loss_fn=loss_fn,
                            train_iter=_train_iterator(config, train_ids), identity=identity)
   losses = [r['loss'] for r in result.history if 'loss' in r]
   return model, jax.device_get(result.state.params), (losses[-1] if losses else None)
@@ -359,6 +382,8 @@ def _interval(gain: dict[str, float]) -> tuple[float, float]:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   check_config(config)
   os.makedirs(workdir, exist_ok=True)
+  if config.train_input == 'stream':  # a dataset not prepared as array_record stops here
+    stream.tfds_source(config.dataset, config.train_split, data_dir=config.get('data_dir'))
   data = {'train': _load(config, 'train', config.get('max_train_bytes')),
           'val': _load(config, 'val', config.get('max_eval_bytes')),
           'test': _load(config, 'test', config.get('max_eval_bytes'))}

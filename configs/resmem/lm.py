@@ -136,6 +136,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.knn = ml_collections.ConfigDict({'query_block': 1024, 'db_block': 65536,
                                             'mode': 'approx'})
     config.shard_memory = True
+    # common.rehearsal: both LMs at their real sizes and context, trained 2 steps of batch 8
+    # on mock c4 (512 documents of 10-20 bytes a split; the first run stops at step 1, the
+    # second resumes), a memory of 4,096 positions sharded over the 8 fake devices and searched
+    # sharded (approximate top-k), tuned and scored on 1,024 tokens, the grids cut to a value or
+    # two. Memory: the large LM's step at the real batch 256 x 512 and mesh.
+    config.rehearsal = ml_collections.ConfigDict({
+        'dataset': 'c4/en', 'mock_examples': 512,
+        'overrides': (('models.small.total_steps', 2), ('models.large.total_steps', 2),
+                      ('loop.batch_size', 8), ('loop.optimizer.warmup_steps', 1),
+                      ('loop.log_every_steps', 1), ('loop.checkpoint_every_steps', 1),
+                      ('memory_tokens', 4096), ('val_tokens', 1024), ('test_tokens', 1024),
+                      ('forward_batch', 8), ('tune.ks', (1, 4)), ('tune.sigmas', (None,)),
+                      ('tune.temperatures', (1.0,)), ('tune.lambdas', (0.3,))),
+        'first_run': (('models.small.total_steps', 1), ('models.large.total_steps', 1)),
+        'memory': {'step': 'resmem.lm_experiment:train_step_memory', 'model': 'large'},
+    })
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()

@@ -332,3 +332,39 @@ def test_the_lm_verdict_follows_accuracy_against_two_standard_errors_not_bits():
   checks, _ = lm_experiment.lm_checks(config, table, per_token)
   assert checks[0]['value'] > 0 and checks[0]['state'] == 'inconclusive'
   assert report.verdict(checks) == 'inconclusive'
+
+
+def test_a_streamed_corpus_not_prepared_stops_with_the_array_record_build_command(tmp_path):
+  """The c4 variant streams its training rows, which needs array_record files: a run on an
+  unprepared c4 names that command (the plain `tfds build c4/en` makes tfrecord files, which
+  cannot be streamed) before anything is read or compiled."""
+  from common.data import loader  # pylint: disable=g-import-not-at-top
+  from configs.resmem import lm as lm_config  # pylint: disable=g-import-not-at-top
+  from resmem import lm_experiment  # pylint: disable=g-import-not-at-top
+  config = lm_config.get_config('tiny')
+  config.dataset, config.train_input = 'c4/en', 'stream'
+  config.train_split, config.val_split, config.test_split = 'train', 'validation', 'validation'
+  config.data_dir = str(tmp_path / 'empty')
+  with pytest.raises(loader.DatasetError, match='tfds build c4/en --file_format=array_record'):
+    lm_experiment.run(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run' / 'models').exists()
+
+
+def test_the_memory_estimate_compiles_the_step_the_experiment_trains():
+  """lm_experiment.train_step_memory: the LM, loss and loop (its own steps and learning rate)
+  that train_lm hands the common loop, at the loop's batch of context + 1 tokens."""
+  from configs.resmem import lm as lm_config  # pylint: disable=g-import-not-at-top
+  from resmem import lm_experiment  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = lm_config.get_config('tiny')
+  config.loop.mesh = (('data', 1),)
+  config.loop.num_devices = 1
+  model, loop, init_fn, _ = lm_experiment.train_functions(config, 'large')
+  assert (model.num_layers, model.d_model) == (1, 32)
+  assert loop.total_steps == config.models.large.total_steps == 30
+  estimate = lm_experiment.train_step_memory(config, ml_collections.ConfigDict(),
+                                             jax.devices()[:1])
+  params = jax.eval_shape(init_fn, jax.random.key(0))['params']
+  assert estimate.params == sum(np.prod(p.shape) * 4 for p in jax.tree.leaves(params))
+  assert 'resmem_lm large LM (1 layers, d 32), context 16' in estimate.note
+  assert 'tokens (32, 17)' in estimate.note and estimate.fits()
