@@ -412,6 +412,8 @@ def _mean_dict(rows, key):
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   check_config(config)
+  for name in config.dataset_names:  # read (and cached) first: unprepared data stops the run
+    _load(config, name)               # here, with its `tfds build` command, before any compute
   os.makedirs(workdir, exist_ok=True)
   numbers, figures = {}, []
   numbers['gaussians'], check_list, fig = gaussian_study.run(config, workdir)

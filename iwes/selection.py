@@ -41,6 +41,8 @@ from iwes import methods as methods_lib
 from iwes import sampling
 
 STATE_FILE = 'selection_state.json'
+MODEL_AXIS = 'model'  # the mesh axis every round's models spread over
+P = jax.sharding.PartitionSpec
 
 
 class SelectionStateError(ValueError):
@@ -107,7 +109,8 @@ def round_rng(run: Run, round_index: int) -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------
 # Training and evaluation of every run's pair.
 # ---------------------------------------------------------------------------------------------
-def _loss_fn(model):
+def per_example_loss(model):
+  """Each example's cross-entropy under `model` (common.ensemble weights and averages it)."""
   def loss_fn(params, model_state, batch, rng):
     logits, new_state = classifier.apply_in_training(model, params, model_state,
                                                      batch['inputs'], rng)
@@ -125,13 +128,13 @@ def train_pairs(loop_config, workdir: str, model, pool: dict[str, np.ndarray],
   config = loop_config.copy_and_resolve_references()
   with config.unlocked():
     config.ensemble = ml_collections.ConfigDict({'num_models': len(weights),
-                                                 'model_axis': 'model',
+                                                 'model_axis': MODEL_AXIS,
                                                  'chunk_size': chunk_size})
   x0 = np.asarray(pool['inputs'][:1])
   arrays = {'inputs': np.asarray(pool['inputs']), 'label': np.asarray(pool['label'], np.int32)}
   return ensemble.train_ensemble(
       config, workdir, init_fn=lambda rng: model.init(rng, x0, train=False),
-      loss_fn=_loss_fn(model), arrays=arrays, weights=weights.astype(np.float32),
+      loss_fn=per_example_loss(model), arrays=arrays, weights=weights.astype(np.float32),
       num_classes=getattr(model, 'num_outputs', None))
 
 
@@ -164,6 +167,48 @@ def _models(state: ensemble.EnsembleState, ids: Sequence[int]) -> ensemble.Ensem
   take = lambda a: a[ids]
   return state.replace(params=jax.tree.map(take, state.params),
                        model_state=jax.tree.map(take, state.model_state))
+
+
+def predict_program(apply_fn, mesh: jax.sharding.Mesh):
+  """jit(variables (K, ...), inputs (B, ...)) -> (K, B, ...): each device runs its own K / ways
+  models (vmap) on the inputs, under shard_map over the 'model' axis. (A plain jit of the vmap,
+  as ensemble.predict compiles it, is not split over the model axis by XLA: every device
+  gathers every model's parameters and runs all of them, K times the memory and the work.)"""
+  per_device = jax.vmap(apply_fn, in_axes=(0, None))
+  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(MODEL_AXIS), P()),
+                               out_specs=P(MODEL_AXIS)))
+
+
+def predict(result: ensemble.EnsembleResult, apply_fn, inputs: np.ndarray, ids: Sequence[int],
+            chunk_size: int = 0, batch_size: int = 1024) -> np.ndarray:
+  """(len(ids), N, ...) outputs of the models `ids` on `inputs` (batches of batch_size), in
+  groups of the training step's dispatch: chunk_size models per device (0: all of them at
+  once). Each group is a gathered copy of its models' variables (padded to a whole number per
+  device), run by predict_program."""
+  ids = [int(i) for i in ids]
+  inputs = np.asarray(inputs)
+  if not ids or not len(inputs):
+    raise checks.IwesInputError(f'predict got {len(ids)} models and {len(inputs)} inputs.')
+  ways = dict(result.mesh.shape).get(MODEL_AXIS, 1)
+  group = chunk_size * ways if chunk_size else -(-len(ids) // ways) * ways
+  program = predict_program(apply_fn, result.mesh)
+  outs = []
+  for lo in range(0, len(ids), group):
+    part = ids[lo:lo + group]
+    if part == list(range(result.num_models)):
+      state = result.state  # every model, in order: the state itself, no copy
+    else:
+      state = _models(result.state, part + part[-1:] * (-len(part) % ways))
+    variables = {'params': state.params, **state.model_state}
+    rows = []
+    for i in range(0, len(inputs), batch_size):
+      batch = inputs[i:i + batch_size]
+      pad = batch_size - len(batch) if len(inputs) > batch_size else 0
+      if pad:  # one compiled shape for every batch
+        batch = np.concatenate([batch, np.repeat(batch[-1:], pad, 0)])
+      rows.append(np.asarray(jax.device_get(program(variables, batch)))[:, :len(batch) - pad])
+    outs.append(np.concatenate(rows, axis=1)[:len(part)])
+  return np.concatenate(outs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,10 +266,12 @@ def run_selection(loop_config: ml_collections.ConfigDict, workdir: str, *,
 
   loop_config: common.ensemble's loop fields (seed, batch_size, total_steps | total_epochs,
   optimizer, ...) for every round's models. chunk_size: models per device in one dispatch of
-  the ensemble step (0: common.ensemble's choice; on CPU the result does not depend on it).
+  the ensemble step (0: common.ensemble's choice; on CPU the result does not depend on it); the
+  models score the test, validation and pool examples in the same groups (`predict`).
   stop_after_round: return once that many rounds are saved (a stopped run; calling again
-  resumes it). valid: a validation split (held out of the pool) every round's models are also
-  scored on (`accuracy_valid` in the logs), for settings chosen without the test split.
+  resumes it). valid: a validation split (held out of the
+  pool) every round's models are also scored on (`accuracy_valid` in the logs), for settings
+  chosen without the test split.
   """
   # Checks before any compute.
   n_pool = _check_arrays(pool, 'pool')
@@ -283,7 +330,8 @@ def run_selection(loop_config: ml_collections.ConfigDict, workdir: str, *,
     accuracy = {}
     for split, arrays in (('test', test), ('valid', valid)):
       if arrays is not None:
-        logits = ensemble.predict(result.state, apply_logits, arrays['inputs'])
+        logits = predict(result, apply_logits, arrays['inputs'], range(2 * len(runs)),
+                         chunk_size)
         accuracy[split] = ensemble.correctness(logits, np.asarray(arrays['label'])).mean(1)
     return result, accuracy
 
@@ -313,14 +361,14 @@ def run_selection(loop_config: ml_collections.ConfigDict, workdir: str, *,
                    for m in methods_lib.models_read(run.method)})
     probs, label_log_probs = {}, {}
     if need:
-      out, label_lp = _outputs(ensemble.predict(_models(result.state, need), apply_logits,
-                                                pool['inputs']), labels)
+      out, label_lp = _outputs(predict(result, apply_logits, pool['inputs'], need, chunk_size),
+                               labels)
       probs, label_log_probs = dict(zip(need, out)), dict(zip(need, label_lp))
     want = [j for j, run in enumerate(runs) if run.method.kind in methods_lib.NEEDS_FEATURES]
     features = {}
     if want:
-      feats = ensemble.predict(_models(result.state, [2 * j for j in want]), apply_features,
-                               pool['inputs'])
+      feats = predict(result, apply_features, pool['inputs'], [2 * j for j in want],
+                      chunk_size)
       features = dict(zip(want, feats))
     t2 = time.perf_counter()
     for j, run in enumerate(runs):

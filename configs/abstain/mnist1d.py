@@ -122,6 +122,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset_names = ('cifar100',)
     config.dataset_models = ml_collections.ConfigDict({'cifar100': ('resnet18', 'resnet18_ood')})
     config.odin.epsilon = 0.002
+    # common.rehearsal: one seed, the four ResNet-18s 4 steps of batch 16 on 128 mock examples
+    # of cifar100 and of cifar10 (the test outliers: mock data provides every dataset; under it
+    # every split is the same 128), two budgets, a small Gaussian study; the real models, mesh
+    # and input path. The first run stops the inlier classifier (and Outlier Exposure) at step 2,
+    # the second resumes them. Memory: the inlier classifier's step (ResNet-18, 80 classes) at
+    # the real batch (512) and mesh.
+    config.rehearsal = ml_collections.ConfigDict({
+        'dataset': 'cifar100', 'mock_examples': 128,
+        'overrides': (('seeds', 1), ('models.resnet18.total_steps', 4),
+                      ('models.resnet18_ood.total_steps', 4), ('classifier.batch_size', 16),
+                      ('classifier.optimizer.warmup_steps', 1), ('budgets', (0.1, 0.3)),
+                      ('gaussians.sizes', (100, 1_000)), ('gaussians.seeds', 2),
+                      ('gaussians.test_size', 5_000)),
+        'first_run': (('models.resnet18.total_steps', 2),),
+        'memory': {'step': 'classifier', 'loop': 'classifier', 'model': 'models.resnet18.model',
+                   'input_shape': (32, 32, 3), 'num_classes': 80},
+    })
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()

@@ -98,6 +98,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         'h2': _model({'name': 'resnet', 'width': 64, 'stage_sizes': (2, 2, 2, 2), 'ndim': 2},
                      60_000, 1e-3)}})
     config.seeds = 3
+    # common.rehearsal: one seed of the standard and specialist settings, h1 and h2 4 steps of
+    # batch 8 (one example per fake device) on 288 mock examples (under mock data every split is
+    # the same 288, of which 11 are in the specialist's classes 0-4: h2's specialist set must
+    # hold a batch), a 20-step post-hoc fit; the real ResNets, mesh and input path. The first
+    # run stops h2 at step 2, the second resumes it from that checkpoint. Memory: h2 (ResNet-18)
+    # at the real batch (128) and mesh.
+    d = f'datasets.{name}.'
+    config.rehearsal = ml_collections.ConfigDict({
+        'dataset': name, 'mock_examples': 288,
+        'overrides': (('seeds', 1), ('setting_names', ('standard', 'specialist')),
+                      (d + 'h1.total_steps', 4), (d + 'h2.total_steps', 4),
+                      ('classifier.batch_size', 8), ('posthoc.steps', 20)),
+        'first_run': ((d + 'h2.total_steps', 2),),
+        'memory': {'step': 'classifier', 'loop': 'classifier', 'model': d + 'h2.model',
+                   'input_shape': (32, 32, 3), 'num_classes': 100},
+    })
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()

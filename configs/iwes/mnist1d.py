@@ -22,8 +22,13 @@ Variants:
   study  10 seeds, mnist1d at 20,000 signals, MLP(128, 128) and 2,400 labels, normalised weights
          as extra methods, and the agree regime with every method (not run on CPU).
   cifar10 / cifar100  ResNet-18 on TFDS cifar10 / cifar100 (`tfds build` first), seed set 5,000,
-         batches of 5,000 to 25,000 labels, 5,000 validation: for accelerators (built in the tests,
-         not run).
+         batches of 5,000 to 25,000 labels, 5,000 validation, every method x 12 seeds: 336 models
+         a round over the mesh's 'model' axis, one per device per dispatch (chunk_size 1): for
+         accelerators. Per device on 8 (iwes.memory, the round's step compiled ahead of time on 8
+         fake devices): 14.90 GiB (cifar100 14.92): the state of 42 models 3.5, the pool 0.5, the
+         step's temporaries 10.9 (XLA computes all 8 models of a dispatch on every device: the
+         vmapped convolutions are not split over the model axis; evaluation needs 6.9): fits v5e
+         (just), v4, H100. Rehearsed by `python -m reproduce --rehearse --only=iwes`.
 """
 
 import math
@@ -96,6 +101,32 @@ BASELINES = ('uniform', 'margin', 'entropy', 'least_confidence', 'kcenter', 'bad
              'cluster_margin')
 IWES = ('iwes_dis_w2', 'iwes_dis_w5', 'iwes_dis_w10', 'iwes_dis_w20', 'iwes_dis_noweight',
         'iwes_free_w5', 'iwes_ent_w5')
+
+
+# The accelerator variants' datasets: (classes, pool = the train split less `valid`).
+CIFAR = {'cifar10': (10, 45_000), 'cifar100': (100, 45_000)}
+
+
+def _rehearsal(config, name: str) -> ml_collections.ConfigDict:
+  """common.rehearsal's section of a CIFAR variant: 4 methods (uniform, a feature method, IWeS-dis
+  and IWeS-ent) x 1 seed = 8 models (one per fake device), a seed set of 8 and one batch of 8
+  labels from 32 mock examples (under mock data every split is the same 32), one epoch of batch
+  8 per round; the real ResNet-18, mesh and ensemble path. The second run resumes the finished
+  selection from its state file. Memory: the real round step, all 2 x methods x seeds models at
+  the real batch over the mesh, in the config's dispatches (iwes.memory)."""
+  d = f'datasets.{name}.'
+  classes, pool = CIFAR[name]
+  return ml_collections.ConfigDict({
+      'dataset': name, 'mock_examples': 32,
+      'overrides': (
+          ('method_names', ('uniform', 'kcenter', 'iwes_dis_w5', 'iwes_ent_w5')), ('seeds', 1),
+          (d + 'seed_size', 8), (d + 'batch_size', 8), (d + 'budget', 16),
+          (d + 'loop.batch_size', 8), (d + 'loop.total_epochs', 1.0),
+          (d + 'loop.optimizer.warmup_steps', 1), (d + 'loop.log_every_steps', 1)),
+      'first_run': (),
+      'memory': {'step': 'iwes.memory:selection_step', 'dataset': name, 'num_examples': pool,
+                 'input_shape': (32, 32, 3), 'num_classes': classes},
+  })
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -179,6 +210,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.datasets[name].loop.optimizer = loop.optimizer(
           name='momentum', learning_rate=0.1, warmup_steps=200, weight_decay=5e-4)
     config.dataset_names = (name,)
+    # 2 x 14 methods x 12 seeds = 336 ResNet-18s, 42 per device on 8: one per device per dispatch
+    # (0 would vmap all 42 at once: 472 GiB per device by iwes.memory's estimate, fitting nothing).
+    config.chunk_size = 1
+    config.rehearsal = _rehearsal(config, name)
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()

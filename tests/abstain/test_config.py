@@ -46,3 +46,17 @@ def test_bad_config_fields_are_refused_before_any_data_or_compute(tmp_path, fiel
   with pytest.raises(config_lib.ConfigError, match=match):
     experiment.run(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
+
+
+def test_a_run_without_prepared_data_stops_with_tfds_build_before_any_compute(tmp_path,
+                                                                             monkeypatch):
+  """The cifar100 variant read its TFDS data only after the Gaussian study had run."""
+  from abstain import gaussian_study  # pylint: disable=g-import-not-at-top
+  from common.data import loader  # pylint: disable=g-import-not-at-top
+  config = abstain_config.get_config('cifar100')
+  config.data_dir = str(tmp_path / 'no_data')
+  monkeypatch.setattr(gaussian_study, 'run',
+                      lambda *a, **k: pytest.fail('computed before the data was read'))
+  with pytest.raises(loader.DatasetError, match=r'tfds build cifar100'):
+    experiment.run(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
