@@ -93,8 +93,13 @@ class Mahalanobis:
     if f.ndim != 2 or f.shape[1] != self.means.shape[1]:
       raise checks.AbstainInputError(f'features must be (N, {self.means.shape[1]}), got '
                                      f'{f.shape}.')
-    d = f[:, None, :] - self.means[None]
-    return np.min(np.einsum('nkd,de,nke->nk', d, self.precision, d), axis=1)
+    # (f - mu)' P (f - mu) = f'Pf - 2 f'P mu + mu'P mu (P symmetric): matrix products, (N, K)
+    # memory. (The (N, K, D) differences took 5.9 GB and ~5 min for CIFAR's 18,000 test
+    # examples over 80 classes of 512 features.)
+    fp = f @ self.precision
+    quad = (np.einsum('nd,nd->n', fp, f)[:, None] - 2 * fp @ self.means.T
+            + np.einsum('kd,kd->k', self.means @ self.precision, self.means)[None])
+    return np.min(np.maximum(quad, 0.0), axis=1)
 
 
 def outlier_exposure_loss(logits, labels, is_outlier, weight: float = 0.5):

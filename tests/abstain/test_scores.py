@@ -47,6 +47,23 @@ def test_mahalanobis_scores_far_points_higher():
   assert s[2] > 10 * max(s[0], s[1])
 
 
+def test_mahalanobis_scores_many_examples_without_their_differences_to_every_class_mean():
+  """Scoring built the (N, K, D) differences: CIFAR's 18,000 test examples x 80 classes x 512
+  features were 5.9 GB and ~5 minutes per seed."""
+  import tracemalloc  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  n, k, d = 1_000, 40, 128
+  maha = scores.Mahalanobis.fit(rng.normal(size=(2_000, d)), rng.integers(0, k, 2_000))
+  f = rng.normal(size=(n, d))
+  tracemalloc.start()
+  s = maha.score(f)
+  peak = tracemalloc.get_traced_memory()[1]
+  tracemalloc.stop()
+  assert peak < 10 * 2**20  # the differences alone were n x k x d x 8 bytes = 41 MB
+  by_class = [np.einsum('nd,de,ne->n', f - m, maha.precision, f - m) for m in maha.means]
+  np.testing.assert_allclose(s, np.min(by_class, axis=0), rtol=1e-9)
+
+
 def test_outlier_exposure_loss_by_hand():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   logits = jnp.array([[2.0, 0.0], [0.0, 0.0], [1.0, -1.0]])
