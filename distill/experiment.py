@@ -119,9 +119,16 @@ def run_regime(config, regime_name: str, workdir: str,
       _loop(config, ds, ds.steps, config.loop.seed), os.path.join(
           workdir, 'models', _data_key(regime), 'teachers'), num_models=seeds,
       shared_order=False, **kwargs)
+  splits = (('train', train), ('test', test))
+  # Each ensemble is evaluated as soon as it has trained and then let go: the teachers' optimizer
+  # state is not held while the students train (only their variables, which the students read).
+  p_teacher = {split: training.probabilities(model, teachers.state, arrays['inputs'])
+               for split, arrays in splits}
+  teacher_variables = training.variables_of(teachers.state)
+  del teachers
   # Student (role r, seed s) is model r * seeds + s; its teacher is teacher s.
   num_students = len(STUDENT_ROLES) * seeds
-  teacher = Teacher.from_models(model, training.variables_of(teachers.state), num_classes)
+  teacher = Teacher.from_models(model, teacher_variables, num_classes)
   alphas = [1.0 if role == 'onehot' else config.alpha for role in STUDENT_ROLES
             for _ in range(seeds)]
   switches = [{'onehot': 0, 'distilled': 0, 'late': switch}[role] for role in STUDENT_ROLES
@@ -133,10 +140,9 @@ def run_regime(config, regime_name: str, workdir: str,
       switch_steps=switches, tau=config.tau,
       shared_order=[s for _ in STUDENT_ROLES for s in range(seeds)], **kwargs)
   probs = {}
-  for split, arrays in (('train', train), ('test', test)):
-    p_teacher = training.probabilities(model, teachers.state, arrays['inputs'])
+  for split, arrays in splits:
     p_students = training.probabilities(model, students.state, arrays['inputs'])
-    probs[split] = {'teacher': p_teacher,
+    probs[split] = {'teacher': p_teacher[split],
                     **{role: p_students[r * seeds:(r + 1) * seeds]
                        for r, role in enumerate(STUDENT_ROLES)}}
   rows = []

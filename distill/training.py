@@ -244,9 +244,19 @@ def train(loop: ml_collections.ConfigDict, workdir: str, *, model_config, num_mo
   return model, result
 
 
+# Model-examples in one evaluation dispatch (common.ensemble.predict): its activations grow with
+# models x batch on every device (ResNet-18 on 32x32 images: ~2 MiB per model-example, so 24
+# models at a batch of 1024 needed ~20 GiB of temporaries per device; at this budget ~0.3 GiB).
+EVAL_MODEL_EXAMPLES = 128
+
+
 def probabilities(model: nn.Module, state: ensemble.EnsembleState, inputs: np.ndarray, *,
-                  batch_size: int = 1024) -> np.ndarray:
-  """(M, N, C) float64 softmax outputs of every model of `state` on every input."""
+                  batch_size: int | None = None) -> np.ndarray:
+  """(M, N, C) float64 softmax outputs of every model of `state` on every input; batch_size None:
+  EVAL_MODEL_EXAMPLES // M examples per dispatch (at least 1, at most 1024)."""
+  if batch_size is None:
+    num_models = int(np.shape(state.nonfinite_step)[0])
+    batch_size = int(np.clip(EVAL_MODEL_EXAMPLES // num_models, 1, 1024))
   logits = ensemble.predict(state, lambda v, x: model.apply(v, x, train=False),
                             np.asarray(inputs, np.float32), batch_size=batch_size)
   return scipy.special.softmax(logits.astype(np.float64), axis=-1)

@@ -110,7 +110,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eigenspace.seeds = 40
   elif variant == 'cifar100':
     config.loop = loop_config.get_config(
-        batch_size=256, total_steps=60_000, sharding='fsdp', log_every_steps=200,
+        batch_size=256, total_steps=60_000, mesh=(('data', -1), ('model', 8)),
+        log_every_steps=200,
         optimizer=loop_config.optimizer(name='momentum', learning_rate=0.1, warmup_steps=1000,
                                         weight_decay=5e-4))
     resnet18 = {'name': 'resnet', 'ndim': 2, 'width': 64, 'stage_sizes': (2, 2, 2, 2),
@@ -127,18 +128,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.regime_names = ('cifar100', 'cifar100_long')
     config.deviation_regimes = ('cifar100',)
     config.eigenspace.seeds = 0  # the linear demo runs with the cpu variant
-    # common.rehearsal: 2 seeds, the first regime, 4 steps of batch 8 on 32 mock examples; the
-    # real ResNet-18, mesh and ensemble path. Memory: one model's step at batch 256 (the
-    # ensemble's seeds x roles models each hold their own state).
+    # Teachers (8) and students (24) are common.ensemble runs whose models spread over the 8-way
+    # 'model' axis (any multiple of 8 devices: the rest is 'data'); with a 1-way model axis every
+    # device held every model's state and evaluated every model.
+    # common.rehearsal: the first regime, 4 steps of batch 8 on 32 mock examples; the real
+    # ResNet-18, seeds, mesh and ensemble path (8 seeds: the model axis needs a multiple of 8).
+    # Memory: the students' step at batch 256 with the teacher stack (distill/memory.py).
     config.rehearsal = ml_collections.ConfigDict({
         'dataset': 'cifar100', 'mock_examples': 32,
-        'overrides': (('seeds', 2), ('regime_names', ('cifar100',)),
+        'overrides': (('regime_names', ('cifar100',)),
                       ('deviation_regimes', ('cifar100',)), ('datasets.cifar100.steps', 4),
                       ('loop.batch_size', 8), ('loop.total_steps', 4),
                       ('loop.log_every_steps', 1), ('loop.optimizer.warmup_steps', 1)),
         'first_run': (),
-        'memory': {'step': 'classifier', 'loop': 'loop', 'model': 'datasets.cifar100.model',
-                   'input_shape': (32, 32, 3), 'num_classes': 100},
+        'memory': {'step': 'distill.memory:student_step', 'loop': 'loop',
+                   'model': 'datasets.cifar100.model', 'input_shape': (32, 32, 3),
+                   'num_classes': 100, 'num_examples': 50_000},
     })
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
