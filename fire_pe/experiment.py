@@ -187,37 +187,48 @@ def check_eval_text(config, test_ids) -> None:
       'config.train_length, raise config.max_eval_bytes, or evaluate on a longer split.')
 
 
+def _trained_as(config, name: str) -> str:
+  """The encoding whose training `name` evaluates: RoPE with position interpolation changes
+  evaluation only, so it reuses RoPE's."""
+  return 'rope' if name == 'rope_pi' and 'rope' in config.encodings else name
+
+
 def study(config, workdir: str, train_ids, test_ids) -> dict[str, Any]:
   """Trains config.encodings x config.seeds at config.train_length and evaluates them: the mean
-  table (diagnostic rows included), the per-seed rows, and the learned FIRE parameters."""
+  table (diagnostic rows included), the per-seed rows, and the learned FIRE parameters.
+
+  Of each training only the history stays, and the parameters while a later encoding evaluates
+  them again (RoPE's, for rope_pi): no optimizer state or finished model is held on the devices
+  while the next encodings train."""
   per_seed: dict[str, list[dict]] = {}
-  trained: dict[tuple[str, int], Any] = {}
+  histories: dict[tuple[str, int], list[dict]] = {}
+  held: dict[tuple[str, int], Any] = {}
   learned: dict[str, list[dict]] = {}
   freeze = {'freeze_normaliser_at': float(config.train_length - 1)}
-  for name in config.encodings:
-    # RoPE with position interpolation changes evaluation only: it reuses RoPE's training.
-    train_name = 'rope' if name == 'rope_pi' and 'rope' in config.encodings else name
+  for index, name in enumerate(config.encodings):
+    train_name = _trained_as(config, name)
+    later = {_trained_as(config, n) for n in config.encodings[index + 1:]}
     for seed in range(seeds_of(config, name)):
-      if (train_name, seed) not in trained:
+      params = held.pop((train_name, seed), None)
+      if params is None:
         model_dir = os.path.join(workdir, 'models', train_name, f'seed{seed}')
         result = lm.train_encoding(config, train_name, seed, train_ids, model_dir)
-        # The parameters and the history only: the optimizer's state (twice the parameters
-        # under Adam) is let go, not held on the devices while the next encodings train.
-        trained[(train_name, seed)] = (result.state.params, result.history)
+        params, histories[(train_name, seed)] = result.state.params, result.history
         del result
-      params = trained[(train_name, seed)][0]
       per_seed.setdefault(name, []).append(evaluation.evaluate(config, name, params, test_ids))
       if name in config.diagnose:
         per_seed.setdefault(name + diagnostics.FROZEN, []).append(
             evaluation.evaluate(config, name, params, test_ids, fire_overrides=freeze))
         learned.setdefault(name, []).append(diagnostics.learned_fire(config, params))
+      if train_name in later:
+        held[(train_name, seed)] = params
+      del params
     logging.info('%s (train length %d): %s', name, config.train_length, per_seed[name])
   table = {}
   for name, rows in per_seed.items():
     table[name] = evaluation.mean_row(rows, config.eval_factors)
     base = name[:-len(diagnostics.FROZEN)] if name.endswith(diagnostics.FROZEN) else name
-    _, history = trained[('rope' if base == 'rope_pi' and 'rope' in config.encodings else base,
-                          0)]
+    history = histories[(_trained_as(config, base), 0)]
     table[name]['final_train_loss'] = round(
         float([r for r in history if 'loss' in r][-1]['loss']), 4)
   return {'table': table, 'per_seed': per_seed, 'learned': learned}

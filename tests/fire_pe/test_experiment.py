@@ -266,36 +266,49 @@ def test_tiny_config_runs_end_to_end(tmp_path):
   assert 'fire_f.png' in summary['figures']
 
 
-def test_the_study_lets_go_of_each_trained_encodings_optimizer_state(monkeypatch, tmp_path):
+def test_the_study_holds_no_optimizer_state_and_only_the_models_evaluated_again(monkeypatch,
+                                                                                 tmp_path):
   """The study kept every encoding's whole TrainResult, so each one's Adam state (twice its
-  parameters) stayed on the devices while the next encodings trained (the c4 rehearsal's host
-  memory on 8 fake devices grew by ~1 GB an encoding). Only the parameters and history stay."""
+  parameters) and weights stayed on the devices while the next encodings trained (the c4
+  rehearsal's host memory on 8 fake devices grew by ~1 GB an encoding). Now only the histories
+  stay, and RoPE's weights until rope_pi (evaluated with them) is done."""
   import gc  # pylint: disable=g-import-not-at-top
   import types  # pylint: disable=g-import-not-at-top
   import weakref  # pylint: disable=g-import-not-at-top
 
-  class OptState:
+  class Tree:
     pass
 
-  alive = []
+  made = {}   # encoding -> (weakref to its params, weakref to its optimizer state)
+  evaluated = []
 
   def train(config, name, seed, train_ids, workdir):
     del config, seed, train_ids, workdir
-    opt_state = OptState()
-    alive.append(weakref.ref(opt_state))
-    state = types.SimpleNamespace(params={'name': name}, opt_state=opt_state)
-    return types.SimpleNamespace(state=state, history=[{'step': 1, 'loss': 2.0}])
+    params, opt_state = Tree(), Tree()
+    params.name = name
+    made[name] = (weakref.ref(params), weakref.ref(opt_state))
+    state = types.SimpleNamespace(params=params, opt_state=opt_state)
+    return types.SimpleNamespace(state=state, history=[{'step': 1, 'loss': len(name)}])
 
   def evaluate(config, name, params, test_ids, **kwargs):
-    del name, test_ids, kwargs
+    del test_ids, kwargs
+    evaluated.append((name, params.name))
     gc.collect()
-    assert all(ref() is None for ref in alive[:-1]), 'an earlier optimizer state is still held'
+    alive = sorted(n for n, (p, o) in made.items() if p() is not None or o() is not None)
+    assert all(o() is None for p, o in made.values()), 'an optimizer state is still held'
+    # RoPE's weights wait for rope_pi; no other earlier model is held.
+    assert alive == {'nope': ['nope'], 'rope': ['rope'], 'fire': ['fire', 'rope'],
+                     'rope_pi': ['rope']}[name], (name, alive)
     return {f: {'second_half': 1.0, 'all': 1.0, 'buckets': {'0-1': 1.0}}
             for f in config.eval_factors}
 
   monkeypatch.setattr(lm, 'train_encoding', train)
   monkeypatch.setattr(evaluation, 'evaluate', evaluate)
   monkeypatch.setattr(diagnostics, 'learned_fire', lambda config, params: {})
-  config = _config(encodings=('nope', 'learned_absolute', 'fire'))
+  config = _config(encodings=('nope', 'rope', 'fire', 'rope_pi'), diagnose=())
   out = experiment.study(config, str(tmp_path), None, None)
-  assert len(alive) == 3 and out['table']['fire']['final_train_loss'] == 2.0
+  assert evaluated == [('nope', 'nope'), ('rope', 'rope'), ('fire', 'fire'), ('rope_pi', 'rope')]
+  assert sorted(made) == ['fire', 'nope', 'rope']   # rope_pi reused RoPE's training
+  assert out['table']['rope_pi']['final_train_loss'] == 4
+  gc.collect()
+  assert all(p() is None for p, _ in made.values())
