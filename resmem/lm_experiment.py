@@ -143,7 +143,10 @@ def train_lm(config, name: str, train_ids: np.ndarray, workdir: str):
   """(params, final training loss) of model `name`, trained (or reused) under workdir."""
   m = config.models[name]
   model, loop, init_fn, loss_fn = train_functions(config, name)
-  identity = {'model': m.to_dict(), 'context': config.context, 'lm': 'resmem.lm_experiment'}
+  # The LM's fields join the run's identity, but not its length: the loop checks that itself (a
+  # longer run continues the checkpoint, a shorter one is refused).
+  identity = {'model': {k: v for k, v in m.to_dict().items() if k != 'total_steps'},
+              'context': config.context, 'lm': 'resmem.lm_experiment'}
   result = train_lib.train(loop, workdir, init_fn=init_fn, loss_fn=loss_fn,
                            train_iter=_train_iterator(config, train_ids), identity=identity)
   losses = [r['loss'] for r in result.history if 'loss' in r]

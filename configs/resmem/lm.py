@@ -18,7 +18,11 @@ Variants:
   c4    C4 ('c4/en', prepared with `tfds build c4/en --file_format=array_record`): LMs of 4 x 256
         and 12 x 768 at context 512, trained on streamed rows; a memory of 16M training positions
         written to disk in chunks and laid out over the mesh's 'data' axis from the files (never
-        one host array), searched sharded: for accelerators.
+        one host array), searched sharded: for accelerators. Per device (common.memory: the
+        large LM's step at the real batch 256 x 512 compiled ahead of time on 8 fake CPU
+        devices): 40.4 GiB (almost all activations and temporaries, CPU compilation): fits H100
+        only; the small LM's 2.6 GiB. The large memory's keys (16M x 768 float32, 48 GB) add
+        6 GB a device over 8. Rehearsal: `python -m reproduce --rehearse --only=resmem_lm`.
 
 The checks (stated here, before any run; thresholds in `config.checks`): next-token accuracy
 decides (the paper's metric), against the LM at its own temperature tuned on the held-out text
@@ -136,19 +140,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.knn = ml_collections.ConfigDict({'query_block': 1024, 'db_block': 65536,
                                             'mode': 'approx'})
     config.shard_memory = True
-    # common.rehearsal: both LMs at their real sizes and context, trained 2 steps of batch 8
+    # common.rehearsal: both LMs at their real sizes, trained 2 steps of batch 8 at context 128
     # on mock c4 (512 documents of 10-20 bytes a split; the first run stops at step 1, the
     # second resumes), a memory of 4,096 positions sharded over the 8 fake devices and searched
     # sharded (approximate top-k), tuned and scored on 1,024 tokens, the grids cut to a value or
-    # two. Memory: the large LM's step at the real batch 256 x 512 and mesh.
+    # two. At context 512 the 8 fake devices' activations of the 12-layer LM would take ~14 GB
+    # of host memory (fire_pe's c4 took 11 GB at 512). Memory: the large LM's step at the real
+    # batch 256 x 512 and mesh.
     config.rehearsal = ml_collections.ConfigDict({
         'dataset': 'c4/en', 'mock_examples': 512,
         'overrides': (('models.small.total_steps', 2), ('models.large.total_steps', 2),
                       ('loop.batch_size', 8), ('loop.optimizer.warmup_steps', 1),
                       ('loop.log_every_steps', 1), ('loop.checkpoint_every_steps', 1),
-                      ('memory_tokens', 4096), ('val_tokens', 1024), ('test_tokens', 1024),
-                      ('forward_batch', 8), ('tune.ks', (1, 4)), ('tune.sigmas', (None,)),
-                      ('tune.temperatures', (1.0,)), ('tune.lambdas', (0.3,))),
+                      ('context', 128), ('memory_tokens', 4096), ('val_tokens', 1024),
+                      ('test_tokens', 1024), ('forward_batch', 8), ('tune.ks', (1, 4)),
+                      ('tune.sigmas', (None,)), ('tune.temperatures', (1.0,)),
+                      ('tune.lambdas', (0.3,))),
         'first_run': (('models.small.total_steps', 1), ('models.large.total_steps', 1)),
         'memory': {'step': 'resmem.lm_experiment:train_step_memory', 'model': 'large'},
     })

@@ -368,3 +368,25 @@ def test_the_memory_estimate_compiles_the_step_the_experiment_trains():
   assert estimate.params == sum(np.prod(p.shape) * 4 for p in jax.tree.leaves(params))
   assert 'resmem_lm large LM (1 layers, d 32), context 16' in estimate.note
   assert 'tokens (32, 17)' in estimate.note and estimate.fits()
+
+
+def test_an_lm_stopped_at_its_total_steps_continues_when_asked_for_more(tmp_path):
+  """The LM's total_steps was part of its run identity, so a c4 LM trained to step 1 refused to
+  continue to step 2 (CheckpointMismatchError; the c4 rehearsal's second run). The loop's own
+  rule holds now: longer continues the checkpoint, shorter is refused."""
+  from common import checkpoint  # pylint: disable=g-import-not-at-top
+  from configs.resmem import lm as lm_config  # pylint: disable=g-import-not-at-top
+  from resmem import lm_experiment  # pylint: disable=g-import-not-at-top
+  from common.data import loader  # pylint: disable=g-import-not-at-top
+  config = lm_config.get_config('tiny')
+  config.loop.checkpoint_every_steps = 1
+  ids = loader.load_text(config.dataset, config.train_split)
+  for total, expected in ((2, [1, 2]), (3, [1, 2, 3])):
+    config.models.small.total_steps = total
+    config.loop.log_every_steps = 1
+    lm_experiment.train_lm(config, 'small', ids, str(tmp_path))
+    records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+    assert [r['step'] for r in records if 'loss' in r] == expected
+  config.models.small.total_steps = 2
+  with pytest.raises(checkpoint.CheckpointMismatchError, match='past the 2 total steps'):
+    lm_experiment.train_lm(config, 'small', ids, str(tmp_path))
