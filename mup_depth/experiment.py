@@ -3,7 +3,9 @@
     python -m mup_depth.main --config=configs/mup_depth/sweep.py:cpu --workdir=/tmp/mup
 
 Writes workdir/summary.json (the claim checked), sweep.npz (every measurement), eta_vs_depth.png
-and training_check.png.
+and training_check.png; as the sweeps go, each (n, L) cell's measurements to workdir/cells (a
+rerun reads back the cells measured under the same settings: a stopped run resumes) and a record
+per cell to metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from common import config_lib
+from common import metrics as metrics_lib
 from common import report
 from common.data import loader
 from mup_depth import claims
@@ -82,11 +85,37 @@ def check_config(config: ml_collections.ConfigDict) -> None:
           '(drop it, or add depths).')
 
 
-def _sweep(cfg: ml_collections.ConfigDict, parameterisation: str) -> sweep_lib.SweepResult:
+class _Progress:
+  """metrics.jsonl: one record per (n, L) cell of the sweeps as it finishes (step = the cell's
+  number, in order; `reused`: read back from workdir/cells, measured by an earlier run)."""
+
+  def __init__(self, workdir: str):
+    self.writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
+    self.step = 0
+
+  def cell(self, parameterisation: str, threshold: float):
+    def record(width, depth, coefficient, eta_exact, reused):
+      self.step += 1
+      values = {'width': width, 'depth': depth, 'standard': float(parameterisation == 'standard'),
+                'eta_linear_mean': float(np.sqrt(threshold / np.mean(coefficient))),
+                'reused': float(reused)}
+      if eta_exact is not None:
+        values['eta_exact_median'] = float(np.nanmedian(eta_exact)) if np.isfinite(
+            eta_exact).any() else float('nan')
+      self.writer.write(self.step, values)
+    return record
+
+
+def _sweep(cfg: ml_collections.ConfigDict, parameterisation: str, workdir: str | None = None,
+           progress: _Progress | None = None) -> sweep_lib.SweepResult:
+  """The sweep of `cfg`; with a workdir, its cells saved under workdir/cells as they finish and
+  reused by a rerun (a stopped run resumes)."""
   return sweep_lib.run_sweep(
       widths=tuple(cfg.widths), depths=tuple(cfg.depths), num_seeds=cfg.num_seeds,
       batch_size=cfg.batch_size, input_dim=cfg.input_dim, threshold=cfg.threshold,
-      parameterisation=parameterisation, exact=cfg.exact, seed=cfg.seed)
+      parameterisation=parameterisation, exact=cfg.exact, seed=cfg.seed,
+      cell_dir=os.path.join(workdir, 'cells') if workdir else None,
+      on_cell=progress.cell(parameterisation, cfg.threshold) if progress else None)
 
 
 def _plot_sweep(result, fit, contrast, path):
@@ -169,14 +198,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   check_config(config)
   os.makedirs(workdir, exist_ok=True)
   # (A) The one-step sweep, mean-field, and the fits.
-  result = _sweep(config.sweep, 'mean_field')
+  progress = _Progress(workdir)
+  result = _sweep(config.sweep, 'mean_field', workdir, progress)
   fits = {e: sweep_lib.fit_exponents(result, min_depth=config.fit_min_depth, estimator=e,
                                      num_bootstrap=config.num_bootstrap)
           for e in (('linear_mean', 'linear_median', 'exact_median') if config.sweep.exact
                     else ('linear_mean', 'linear_median'))}
   primary = fits['linear_mean']
   diagnosis = claims.exponents_by_fit_range(config, result)
-  contrast = _sweep(config.contrast, 'standard') if config.contrast.enabled else None
+  contrast = (_sweep(config.contrast, 'standard', workdir, progress) if config.contrast.enabled
+              else None)
+  progress.writer.close()
   contrast_fit = _contrast_fit(config, contrast)
   np.savez(os.path.join(workdir, 'sweep.npz'), widths=result.widths, depths=result.depths,
            coefficient=result.coefficient,

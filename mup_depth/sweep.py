@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 import warnings
 
 from absl import logging
@@ -83,11 +85,44 @@ def seed_chunk(width: int, depth: int, num_seeds: int | None = None,
   return max(c for c in range(1, min(largest, num_seeds) + 1) if num_seeds % c == 0)
 
 
+def _cell_path(cell_dir: str, parameterisation: str, width: int, depth: int) -> str:
+  return os.path.join(cell_dir, f'{parameterisation}_n{width}_L{depth}.npz')
+
+
+def _load_cell(path: str, settings: str):
+  """(A, eta*) of a cell measured under the same settings, else None."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path) as f:
+      if str(f['settings']) != settings:
+        return None
+      return f['coefficient'], f['eta_exact']
+  except (OSError, ValueError, KeyError) as e:
+    logging.warning('Remeasuring %s: unreadable (%s).', path, e)
+    return None
+
+
+def _save_cell(path: str, settings: str, coefficient, eta_exact) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + '.tmp.npz'
+  np.savez(tmp, settings=np.array(settings), coefficient=coefficient, eta_exact=eta_exact)
+  os.replace(tmp, path)
+
+
 def run_sweep(widths=(256, 512, 1024), depths=(2, 4, 8, 16, 32, 64), num_seeds: int = 32, *,
               batch_size: int = 8, input_dim: int = 64, threshold: float = 1.0,
               parameterisation: str = 'mean_field', exact: bool = True,
-              lr_multipliers=one_step.HIDDEN_ONLY, layer: int = -1, seed: int = 0) -> SweepResult:
-  """eta* for every (n, L) and seed. Seed s uses the same key at every (n, L)."""
+              lr_multipliers=one_step.HIDDEN_ONLY, layer: int = -1, seed: int = 0,
+              cell_dir: str | None = None, on_cell=None) -> SweepResult:
+  """eta* for every (n, L) and seed. Seed s uses the same key at every (n, L).
+
+  cell_dir: each (n, L) cell's measurements are saved there as it finishes (process 0) and a
+    cell measured under the same settings is read back instead of measured again: a sweep that
+    was stopped (a preempted accelerator job) resumes, and a grid that grows reuses its cells.
+  on_cell: called after each cell as on_cell(width, depth, coefficient (seeds,), eta_exact
+    (seeds,) or None, reused: bool) (progress records).
+  """
   widths, depths = tuple(widths), tuple(depths)
   # An empty grid would return an empty result that every later fit fails on far from here.
   if not widths or not depths:
@@ -112,25 +147,47 @@ def run_sweep(widths=(256, 512, 1024), depths=(2, 4, 8, 16, 32, 64), num_seeds: 
   coefficient = np.zeros((len(widths), len(depths), num_seeds), np.float64)
   eta_exact = np.full_like(coefficient, np.nan) if exact else None
   lrs = {k: jnp.float32(v) for k, v in lr_multipliers.items()}
+  # What a saved cell must have been measured with to be reused (its width and depth: the name).
+  settings = json.dumps({
+      'parameterisation': parameterisation, 'num_seeds': num_seeds, 'batch_size': batch_size,
+      'input_dim': input_dim, 'threshold': float(threshold), 'exact': bool(exact),
+      'layer': layer, 'seed': seed, 'iterations': 30,
+      'lr_multipliers': {k: float(v) for k, v in sorted(lr_multipliers.items())},
+  }, sort_keys=True)
   for i, n in enumerate(widths):
     readout_scale = jnp.float32(mlp.readout_std(n, parameterisation))
     for j, depth in enumerate(depths):
-      chunk = seed_chunk(n, depth, num_seeds)
-      for start in range(0, num_seeds, chunk):
-        a, eta, ok = _measure(keys[start:start + chunk], lrs, threshold, readout_scale,
-                              input_dim=input_dim, width=n, depth=depth, batch_size=batch_size,
-                              exact=exact, layer=layer)
-        coefficient[i, j, start:start + chunk] = np.asarray(a)
+      path = cell_dir and _cell_path(cell_dir, parameterisation, n, depth)
+      saved = _load_cell(path, settings) if path else None
+      if saved is not None:
+        coefficient[i, j] = saved[0]
         if exact:
-          eta_exact[i, j, start:start + chunk] = np.where(np.asarray(ok), np.asarray(eta), np.nan)
+          eta_exact[i, j] = saved[1]
+      else:
+        chunk = seed_chunk(n, depth, num_seeds)
+        for start in range(0, num_seeds, chunk):
+          a, eta, ok = _measure(keys[start:start + chunk], lrs, threshold, readout_scale,
+                                input_dim=input_dim, width=n, depth=depth, batch_size=batch_size,
+                                exact=exact, layer=layer)
+          coefficient[i, j, start:start + chunk] = np.asarray(a)
+          if exact:
+            eta_exact[i, j, start:start + chunk] = np.where(np.asarray(ok), np.asarray(eta),
+                                                            np.nan)
+        if path and jax.process_index() == 0:
+          _save_cell(path, settings, coefficient[i, j],
+                     eta_exact[i, j] if exact else np.array([]))
       if exact:
         missing = int(np.isnan(eta_exact[i, j]).sum())
         if missing:
           warnings.append(f'n={n}, L={depth}: {missing} of {num_seeds} seeds never crossed '
                           f'C={threshold} within 2^+-8 of the linearised eta*; reported as NaN.')
           logging.warning(warnings[-1])
-      logging.info('n=%d L=%d: eta*_lin(mean A)=%.4g', n, depth,
-                   np.sqrt(threshold / coefficient[i, j].mean()))
+      logging.info('n=%d L=%d: eta*_lin(mean A)=%.4g%s', n, depth,
+                   np.sqrt(threshold / coefficient[i, j].mean()),
+                   ' (saved cell reused)' if saved is not None else '')
+      if on_cell is not None:
+        on_cell(n, depth, coefficient[i, j], eta_exact[i, j] if exact else None,
+                saved is not None)
   return SweepResult(tuple(widths), tuple(depths), threshold, coefficient, eta_exact, warnings)
 
 

@@ -17,7 +17,11 @@ Variants:
   tiny   the same, shrunk for tests: n in {64, 128}, L in {4, 8, 16}, 8 seeds, exact and
          linearised; the contrast through the sweep's compiled programs; 8 large compiles.
   paper  n up to 4096, L up to 128, 128 seeds, the diagnosis down to L >= 64: for an
-         accelerator.
+         accelerator. Its largest cell (n = 4096, L = 128: 7.9 GiB of parameters a seed, one
+         seed per chunk), compiled ahead of time (common.memory via mup_depth.memory): 55.6 GiB
+         on one device (the sweep runs on one; it is not split over a mesh): fits H100 only.
+         Each (n, L) cell is saved under workdir/cells as it finishes: a stopped run resumes.
+         Rehearsal: `python -m reproduce --rehearse --only=mup_depth`.
 """
 
 import ml_collections
@@ -95,6 +99,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.contrast.widths = config.sweep.widths
     config.contrast.num_seeds = config.sweep.num_seeds
     config.diagnosis_min_depths = (4, 8, 16, 32, 64)
+    # common.rehearsal: the paper's two smaller widths at depths 4, 8, 16, 2 seeds (exact and
+    # linearised estimators, the contrast likewise), the training check at its real width over
+    # two depths and three rates on 600 mnist1d signals. The first run measures width 1024 only;
+    # the second reads its cells back from workdir/cells and measures 2048. It reads no TFDS
+    # dataset (Gaussian inputs; mnist1d generated locally). Memory: the one-step measurement at
+    # the largest cell, n = 4096, L = 128.
+    config.rehearsal = ml_collections.ConfigDict({
+        'dataset': None, 'mock_examples': 0,
+        'overrides': (('sweep.widths', (1024, 2048)), ('sweep.depths', (4, 8, 16)),
+                      ('sweep.num_seeds', 2), ('contrast.widths', (1024, 2048)),
+                      ('contrast.num_seeds', 2), ('num_bootstrap', 20),
+                      ('diagnosis_min_depths', (4, 8)), ('training.depths', (4, 8)),
+                      ('training.num_lrs', 3), ('training.dataset_kwargs.num_samples', 600)),
+        'first_run': (('sweep.widths', (1024,)), ('contrast.widths', (1024,))),
+        'memory': {'step': 'mup_depth.memory:sweep_step'},
+    })
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()

@@ -284,6 +284,14 @@ def test_tiny_config_runs_end_to_end(tmp_path):
   assert saved['claim'] == experiment.CLAIM
   assert 'numbers' in saved and 'checks' not in saved['numbers']
   assert 'mean_field_over_standard' in saved['numbers']['standard_parameterisation']
+  # A progress record per (n, L) cell of the sweep and then the contrast; the cells saved.
+  records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+  cells = [(n, d, 0.0) for n in config.sweep.widths for d in config.sweep.depths] + [
+      (n, d, 1.0) for n in config.contrast.widths for d in config.contrast.depths]
+  assert [(r['width'], r['depth'], r['standard']) for r in records] == cells
+  assert [r['step'] for r in records] == list(range(1, len(cells) + 1))
+  assert not any(r['reused'] for r in records) and len(list((tmp_path / 'cells').iterdir())) == (
+      len(cells))
 
 
 def _power_law_result(exponent=-1.5, correction=1.5, num_seeds=16, noise=0.05):
@@ -407,3 +415,42 @@ def test_a_disabled_contrast_or_training_check_is_not_checked():
   config_lib.set_fields(config, **{'contrast.enabled': False, 'contrast.batch_size': 0,
                                    'training.enabled': False, 'training.base_depth': 99})
   experiment.check_config(config)
+
+
+def test_a_stopped_sweep_resumes_from_the_cells_it_saved(tmp_path, monkeypatch):
+  """The paper variant's sweep runs for hours on an accelerator and restarted from nothing when
+  stopped. Each (n, L) cell is now saved as it finishes and read back by a rerun under the same
+  settings (a grown grid measures only its new cells); other settings measure afresh."""
+  kwargs = dict(depths=(2, 4), num_seeds=2, exact=True, input_dim=8, cell_dir=str(tmp_path))
+  seen = []
+  first = sweep.run_sweep(widths=(16,), on_cell=lambda *a: seen.append((a[0], a[1], a[-1])),
+                          **kwargs)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['mean_field_n16_L2.npz',
+                                                        'mean_field_n16_L4.npz']
+  assert seen == [(16, 2, False), (16, 4, False)]
+  measured = []
+  measure = sweep._measure
+  monkeypatch.setattr(sweep, '_measure', lambda keys, *a, **k: (
+      measured.append((k['width'], k['depth'])), measure(keys, *a, **k))[1])
+  grown = sweep.run_sweep(widths=(16, 32), **kwargs)
+  assert measured == [(32, 2), (32, 4)]   # width 16's cells read back
+  np.testing.assert_array_equal(grown.coefficient[0], first.coefficient[0])
+  np.testing.assert_array_equal(grown.eta_exact[0], first.eta_exact[0])
+  measured.clear()
+  sweep.run_sweep(widths=(16,), **dict(kwargs, num_seeds=3))
+  assert measured == [(16, 2), (16, 4)]   # other settings: measured again
+  measured.clear()
+  sweep.run_sweep(widths=(16,), parameterisation='standard', **dict(kwargs, num_seeds=3))
+  assert measured == [(16, 2), (16, 4)]
+
+
+def test_the_memory_estimate_compiles_the_sweeps_largest_cell():
+  from common import memory as memory_lib  # pylint: disable=g-import-not-at-top
+  from mup_depth import memory  # pylint: disable=g-import-not-at-top
+  config = sweep_config.get_config('tiny')   # n in {64, 128}, L up to 16, 8 seeds
+  estimate = memory.sweep_step(config, None)
+  # The 8 seeds' MLPs at n = 128, L = 16 (input 64, one output), float32.
+  assert estimate.params == 8 * 4 * (64 * 128 + 15 * 128 * 128 + 128)
+  assert estimate.devices == 1 and estimate.temporaries > 0
+  assert 'n=128, L=16, 8 seed(s) per chunk of 8' in estimate.note
+  assert isinstance(estimate, memory_lib.Estimate) and estimate.fits()
