@@ -65,8 +65,14 @@ class Teacher:
   def from_models(cls, model: nn.Module, variables: dict[str, Any],
                   num_classes: int | None = None) -> 'Teacher':
     """A stack of T teachers of one architecture: every leaf of `variables` (T, ...) (what
-    common.ensemble trains); logits(inputs, index) applies teacher `index` (traced or not)."""
-    variables = jax.tree.map(jnp.asarray, dict(variables))
+    common.ensemble trains); logits(inputs, index) applies teacher `index` (traced or not).
+
+    The stack is copied to the host (every process gets all of it): an ensemble's state is sharded
+    over the mesh's model axis, and indexing it outside a step (check, fingerprint) would run a
+    collective over the devices for every variable; inside the students' step the stack is a
+    constant either way. The teachers' state may be let go afterwards.
+    """
+    variables = jax.tree.map(_on_host, dict(variables))
     sizes = {int(a.shape[0]) if a.ndim else 0 for a in jax.tree.leaves(variables)}
     if len(sizes) != 1 or 0 in sizes:
       raise loss_lib.DistillError(f'Stacked teachers need every variable (T, ...) with one T; got '
@@ -74,8 +80,11 @@ class Teacher:
     num_classes = _num_classes(model, num_classes)
 
     def fn(x, index):
-      one = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False),
-                         variables)
+      if isinstance(index, (int, np.integer)):  # a known teacher: sliced on the host
+        one = jax.tree.map(lambda a: a[index], variables)
+      else:
+        one = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False),
+                           variables)
       return model.apply(one, x, train=False)
 
     return cls(logits_fn=fn, num_classes=num_classes, num_teachers=sizes.pop(),
@@ -170,6 +179,14 @@ class Teacher:
             '1 on the sample inputs), not logits: return the scores before the softmax (the loss '
             'applies softmax(logits / tau) itself).')
       loss_lib.check_teacher_logits(outputs, f'The teacher ({which})\'s logits')
+
+
+def _on_host(a) -> np.ndarray:
+  """A whole array on the host: one process's device_get, or every process's shards gathered."""
+  if isinstance(a, jax.Array) and not a.is_fully_addressable:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+  return np.asarray(jax.device_get(a))
 
 
 def _num_classes(model: nn.Module, num_classes: int | None) -> int:

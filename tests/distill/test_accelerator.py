@@ -120,3 +120,27 @@ def test_the_student_estimate_adds_the_teacher_stack_to_the_ensemble_step(monkey
   assert per_teacher == pytest.approx(4 * 11.23e6, rel=0.01)
   assert estimate.other_arguments == 3 + config.seeds * per_teacher
   assert 'stack of 8 teachers' in estimate.note
+
+
+def test_a_teacher_stack_sharded_over_the_model_axis_is_its_own_host_copy():
+  # The teachers' ensemble state is sharded over the model axis; indexing it eagerly (check,
+  # fingerprint) ran a collective per variable, which on the 8 fake devices stalled past XLA's
+  # 40 s rendezvous limit and aborted the rehearsal. The stack is copied once to the host, so the
+  # teachers' state can also be let go.
+  from distill.teacher import Teacher  # pylint: disable=g-import-not-at-top
+  model = models.build(MLP, 5)
+  x = np.random.default_rng(2).normal(size=(8, 6, 1)).astype(np.float32)
+  mesh = jax.make_mesh((8,), ('model',), axis_types=(jax.sharding.AxisType.Auto,))
+  on_models = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('model'))
+  variables = jax.jit(jax.vmap(lambda r: model.init(r, x[:1], train=False)),
+                      out_shardings=on_models)(jax.random.split(jax.random.key(0), 8))
+  expected = [np.asarray(model.apply(jax.tree.map(lambda a, i=i: a[i], variables), x,
+                                     train=False)) for i in range(8)]
+  teacher = Teacher.from_models(model, variables, 5)
+  for leaf in jax.tree.leaves(variables):
+    leaf.delete()
+  teacher.check(x, 5)
+  traced = jax.jit(teacher.logits)
+  for i in range(8):
+    np.testing.assert_allclose(np.asarray(teacher.logits(x, i)), expected[i], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(traced(x, jnp.int32(i))), expected[i], rtol=1e-5)
