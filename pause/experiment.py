@@ -1,6 +1,7 @@
 """The pause-token study: pretrain a standard and a pause model on the same rows, fine-tune each
 with and without pauses on tasks that need computation before the first answer token, and decode
-the answers with a KV cache.
+the answers with a KV cache. The pretraining rows are a host array or, for c4, streamed batch
+by batch (pause/pretraining.py).
 
     python -m pause.main --config=configs/pause/lm.py:cpu --workdir=/tmp/pause
 
@@ -32,7 +33,6 @@ from common import lm
 from common import report
 from common import train as train_lib
 from common.data import loader
-from common.data import pipeline
 from common.data import text_tasks
 from common.models import decoding
 from common.models import positions
@@ -40,6 +40,7 @@ from common.models import transformer
 from pause import claims
 from pause import diagnosis
 from pause import pausing
+from pause import pretraining
 from pause import tasks
 
 CLAIM = ('Training with <pause> tokens both in pretraining and in fine-tuning (PausePT_PauseFT) '
@@ -49,6 +50,8 @@ CLAIM = ('Training with <pause> tokens both in pretraining and in fine-tuning (P
 EOS = 1
 NUM_SPECIAL_TOKENS = 1   # the <pause> (pausing.PAUSE_ID); the batches' ids are checked against it
 DIAGNOSIS_ARMS = ('mean_init', 'frozen')
+TRAIN_INPUTS = ('memory', 'stream')
+MAX_MEMORY_ROWS_GIB = 16  # train_input='memory' refuses pretraining rows larger than this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +94,12 @@ def make_model(config) -> transformer.TransformerLM:
     raise config_lib.ConfigError(f"model.encoding={m.encoding!r}: use 'rope' or 'nope'.")
   encoding = positions.build(m.encoding, num_heads=m.num_heads,
                              train_length=config.pretrain_length)['encoding']
+  # 'blockwise' attention (c4: no L x L scores at length 2048) is optional in the model config.
   return transformer.TransformerLM(
       vocab_size=loader.BYTE_VOCAB_SIZE, num_special_tokens=NUM_SPECIAL_TOKENS,
       num_layers=m.num_layers, d_model=m.d_model, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
-      encoding=encoding)
+      encoding=encoding, attention=m.get('attention', 'naive'),
+      block_size=m.get('block_size', 512))
 
 
 def _whole(name: str, value, minimum: int) -> int:
@@ -144,10 +149,27 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   fraction = _real('algorithmic_fraction', config.algorithmic_fraction, 0.0, 1.0)
   _whole('algorithmic_lines', config.algorithmic_lines, 1)
   length = _whole('pretrain_length', config.pretrain_length, 2)
-  corpus_bytes = _whole('max_corpus_bytes', config.max_corpus_bytes, 1)
-  if fraction < 1 and corpus_bytes <= length + 1:
-    raise config_lib.ConfigError(f'max_corpus_bytes={corpus_bytes}: not one pretraining row of '
-                                 f'pretrain_length + 1 = {length + 1} tokens.')
+  if config.train_input not in TRAIN_INPUTS:
+    raise config_lib.ConfigError(f'train_input={config.train_input!r}: use one of {TRAIN_INPUTS}.')
+  _whole('docs_per_row', config.docs_per_row, 1)
+  if config.train_input == 'stream':
+    # Streamed rows are the corpus's documents packed docs_per_row to a row: there is no host
+    # text to cut algorithmic rows from, and an embedded corpus is one text, not documents.
+    if fraction:
+      raise config_lib.ConfigError(
+          f'algorithmic_fraction={fraction:g} with train_input=\'stream\': streamed rows are '
+          'documents of the corpus only; set algorithmic_fraction=0, or train_input=\'memory\' '
+          'to mix algorithmic text into rows cut from a host array.')
+    if config.corpus in loader.available():
+      raise config_lib.ConfigError(
+          f'corpus={config.corpus!r} with train_input=\'stream\': an embedded corpus is one text '
+          'in memory, not documents to stream; use train_input=\'memory\', or a TFDS text '
+          'dataset prepared as array_record (e.g. \'c4/en\').')
+  else:
+    corpus_bytes = _whole('max_corpus_bytes', config.max_corpus_bytes, 1)
+    if fraction < 1 and corpus_bytes <= length + 1:
+      raise config_lib.ConfigError(f'max_corpus_bytes={corpus_bytes}: not one pretraining row '
+                                   f'of pretrain_length + 1 = {length + 1} tokens.')
   _real('pretrain_pause_fraction', config.pretrain_pause_fraction, 0.0, 1.0, hi_open=True)
   _pauses('M_pt (pretrain_pause_fraction x (pretrain_length + 1))',
           pausing.pretrain_pauses(length + 1, config.pretrain_pause_fraction), length + 1)
@@ -170,6 +192,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         f'pretrain.total_steps={config.pretrain.total_steps!r}, pretrain.total_epochs='
         f'{config.pretrain.get("total_epochs")!r}: pretraining cuts total_steps x batch_size '
         'rows, each seen once; set total_steps (not total_epochs).')
+  if config.train_input == 'memory':
+    rows_bytes = config.pretrain.total_steps * config.pretrain.batch_size * (length + 1) * 4
+    if rows_bytes > MAX_MEMORY_ROWS_GIB * 2**30:
+      raise config_lib.ConfigError(
+          f"train_input='memory': pretrain.total_steps x pretrain.batch_size = "
+          f'{config.pretrain.total_steps * config.pretrain.batch_size} rows of pretrain_length + '
+          f'1 = {length + 1} tokens are {rows_bytes / 2**30:.0f} GiB as one int32 host array (and '
+          f'each model\'s batches copy them); more than {MAX_MEMORY_ROWS_GIB} GiB: use '
+          "train_input='stream' (a TFDS text corpus read batch by batch).")
   config_lib.check_loop(config.finetune, 'finetune')
   if (config.finetune.total_steps is None) == (config.finetune.get('total_epochs') is None):
     raise config_lib.ConfigError('finetune: set one of finetune.total_steps and '
@@ -230,43 +261,27 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 # ---------------------------------------------------------------------------------------------
 # Pretraining.
 # ---------------------------------------------------------------------------------------------
-def pretrain_rows(config, seed: int = 0) -> np.ndarray:
-  """(total_steps * batch_size, length + 1) rows cut at random offsets of the corpus or of the
-  algorithmic text (config.algorithmic_fraction of them): each row is seen once."""
-  corpus = loader.load_text(config.corpus, 'train', max_bytes=config.max_corpus_bytes)
-  algorithmic = text_tasks.encode(tasks.algorithmic_text(config.algorithmic_lines, seed))
-  n = config.pretrain.total_steps * config.pretrain.batch_size
-  width = config.pretrain_length + 1
-  rng = np.random.default_rng(seed)
-  from_algo = rng.random(n) < config.algorithmic_fraction
-  rows = np.empty((n, width), np.int32)
-  for source, pick in ((corpus, ~from_algo), (algorithmic, from_algo)):
-    if len(source) <= width:
-      raise loader.DatasetError(f'A pretraining source has {len(source)} tokens: less than one '
-                                f'row of {width}.')
-    starts = rng.integers(0, len(source) - width, int(pick.sum()))
-    rows[pick] = source[starts[:, None] + np.arange(width)[None, :]]
-  return rows
-
-
-def pretrain(config, kind: str, rows: np.ndarray, workdir: str) -> train_lib.TrainResult:
-  """Trains the standard ('standard') or pause-pretrained ('pause') model on the same rows."""
+def pretrain_model(config):
+  """(init_fn, loss_fn) of the pretraining step, as common.train takes them: what `pretrain`
+  trains and pause.memory compiles at the real batch."""
   model = make_model(config)
-  if kind == 'pause':
-    m_pt = pausing.pretrain_pauses(config.pretrain_length + 1, config.pretrain_pause_fraction)
-    batch = pausing.pretrain_batch(rows, m_pt, np.random.default_rng(1),
-                                   replace=config.pause_positions == 'with_replacement',
-                                   num_special_tokens=NUM_SPECIAL_TOKENS)
-  else:
-    batch = {'tokens': rows, 'weights': lm.weights_for_targets(rows)}
   sample = jnp.zeros((1, config.pretrain_length), jnp.int32)
+  return (lambda rng: model.init(rng, sample)), lm.make_loss_fn(model)
+
+
+def pretrain(config, kind: str, data, workdir: str) -> train_lib.TrainResult:
+  """Trains the standard ('standard') or pause-pretrained ('pause') model on the same rows."""
+  init_fn, loss_fn = pretrain_model(config)
   identity = {'kind': kind, 'model': config.model.to_dict(), 'pause_positions':
               config.pause_positions, 'fraction': config.pretrain_pause_fraction}
-  return train_lib.train(config.pretrain, workdir, init_fn=lambda rng: model.init(rng, sample),
-                         loss_fn=lm.make_loss_fn(model),
-                         train_iter=pipeline.BatchIterator(batch, config.pretrain.batch_size,
-                                                           seed=config.pretrain.seed),
-                         identity=identity)
+  train_iter = pretraining.pretrain_iterator(config, kind, data,
+                                            num_special_tokens=NUM_SPECIAL_TOKENS)
+  try:
+    return train_lib.train(config.pretrain, workdir, init_fn=init_fn, loss_fn=loss_fn,
+                           train_iter=train_iter, identity=identity)
+  finally:
+    if hasattr(train_iter, 'close'):
+      train_iter.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,7 +304,11 @@ def finetune(config, setting: FinetuneSetting, params, train_data, workdir: str,
   batch = pausing.finetune_batch([p for p, _ in pairs], [t for _, t in pairs], setting.delay,
                                  config.finetune_length, eos_id=EOS,
                                  num_special_tokens=NUM_SPECIAL_TOKENS)
-  variables = {'params': params}
+  # Every seed starts from the pretrained weights, handed over as arguments (not constants of
+  # the init program: at 85M parameters those made its compilation take gigabytes); their digest
+  # joins the run's identity, so a fine-tuning is never resumed from other pretrained weights.
+  seeds = config.finetune.ensemble.num_models
+  start = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (seeds,) + np.shape(a)), params)
   identity = {'setting': setting.name, 'delay': dataclasses.asdict(setting.delay),
               'model': config.model.to_dict(), 'pause_init': setting.pause_init,
               'freeze_pause': setting.freeze_pause}
@@ -297,8 +316,8 @@ def finetune(config, setting: FinetuneSetting, params, train_data, workdir: str,
   if setting.freeze_pause:
     loss_fn = diagnosis.freeze_pause(loss_fn)
   return ensemble.train_ensemble(
-      config.finetune, workdir, init_fn=lambda rng: variables, loss_fn=loss_fn, arrays=batch,
-      identity=identity)
+      config.finetune, workdir, init_fn=None, loss_fn=loss_fn, arrays=batch,
+      init_params=start, identity=identity)
 
 
 def exact_match(config, model, params, test_pairs, num_pauses: int, position: str = 'append',
@@ -385,13 +404,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   check_config(config)
   start = time.time()
   os.makedirs(workdir, exist_ok=True)
-  rows = pretrain_rows(config)
-  byte_ids = diagnosis.seen_ids(rows, loader.BYTE_VOCAB_SIZE)
+  data = pretraining.pretrain_data(config)   # a missing corpus stops here, before compute
+  byte_ids = pretraining.pretrained_ids(config, data)
   pretrained, losses = {}, {}
   for kind in ('standard', 'pause'):
-    result = pretrain(config, kind, rows, os.path.join(workdir, 'pretrain', kind))
+    result = pretrain(config, kind, data, os.path.join(workdir, 'pretrain', kind))
     pretrained[kind] = jax.device_get(result.state.params)
     losses[kind] = round(float([r for r in result.history if 'loss' in r][-1]['loss']), 4)
+    del result   # its state (parameters, Adam's moments) leaves the devices before the next model
   train_data, test_data = task_data(config, 'train'), task_data(config, 'test')
   model = make_model(config)
   prompts = diagnosis.prompts(config, test_data)
@@ -408,6 +428,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     result = finetune(config, setting, pretrained[setting.pretrained], train_data,
                       os.path.join(workdir, 'finetune', setting.name), byte_ids)
     stacked = jax.device_get(result.state.params)   # host arrays: no program per slice
+    del result
     _evaluate(config, model, setting, stacked, test_data, table, minf)
     if setting.name in DIAGNOSED:
       measures[setting.name] = [measure(jax.tree.map(lambda x, m=m: x[m], stacked),
@@ -439,7 +460,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
            f'{config.pretrain.total_steps} x {config.pretrain.batch_size} rows of '
            f'{config.pretrain_length} tokens ({config.corpus} with '
            f'{config.algorithmic_fraction:.0%} algorithmic text); the pause model with M_pt = '
-           f'{pausing.pretrain_pauses(config.pretrain_length + 1, config.pretrain_pause_fraction)}'
+           f'{pretraining.pretrain_pauses(config)}'
            f' pauses per row ({config.pause_positions}). Fine-tuned on the mixture of '
            f'{list(config.tasks)} ({config.train_examples_per_task} examples each, '
            f'{config.finetune.total_steps} steps), M_ft = {config.num_pauses}, {config.seeds} '

@@ -142,6 +142,37 @@ def pretrain_batch(tokens: np.ndarray, num_pauses: int, rng: np.random.Generator
   return {'tokens': rows.astype(np.int32), 'weights': lm.weights_for_targets(rows, exclude=exclude)}
 
 
+@dataclasses.dataclass(frozen=True)
+class PauseRows:
+  """`pretrain_batch` on one streamed row: the transform of common.data.stream.StreamIterator
+  that pause-pretrains on rows read batch by batch (the pauses of row i drawn from the stream's
+  RNG for (seed, epoch, i)). An example {'tokens': (L + 1,), ...} becomes {'tokens': (L + 1,),
+  'weights': (L,)}: pauses inserted and trimmed back, no loss where the target is a <pause> or
+  padding, exactly as pretrain_batch makes the rows of a host array."""
+  num_pauses: int
+  replace: bool = True
+  pause_id: int = PAUSE_ID
+  pad_id: int | None = 0
+  vocab_size: int = loader.BYTE_VOCAB_SIZE
+  num_special_tokens: int = 1
+
+  def __post_init__(self):
+    check_pause_id(self.pause_id, self.vocab_size, self.num_special_tokens)
+    if not _whole(self.num_pauses) or self.num_pauses < 0:
+      raise PauseError(f'PauseRows num_pauses={self.num_pauses!r}: expected a whole number of '
+                       'pauses (an int >= 0).')
+
+  def __call__(self, example, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    tokens = np.asarray(example['tokens'])
+    if tokens.ndim != 1:
+      raise PauseError(f'PauseRows takes one row (length + 1,) per example, got shape '
+                       f'{tokens.shape}.')
+    out = pretrain_batch(tokens[None], self.num_pauses, rng, pause_id=self.pause_id,
+                         replace=self.replace, pad_id=self.pad_id, vocab_size=self.vocab_size,
+                         num_special_tokens=self.num_special_tokens)
+    return {'tokens': out['tokens'][0], 'weights': out['weights'][0]}
+
+
 # ---------------------------------------------------------------------------------------------
 # Pause-finetuning and pause-inference.
 # ---------------------------------------------------------------------------------------------

@@ -19,8 +19,19 @@ Variants:
          4 steps each, 2 seeds.
   study  longer pretraining and fine-tuning, all five tasks, 5 seeds, the M_ft grid (2, 4, 16),
          pauses prepended and the diagnosis arms (not run here).
-  c4     the real-scale configuration (not run here): C4 through seqio/TFDS, length 2048, a
-         12-layer d 768 model sharded FSDP, M_pt = 205, M_ft = 10: for accelerators.
+  c4     the real-scale configuration (not run here), for accelerators: C4 through TFDS ('c4/en'
+         prepared as array_record: `tfds build c4/en --file_format=array_record`; a run without
+         it stops before compute with that command), its pretraining rows streamed (two documents
+         packed to a row of 2,049 tokens, read as their batch is needed: never the 195 GiB of
+         100,000 x 256 rows in host memory; the pauses inserted into each row as it is read, by
+         the in-memory path's pretrain_batch), length 2048, a 12-layer d 768 model with blockwise
+         attention sharded FSDP, M_pt = 205, M_ft = 10. Per device (common.memory: the real steps
+         compiled ahead of time on 8 fake CPU devices, mesh data 8): pretraining at batch 256 x
+         2,049 64.5 GiB (state 0.12, activations and temporaries 64.3): fits H100 only (the
+         activations divide over more data-parallel devices); with naive attention it was 202
+         GiB, fitting none. Fine-tuning (common.ensemble: every device holds all 5 seeds' models,
+         batch 128 x 257 each) 45.1 GiB (state 4.8): H100. Rehearsal: `python -m reproduce
+         --rehearse --only=pause` (see config.rehearsal below).
 """
 
 import ml_collections
@@ -35,6 +46,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # Pretraining data: the docstring corpus mixed with algorithmic text (pause/tasks.py).
   config.corpus = 'stdlib_text'
+  config.data_dir = ml_collections.config_dict.placeholder(str)   # TFDS's (c4)
+  # 'memory': rows cut at random offsets of the corpus (read up to max_corpus_bytes) and of the
+  # algorithmic text, held as a host array. 'stream': the corpus's documents (a TFDS text dataset
+  # prepared as array_record, larger than a host) read as their batches are needed and packed
+  # docs_per_row to a row (common.data.stream); no algorithmic text, max_corpus_bytes unused.
+  config.train_input = 'memory'
+  config.docs_per_row = 1
   config.max_corpus_bytes = 400_000
   config.algorithmic_fraction = 0.3     # share of pretraining rows cut from algorithmic text
   config.algorithmic_lines = 20_000
@@ -126,11 +144,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.test_examples_per_task = 1000
   elif variant == 'c4':
     config.corpus = 'c4/en'
-    config.max_corpus_bytes = 2_000_000_000
+    config.train_input = 'stream'      # 100,000 x 256 rows of 2,049 tokens: 195 GiB as one array
+    config.docs_per_row = 2            # documents average ~2,200 bytes: two fill a 2,049 row
     config.algorithmic_fraction = 0.0
     config.pretrain_length = 2048
     config.model = ml_collections.ConfigDict({
-        'num_layers': 12, 'd_model': 768, 'num_heads': 12, 'mlp_dim': 3072, 'encoding': 'rope'})
+        'num_layers': 12, 'd_model': 768, 'num_heads': 12, 'mlp_dim': 3072, 'encoding': 'rope',
+        'attention': 'blockwise', 'block_size': 512})   # no 2048 x 2048 scores per head
     config.pretrain.batch_size = 256
     config.pretrain.total_steps = 100_000
     config.pretrain.sharding = 'fsdp'
@@ -148,6 +168,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.seeds = 5
     config.finetune.ensemble.num_models = 5
     config.test_examples_per_task = 5000
+    # common.rehearsal (`python -m reproduce --rehearse --only=pause`): mock c4 streamed through
+    # the real input path, the real model, meshes and shardings; 2 pretraining steps of 8 rows
+    # per model, one seed fine-tuned 2 steps on one task in every setting (the first run stops
+    # after 1, the second resumes), evaluated on 8 prompts. Rows of 256 tokens: at 2,048 the 8
+    # fake devices' pretraining step needs 8 x 2.3 GiB of host memory (the AOT estimate at batch
+    # 8). The fine-tuning ensemble holds the whole 85M-parameter model and its Adam state on
+    # every device (3.6 GiB per device at batch 8, AOT): about 30 GiB on 8 fake devices, more
+    # than a 24 GiB machine; on 1 fake device the rehearsal passes (257 s, peak 8.3 GiB with
+    # MALLOC_ARENA_MAX=2). Memory: the pretraining step at the real batch, length and mesh.
+    config.rehearsal = ml_collections.ConfigDict({
+        'dataset': 'c4/en', 'mock_examples': 64,
+        'overrides': (
+            ('pretrain.batch_size', 8), ('pretrain.total_steps', 2), ('pretrain_length', 256),
+            ('pretrain.optimizer.warmup_steps', 1), ('pretrain.log_every_steps', 1),
+            ('finetune.batch_size', 8), ('finetune.total_steps', 2),
+            ('finetune.optimizer.warmup_steps', 1), ('finetune.log_every_steps', 1),
+            ('seeds', 1), ('finetune.ensemble.num_models', 1), ('tasks', ('count',)),
+            ('train_examples_per_task', 16), ('test_examples_per_task', 8),
+            ('eval_batch_size', 8), ('diagnosis_prompts', 4), ('mft_grid', ()),
+            ('minf_grid', (0,))),
+        'first_run': (('finetune.total_steps', 1),),
+        'memory': {'step': 'pause.memory:pretrain_step'},
+    })
   else:
     raise ValueError(f'Unknown variant {variant!r}; use one of {VARIANTS}.')
   config.lock()
