@@ -399,7 +399,16 @@ def predict(state: EnsembleState, apply_fn: Callable[..., jax.Array], inputs: np
   if len(inputs) == 0:
     raise EnsembleError('predict got no inputs.')
   variables = {'params': state.params, **state.model_state}
-  fn = jax.jit(jax.vmap(apply_fn, in_axes=(0, None)))
+  fn = jax.vmap(apply_fn, in_axes=(0, None))
+  sharding = getattr(jax.tree.leaves(state.params)[0], 'sharding', None)
+  axis = (sharding.spec[0] if isinstance(sharding, jax.sharding.NamedSharding) and sharding.spec
+          else None)
+  if isinstance(axis, str) and sharding.mesh.shape[axis] > 1:
+    # Each device runs its own models (see ensemble_step._each_model): a plain vmap of the
+    # sharded stack lets XLA gather every model onto every device.
+    fn = jax.shard_map(fn, mesh=sharding.mesh, in_specs=(P(axis), P()), out_specs=P(axis),
+                       axis_names={axis})
+  fn = jax.jit(fn)
   outs = []
   for i in range(0, len(inputs), batch_size):
     chunk = inputs[i:i + batch_size]

@@ -65,10 +65,17 @@ def update_one(loss_fn, tx):
   return update
 
 
-def _each_model(update, model_axis: str | None):
-  """The update over the stacked models of a dispatch, one model at a time (see the module
-  docstring); each device maps over its own models."""
-  per_device = lambda args: jax.lax.map(lambda a: update(*a), args)
+def _each_model(update, model_axis: str | None, batched: bool = False):
+  """The update over the stacked models of a dispatch: batched (vmap, accelerators) or one model
+  at a time (lax.map, CPU; see the module docstring). When the model axis spans devices, each
+  device runs only its own models (shard_map over that axis): a plain vmap of a sharded stack
+  leaves XLA free to gather every model's parameters onto every device, which it does for
+  convolutions (8 ResNet-18s over 8 devices: 114 all-gathers, 1.96 GiB of temporaries per device
+  against 0.30 under shard_map)."""
+  if batched:
+    per_device = lambda args: jax.vmap(update)(*args)
+  else:
+    per_device = lambda args: jax.lax.map(lambda a: update(*a), args)
   mesh = jax.sharding.get_abstract_mesh()
   if model_axis is None or mesh.empty or mesh.shape.get(model_axis, 1) == 1:
     return per_device
@@ -108,10 +115,7 @@ def make_step(loss_fn, tx, seed: int, *, batched: bool | None = None,
     # and its training, depend on how many models shared its dispatch.
     rngs = jax.lax.map(lambda m: jax.random.fold_in(base, m), models)
     args = (state.params, state.opt_state, state.model_state, batch, batch_weights, rngs)
-    if batched:
-      params, opt_state, model_state, metrics = jax.vmap(update)(*args)
-    else:
-      params, opt_state, model_state, metrics = _each_model(update, model_axis)(args)
+    params, opt_state, model_state, metrics = _each_model(update, model_axis, batched)(args)
     bad = (state.nonfinite_step < 0) & ~jnp.isfinite(metrics['loss'])
     nonfinite = jnp.where(bad, state.step + 1, state.nonfinite_step)
     return EnsembleState(step=state.step + 1, params=params, opt_state=opt_state,

@@ -5,6 +5,7 @@ models (accelerators), another chunk on resume is refused, naming the field."""
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -13,6 +14,7 @@ from common import checkpoint as ckpt_lib
 from common import config_lib
 from common import ensemble
 from common import ensemble_step
+from common import mesh as mesh_lib
 from common import models
 from common.data import loader
 from configs.common import loop as loop_config
@@ -129,3 +131,63 @@ def test_where_models_are_batched_another_chunk_on_resume_is_refused(digits, tmp
                      match=r'ensemble\.models_per_dispatch: checkpoint 2, now 1'):
     _params(_config(4, 1), tmp_path, model, digits)
   assert _params(_config(4, 2), tmp_path, model, digits) is not None  # the same chunk resumes
+
+
+def _conv_stack(num_models):
+  """A dispatch's arguments for `num_models` small 2-D ResNets, stacked, and their update."""
+  model = models.build({'name': 'resnet', 'ndim': 2, 'width': 8, 'stage_sizes': (1, 1),
+                        'norm': 'batch'}, 10)
+  x = np.random.default_rng(0).normal(size=(num_models, 16, 8, 8, 3)).astype(np.float32)
+  y = np.random.default_rng(1).integers(0, 10, size=(num_models, 16)).astype(np.int32)
+  tx = optax.adam(1e-3)
+  init = lambda r: ensemble_step.init_one(lambda k: model.init(k, x[0, :1], train=False), tx, r)
+  params, opt_state, model_state = jax.vmap(init)(jax.random.split(jax.random.key(0), num_models))
+
+  def loss_fn(p, state, batch, rng):
+    del rng
+    logits, new_state = model.apply({'params': p, **state}, batch['inputs'], train=True,
+                                    mutable=list(state))
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+    return losses, ({}, dict(new_state))
+
+  args = (params, opt_state, model_state, {'inputs': x, 'label': y},
+          np.ones((num_models, 16), np.float32), jax.random.split(jax.random.key(1), num_models))
+  return ensemble_step.update_one(loss_fn, tx), args
+
+
+def test_batched_models_on_a_model_axis_run_on_their_own_devices_without_gathering_them():
+  """Accelerators batch a dispatch's models (vmap); with the stack split over the model axis,
+  a plain vmap let XLA gather every model's parameters onto every device (an all-gather per
+  convolution). Each device now runs only its own models, and the numbers are the map's."""
+  n = jax.device_count()
+  if n < 2:
+    pytest.skip('needs several (fake) devices')
+  mesh = mesh_lib.make_mesh((('data', 1), ('model', n)), jax.devices())
+  update, args = _conv_stack(n)
+  on_models = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('model'))
+  args = jax.device_put(args, on_models)
+  with jax.set_mesh(mesh):
+    batched = jax.jit(lambda a: ensemble_step._each_model(update, 'model', batched=True)(a))  # pylint: disable=protected-access
+    hlo = batched.lower(args).compile().as_text()
+    assert 'all-gather' not in hlo
+    mapped = jax.jit(lambda a: ensemble_step._each_model(update, 'model', batched=False)(a))  # pylint: disable=protected-access
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+                 mapped(args)[0], batched(args)[0])
+
+
+def test_predict_runs_each_device_on_its_own_models():
+  n = jax.device_count()
+  if n < 2:
+    pytest.skip('needs several (fake) devices')
+  mesh = mesh_lib.make_mesh((('data', 1), ('model', n)), jax.devices())
+  model = models.build({'name': 'mlp', 'widths': (16,)}, 10)
+  params = jax.vmap(lambda r: model.init(r, jnp.zeros((1, 8)))['params'])(
+      jax.random.split(jax.random.key(0), n))
+  on_models = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('model'))
+  state = ensemble_step.EnsembleState(step=0, params=jax.device_put(params, on_models),
+                                      opt_state=None, model_state={}, nonfinite_step=None)
+  x = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
+  out = ensemble.predict(state, lambda v, inputs: model.apply(v, inputs), x, batch_size=8)
+  expected = np.stack([np.asarray(model.apply({'params': jax.tree.map(lambda a: a[m], params)}, x))
+                       for m in range(n)])
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
