@@ -17,7 +17,7 @@ from configs.common import classifier as classifier_config
 from configs.common import loop as loop_config
 import reproduce
 
-MINE = ('classifier', 'memorisation', 'distill', 'resmem')
+MINE = ('classifier', 'memorisation', 'distill', 'resmem', 'cascades', 'abstain', 'iwes')
 # Variants known not to run as written (the row fails with the reason; see the README).
 KNOWN_BROKEN = {
     'memorisation:imagenet': 'memorisation reads its splits as host arrays: ImageNet images '
