@@ -34,6 +34,7 @@ import optax
 
 from common import classifier
 from common import ensemble
+from common import mesh as mesh_lib
 from common import models
 from common.data import pipeline
 from iwes import checks
@@ -206,7 +207,7 @@ def predict(result: ensemble.EnsembleResult, apply_fn, inputs: np.ndarray, ids: 
       pad = batch_size - len(batch) if len(inputs) > batch_size else 0
       if pad:  # one compiled shape for every batch
         batch = np.concatenate([batch, np.repeat(batch[-1:], pad, 0)])
-      rows.append(np.asarray(jax.device_get(program(variables, batch)))[:, :len(batch) - pad])
+      rows.append(mesh_lib.fetch(program(variables, batch))[:, :len(batch) - pad])
     outs.append(np.concatenate(rows, axis=1)[:len(part)])
   return np.concatenate(outs)
 
