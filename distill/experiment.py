@@ -120,15 +120,14 @@ def run_regime(config, regime_name: str, workdir: str,
           workdir, 'models', _data_key(regime), 'teachers'), num_models=seeds,
       shared_order=False, **kwargs)
   splits = (('train', train), ('test', test))
-  # Each ensemble is evaluated as soon as it has trained and then let go: the teachers' optimizer
-  # state is not held while the students train (only their variables, which the students read).
+  # Each ensemble is evaluated as soon as it has trained and then let go: while the students train
+  # the teachers are only the host copy of their variables that the students' loss reads.
   p_teacher = {split: training.probabilities(model, teachers.state, arrays['inputs'])
                for split, arrays in splits}
-  teacher_variables = training.variables_of(teachers.state)
+  teacher = Teacher.from_models(model, training.variables_of(teachers.state), num_classes)
   del teachers
   # Student (role r, seed s) is model r * seeds + s; its teacher is teacher s.
   num_students = len(STUDENT_ROLES) * seeds
-  teacher = Teacher.from_models(model, teacher_variables, num_classes)
   alphas = [1.0 if role == 'onehot' else config.alpha for role in STUDENT_ROLES
             for _ in range(seeds)]
   switches = [{'onehot': 0, 'distilled': 0, 'late': switch}[role] for role in STUDENT_ROLES

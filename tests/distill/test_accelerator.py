@@ -1,6 +1,6 @@
 """The cifar100 (accelerator) variant's memory: its ensembles split over the mesh's model axis, the
-evaluation dispatches bounded, the teachers' optimizer state let go before the students train,
-and the per-device estimate of the students' step with their teacher stack."""
+evaluation dispatches bounded, the teachers' state let go before the students train (a host copy
+of the teacher stack), and the per-device estimate of the students' step with that stack."""
 
 import gc
 import types
@@ -69,7 +69,9 @@ def test_probabilities_bound_the_model_examples_of_each_dispatch(monkeypatch):
   assert seen == [training.EVAL_MODEL_EXAMPLES // 24]
 
 
-def test_run_regime_lets_the_teachers_optimizer_state_go_before_the_students_train(monkeypatch):
+def test_run_regime_lets_the_teachers_state_go_before_the_students_train(monkeypatch):
+  # While the students train, the teachers are the host copy of their variables in the Teacher:
+  # their optimizer state and their parameters on the devices are freed.
   config = distill_config.get_config('tiny')
   seeds = config.seeds
   model = models.build(config.datasets.digits.model, 10)
@@ -81,10 +83,11 @@ def test_run_regime_lets_the_teachers_optimizer_state_go_before_the_students_tra
     state = _stacked_state(model, num_models, x0)
     state = state.replace(opt_state=jnp.ones((num_models, 1000)))
     if teacher is None:
-      refs['teacher_opt_state'] = weakref.ref(state.opt_state)
+      refs['teachers'] = [weakref.ref(state.opt_state),
+                          weakref.ref(jax.tree.leaves(state.params)[0])]
     else:
       gc.collect()
-      held_while_students_train.append(refs['teacher_opt_state']() is not None)
+      held_while_students_train.append([r() is not None for r in refs['teachers']])
     return model, types.SimpleNamespace(state=state)
 
   def fake_probabilities(model, state, inputs):
@@ -96,7 +99,7 @@ def test_run_regime_lets_the_teachers_optimizer_state_go_before_the_students_tra
   monkeypatch.setattr(training, 'probabilities', fake_probabilities)
   rows = experiment.run_regime(config, 'digits', '/unused')
   assert len(rows) == seeds
-  assert held_while_students_train == [False]
+  assert held_while_students_train == [[False, False]]
 
 
 def test_the_student_estimate_adds_the_teacher_stack_to_the_ensemble_step(monkeypatch):
