@@ -47,6 +47,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     config_lib.real(config, f'{section}.threshold', 0.0, open_low=True)
     config_lib.flag(config, f'{section}.exact')
     config_lib.whole(config, f'{section}.seed', 0)
+  if len(set(config.sweep.widths)) < 2:
+    raise config_lib.ConfigError(
+        f'sweep.widths={tuple(config.sweep.widths)}: the exponent in n (a deciding check) needs '
+        'two widths or more.')
   min_depth = config_lib.whole(config, 'fit_min_depth', 1)
   fitted = [d for d in config.sweep.depths if d >= min_depth]
   if len(set(fitted)) < 2:

@@ -99,11 +99,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.contrast.widths = config.sweep.widths
     config.contrast.num_seeds = config.sweep.num_seeds
     config.diagnosis_min_depths = (4, 8, 16, 32, 64)
-    # common.rehearsal: the paper's two smaller widths at depths 4, 8, 16, 2 seeds (exact and
-    # linearised estimators, the contrast likewise), the training check at its real width over
-    # two depths and three rates on 600 mnist1d signals. The first run measures width 1024 only;
-    # the second reads its cells back from workdir/cells and measures 2048. It reads no TFDS
-    # dataset (Gaussian inputs; mnist1d generated locally). Memory: the one-step measurement at
+    # common.rehearsal: the paper's two smaller widths at depths 4, 8, 16, 2 seeds (the exact
+    # estimator beside the linearised one; the contrast at its depths 4 and 16, linearised), the
+    # training check at its real width over
+    # two depths and three rates on 600 mnist1d signals. The first run measures depths 8 and 16
+    # only; the second reads those cells back from workdir/cells and measures L = 4. No TFDS
+    # dataset is read (Gaussian inputs; mnist1d generated locally). Memory: the measurement at
     # the largest cell, n = 4096, L = 128.
     config.rehearsal = ml_collections.ConfigDict({
         'dataset': None, 'mock_examples': 0,
@@ -112,7 +113,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                       ('contrast.num_seeds', 2), ('num_bootstrap', 20),
                       ('diagnosis_min_depths', (4, 8)), ('training.depths', (4, 8)),
                       ('training.num_lrs', 3), ('training.dataset_kwargs.num_samples', 600)),
-        'first_run': (('sweep.widths', (1024,)), ('contrast.widths', (1024,))),
+        'first_run': (('sweep.depths', (8, 16)), ('diagnosis_min_depths', (8,))),
         'memory': {'step': 'mup_depth.memory:sweep_step'},
     })
   else:

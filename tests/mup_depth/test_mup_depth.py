@@ -385,6 +385,8 @@ def test_every_variant_passes_check_config(variant):
 @pytest.mark.parametrize('field,value,match', [
     ('sweep.widths', (64, 0), r'sweep.widths=\(64, 0\): expected a non-empty sequence of whole'),
     ('sweep.depths', (), r'sweep.depths=\(\)'),
+    # One width ran the whole sweep, then the summary failed on the exponent in n's (nan, nan).
+    ('sweep.widths', (64, 64), r'sweep.widths=\(64, 64\): the exponent in n .* needs two widths'),
     ('sweep.num_seeds', 0, r'sweep.num_seeds=0'),
     ('sweep.threshold', 0.0, r'sweep.threshold=0.0: expected a finite number in \(0.0, inf\]'),
     ('contrast.batch_size', 0, r'contrast.batch_size=0'),
