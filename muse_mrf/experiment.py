@@ -274,18 +274,27 @@ def prepare_stream(config, workdir: str) -> StreamedData:
 # ---------------------------------------------------------------------------------------------
 # Phases 2 and 3: the backbone, then the MRF layer on the frozen backbone.
 # ---------------------------------------------------------------------------------------------
+def released(result: train_lib.TrainResult, **parts) -> train_lib.TrainResult:
+  """The run's result with parts of its final state that no later phase reads set to empty
+  values (e.g. the optimizer's moments: twice the backbone's parameters), so their memory (on
+  the devices; on the host under fake CPU devices) is freed for the phases that follow."""
+  return dataclasses.replace(result, state=result.state.replace(**parts))
+
+
 def fit_backbone(config, data: AnyData, workdir: str):
-  """Phase 2: (the masked-token transformer, its training run)."""
+  """Phase 2: (the masked-token transformer, its training run; the optimizer state released)."""
   model = training.make_backbone(config, data.tokenizer, data.num_classes)
-  return model, training.train_backbone(config, model, data.token_batches(config.backbone),
-                                        workdir)
+  run = training.train_backbone(config, model, data.token_batches(config.backbone), workdir)
+  return model, released(run, opt_state=None)
 
 
 def fit_mrf(config, data: AnyData, backbone, backbone_params, workdir: str):
-  """Phase 3: (the MRF layer, its training run on the frozen backbone)."""
+  """Phase 3: (the MRF layer, its training run on the frozen backbone; the run's optimizer state
+  and its copy of the backbone's parameters released)."""
   layer = training.make_mrf(config, data.tokenizer)
-  return layer, training.train_mrf(config, backbone, backbone_params, layer,
-                                   data.token_batches(config.mrf), workdir)
+  run = training.train_mrf(config, backbone, backbone_params, layer,
+                           data.token_batches(config.mrf), workdir)
+  return layer, released(run, opt_state=None, model_state={})
 
 
 # ---------------------------------------------------------------------------------------------

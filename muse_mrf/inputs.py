@@ -23,6 +23,7 @@ tokenizer only (muse_mrf.config_check).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from typing import Any, Callable
 
@@ -134,10 +135,14 @@ class MappedStream(stream.StreamIterator):
 
 
 def in_order(source: stream.Source, transform, batch_size: int, fn=None):
-  """Yields the batches of a whole source read in order (the last one short), each through `fn`:
-  for features of a split (common.evaluators' padded reader, padding dropped)."""
-  from common import evaluators  # pylint: disable=g-import-not-at-top
-  for rows, mask in evaluators.padded_batches(source, batch_size, transform):
-    rows = {k: v[mask] for k, v in rows.items()}
-    if len(rows['label']):
+  """Yields the batches of a whole source read in order (the last one short), each through `fn`
+  (stream.read, decoding in worker threads). Every process reads every row, so the features of
+  a split (the FD's reference, the floor) are the same in all of them, as in memory."""
+  pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix='in_order')
+  try:
+    for start in range(0, len(source), batch_size):
+      rows = stream.read(source, range(start, min(len(source), start + batch_size)), transform,
+                         pool=pool)
       yield fn(rows) if fn is not None else rows
+  finally:
+    pool.shutdown(wait=False, cancel_futures=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -65,8 +66,9 @@ def mrf_step(config: ml_collections.ConfigDict, spec, devices=None) -> memory_li
   backbone = training.make_backbone(config, grid, _num_classes(config, spec))
   layer = training.make_mrf(config, grid)
   backbone_init = training.backbone_init_fn(backbone)
+  # The backbone's parameters unboxed, as the MRF run receives them from the backbone's run.
   init_fn = lambda rng: training.mrf_variables(layer, backbone, rng,
-                                                backbone_init(rng)['params'])
+                                                nn.meta.unbox(backbone_init(rng))['params'])
   return memory_lib.train_step(
       config.mrf, init_fn, training.mrf_loss_fn(config, backbone, layer),
       _tokens(config.mrf, grid), devices, note='muse_mrf MRF step (backbone frozen)')

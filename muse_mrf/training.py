@@ -9,6 +9,7 @@ import dataclasses
 import os
 from typing import Callable
 
+import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
@@ -144,11 +145,17 @@ def make_mrf_loss_fn(backbone, layer, *, schedule: str, r_range: tuple[float, fl
 
 
 def mrf_variables(layer, backbone, rng, backbone_params):
-  """The MRF run's variables: the layer's, and the frozen backbone's parameters in
-  model_state['backbone'] (no gradient, no optimizer state)."""
+  """The MRF run's variables: the layer's, and the frozen backbone's parameters (unboxed arrays,
+  as a run's state holds them) in model_state['backbone'] (no gradient, no optimizer state),
+  boxed again with the backbone's own logical axes, so that they shard as the backbone's run
+  shards them (FSDP: split over the devices) instead of a whole copy on every device."""
   n, v = backbone.num_tokens, backbone.codebook_size
   sample = (jnp.zeros((1, n, v)), jnp.zeros((1, n), jnp.int32), jnp.zeros((1, n), bool))
-  return {**layer.init(rng, *sample), 'backbone': backbone_params}
+  boxes = jax.eval_shape(backbone_init_fn(backbone), rng)['params']
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+  frozen = jax.tree.map(lambda box, value: box.replace_boxed(value) if is_box(box) else value,
+                        boxes, backbone_params, is_leaf=is_box)
+  return {**layer.init(rng, *sample), 'backbone': frozen}
 
 
 def mrf_loss_fn(config, backbone, layer):
