@@ -54,7 +54,31 @@ def ensemble_config(config) -> tuple[int, str, int]:
   if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
     raise config_lib.ConfigError(f'ensemble.chunk_size={chunk!r}: expected 0 (chosen) or a '
                                  'whole number >= 1.')
+  _check_no_parameter_sharding(config)
   return num_models, axis, chunk
+
+
+# What common.ensemble does with the loop's sharding fields: every model whole on the devices of
+# its slice of `ensemble.model_axis`, the batch over the other axes ('data'; 'replicated' the same
+# for a model's state). A per-model parameter sharding (FSDP, tensor) is not built here.
+ENSEMBLE_SHARDINGS = ('data', 'replicated')
+
+
+def _check_no_parameter_sharding(config) -> None:
+  """Refuses loop fields that would shard each model's parameters, which the ensemble would
+  otherwise ignore (a config that reads as FSDP while each device holds whole models)."""
+  sharding = config.get('sharding', 'data')
+  if config.get('sharding_rules'):
+    raise config_lib.ConfigError(
+        f'sharding_rules={config.sharding_rules!r}: common.ensemble does not shard a model\'s '
+        'parameters (each model is whole on the devices of its slice of ensemble.model_axis); '
+        'leave sharding_rules empty.')
+  if sharding not in ENSEMBLE_SHARDINGS:
+    raise config_lib.ConfigError(
+        f'sharding={sharding!r}: common.ensemble does not shard a model\'s parameters (each model '
+        'is whole on the devices of its slice of ensemble.model_axis, the batch over the other '
+        f'axes); use one of {ENSEMBLE_SHARDINGS}, or spread the models over more devices '
+        '(ensemble.model_axis) to divide their state.')
 
 
 def check_weights(weights, num_models: int, num_examples: int) -> np.ndarray:

@@ -164,7 +164,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mft_grid = (2, 4, 16, 50)
     config.finetune.batch_size = 128
     config.finetune.total_steps = 10_000
-    config.finetune.sharding = 'fsdp'
+    # The fine-tuning runs are a common.ensemble (seeds x settings): each model whole on its
+    # devices (45.1 GiB a device, pause/memory.py); common.ensemble refuses 'fsdp' here.
+    config.finetune.sharding = 'data'
     config.seeds = 5
     config.finetune.ensemble.num_models = 5
     config.test_examples_per_task = 5000

@@ -223,6 +223,11 @@ def test_bad_input_fails_before_compute(digits, tmp_path):
     _train(_config(), tmp_path, train, _masks(8, n, fraction=0.01))
   with pytest.raises(config_lib.ConfigError, match='num_models=0'):
     _train(_config(0), tmp_path, train)
+  # A per-model parameter sharding is not built by the ensemble: refused, not ignored.
+  with pytest.raises(config_lib.ConfigError, match="sharding='fsdp': common.ensemble does not"):
+    _train(_config(sharding='fsdp'), tmp_path, train)
+  with pytest.raises(config_lib.ConfigError, match='sharding_rules=.*leave sharding_rules empty'):
+    _train(_config(sharding_rules=(('embed', 'data'),)), tmp_path, train)
   with pytest.raises(ensemble.EnsembleError, match='class ids'):
     ensemble.correctness(np.zeros((2, 3, 4)), np.zeros(3, np.float32))
   assert not (tmp_path / 'checkpoints').exists()
