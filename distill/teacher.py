@@ -24,7 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import mesh as mesh_lib
 from distill import loss as loss_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class Teacher:
@@ -182,11 +184,8 @@ class Teacher:
 
 
 def _on_host(a) -> np.ndarray:
-  """A whole array on the host: one process's device_get, or every process's shards gathered."""
-  if isinstance(a, jax.Array) and not a.is_fully_addressable:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
-  return np.asarray(jax.device_get(a))
+  """A whole array on the host, on every process (common.mesh.fetch)."""
+  return np.asarray(mesh_lib.fetch(a))
 
 
 def _num_classes(model: nn.Module, num_classes: int | None) -> int:

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import mesh as mesh_lib
+
 
 class TokenizerError(ValueError):
   """Images or token grids that do not fit the tokenizer, or a checkpoint that does not fit."""
@@ -244,7 +246,7 @@ class VQTokenizer:
     meta = {'model': {f.name: getattr(self.model, f.name) for f in dataclasses.fields(
         self.model) if f.name not in ('parent', 'name')}, 'image_shape': list(self.image_shape)}
     blob = flax.serialization.msgpack_serialize(
-        {'meta': json.dumps(meta), 'params': jax.device_get(self.params)})
+        {'meta': json.dumps(meta), 'params': mesh_lib.fetch(self.params)})
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + '.tmp', 'wb') as f:
       f.write(blob)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import mesh as mesh_lib
 from common import report
 from common.models import transformer
 from pause import claims
@@ -104,7 +105,7 @@ def pause_internals(model, params, prefixes, num_pauses: int, width: int,
   for i, prefix in enumerate(prefixes):
     prompt = pausing.Delay(num_pauses, token=token).apply(prefix)
     rows[i, :len(prompt)], lengths[i] = prompt, len(prompt)
-  qs, ks, blocks = jax.device_get(_internals(model, params, jnp.asarray(rows)))
+  qs, ks, blocks = mesh_lib.fetch(_internals(model, params, jnp.asarray(rows)))
   attention, residual, uniform = [], [], []
   for i, n in enumerate(lengths):
     pauses = slice(n - num_pauses, n)

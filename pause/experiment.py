@@ -37,6 +37,7 @@ from common.data import text_tasks
 from common.models import decoding
 from common.models import positions
 from common.models import transformer
+from common import mesh as mesh_lib
 from pause import claims
 from pause import diagnosis
 from pause import pausing
@@ -409,7 +410,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   pretrained, losses = {}, {}
   for kind in ('standard', 'pause'):
     result = pretrain(config, kind, data, os.path.join(workdir, 'pretrain', kind))
-    pretrained[kind] = jax.device_get(result.state.params)
+    pretrained[kind] = mesh_lib.fetch(result.state.params)
     losses[kind] = round(float([r for r in result.history if 'loss' in r][-1]['loss']), 4)
     del result   # its state (parameters, Adam's moments) leaves the devices before the next model
   train_data, test_data = task_data(config, 'train'), task_data(config, 'test')
@@ -427,7 +428,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   for setting in settings(config):
     result = finetune(config, setting, pretrained[setting.pretrained], train_data,
                       os.path.join(workdir, 'finetune', setting.name), byte_ids)
-    stacked = jax.device_get(result.state.params)   # host arrays: no program per slice
+    stacked = mesh_lib.fetch(result.state.params)   # host arrays: no program per slice
     del result
     _evaluate(config, model, setting, stacked, test_data, table, minf)
     if setting.name in DIAGNOSED:

@@ -150,7 +150,7 @@ def train_lm(config, name: str, train_ids: np.ndarray, workdir: str):
   result = train_lib.train(loop, workdir, init_fn=init_fn, loss_fn=loss_fn,
                            train_iter=_train_iterator(config, train_ids), identity=identity)
   losses = [r['loss'] for r in result.history if 'loss' in r]
-  return model, jax.device_get(result.state.params), (losses[-1] if losses else None)
+  return model, mesh_lib.fetch(result.state.params), (losses[-1] if losses else None)
 
 
 def _memory(config, model, params, train_ids, path: str, mesh):

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
+from common import mesh as mesh_lib
+
 
 class LMMemoryError(ValueError):
   """Bad input to the LM memory: short corpus, another LM's memory, k beyond the memory, ..."""
@@ -42,7 +44,7 @@ def fingerprint(model, params) -> str:
   h = hashlib.blake2b(digest_size=16)
   h.update(json.dumps(model_fields(model), sort_keys=True).encode())
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    a = np.ascontiguousarray(jax.device_get(leaf))
+    a = np.ascontiguousarray(mesh_lib.fetch(leaf))
     h.update(f'{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape}'.encode())
     h.update(a.view(np.uint8).reshape(-1).tobytes())
   return h.hexdigest()
@@ -51,7 +53,7 @@ def fingerprint(model, params) -> str:
 def readout(params) -> np.ndarray:
   """(D, V) readout kernel W: logits = hidden @ W (TransformerLM's readout has no bias)."""
   try:
-    return np.asarray(jax.device_get(plain(params)['readout']['kernel']), np.float32)
+    return np.asarray(mesh_lib.fetch(plain(params)['readout']['kernel']), np.float32)
   except (KeyError, TypeError):
     raise LMMemoryError('The parameters have no readout/kernel: ResMem-LM needs a '
                         'common.models.TransformerLM.') from None
@@ -60,7 +62,7 @@ def readout(params) -> np.ndarray:
 def kernel_fingerprint(kernel) -> str:
   """A hash of a (D, V) readout kernel's float32 values: what `LMOutputs.readout_fingerprint`
   holds for the LM's own readout, so a kernel of another LM is recognised."""
-  a = np.ascontiguousarray(np.asarray(jax.device_get(kernel), np.float32))
+  a = np.ascontiguousarray(np.asarray(mesh_lib.fetch(kernel), np.float32))
   h = hashlib.blake2b(digest_size=16)
   h.update(f'{a.shape}'.encode())
   h.update(a.view(np.uint8).reshape(-1).tobytes())
@@ -131,7 +133,7 @@ def batches(model, params, ids, context, batch_size, max_tokens
     n = len(rows)
     padded = np.zeros((batch_size, context + 1), np.int32)
     padded[:n] = rows
-    hidden, logits = jax.device_get(forward(model, params, jnp.asarray(padded[:, :-1])))
+    hidden, logits = mesh_lib.fetch(forward(model, params, jnp.asarray(padded[:, :-1])))
     yield (np.asarray(hidden[:n], np.float32).reshape(n * context, -1),
            np.asarray(logits[:n], np.float32).reshape(n * context, -1),
            rows[:, 1:].reshape(-1).astype(np.int32))

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import mesh as mesh_lib
 from resmem import memory as memory_lib
 from resmem.lm import outputs as outputs_lib
 from resmem.lm.outputs import LMMemoryError, LMOutputs
@@ -167,7 +168,7 @@ def resmem_grid(outputs: LMOutputs, nb: Neighbours, kernel: np.ndarray, *, ks: S
     raise LMMemoryError(f'Every scale must be >= 0, got {tuple(scales)}.')
   sig = jnp.asarray([_sigma_value(s) for s in sigmas], jnp.float32)
   kern = jnp.asarray(kernel, jnp.float32)
-  parts = [jax.device_get(_resmem_grid(
+  parts = [mesh_lib.fetch(_resmem_grid(
       jnp.asarray(outputs.logits[s]), jnp.asarray(nb.hidden[s]), jnp.asarray(nb.next_ids[s]),
       jnp.asarray(nb.dist[s]), jnp.asarray(outputs.targets[s]), kern, float(temperature), sig,
       jnp.asarray(scales, jnp.float32), float(floor), ks))
@@ -185,7 +186,7 @@ def knnlm_grid(outputs: LMOutputs, nb: Neighbours, *, ks: Sequence[int],
     raise LMMemoryError(f'Every lambda must lie in [0, 1], got {tuple(lambdas)}.')
   sig = jnp.asarray([_sigma_value(s) for s in sigmas], jnp.float32)
   lams = jnp.asarray(lambdas, jnp.float32)
-  parts = [jax.device_get(_knnlm_grid(
+  parts = [mesh_lib.fetch(_knnlm_grid(
       jnp.asarray(outputs.logits[s]), jnp.asarray(nb.next_ids[s]), jnp.asarray(nb.dist[s]),
       jnp.asarray(outputs.targets[s]), sig, lams, ks)) for s in _chunks(len(outputs), chunk)]
   return tuple(np.concatenate(p) for p in zip(*parts))

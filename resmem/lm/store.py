@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import mesh as mesh_lib
 from resmem import kernels
 from resmem import memory as memory_lib
 from resmem.lm import outputs as outputs_lib
@@ -116,7 +117,7 @@ class LMMemory:
     shards = mesh.shape[axis]
     rows = -(-self.num_keys // shards) * shards
     host = lambda a: a[:self.num_keys] if isinstance(a, np.ndarray) else np.asarray(
-        jax.device_get(a))[:self.num_keys]
+        mesh_lib.fetch(a))[:self.num_keys]
     keys = _sharded_from_host(host(self.keys), rows, jax.sharding.NamedSharding(
         mesh, P(axis, None)))
     vec = jax.sharding.NamedSharding(mesh, P(axis))
@@ -146,7 +147,7 @@ class LMMemory:
   def gather(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(hidden states (Q, k, D), next ids (Q, k)) of the keys `idx`."""
     if self.mesh is not None:
-      hidden, nxt = jax.device_get(_gather(self.keys, self.norms, self.next_ids,
+      hidden, nxt = mesh_lib.fetch(_gather(self.keys, self.norms, self.next_ids,
                                            jnp.asarray(idx, jnp.int32)))
       return np.asarray(hidden, np.float32), np.asarray(nxt, np.int32)
     flat = np.asarray(idx).reshape(-1)
@@ -166,7 +167,7 @@ class LMMemory:
     for name in _ARRAYS:
       arr = getattr(self, name)
       host = arr[:self.num_keys] if isinstance(arr, np.ndarray) else np.asarray(
-          jax.device_get(arr))[:self.num_keys]
+          mesh_lib.fetch(arr))[:self.num_keys]
       np.save(os.path.join(tmp, f'{name}.npy'), host)
     _finish(tmp, path, self.meta)
     return path
