@@ -5,7 +5,7 @@ r"""Rehearsals of the accelerator variants: the real binary path, shrunk, on 8 f
 A variant that runs on pods and GPU clusters declares a `rehearsal` section in its config:
 
     config.rehearsal = ml_collections.ConfigDict({
-        'dataset': 'cifar10',          # the TFDS dataset it reads (mocked when not prepared)
+        'dataset': 'cifar10',          # its TFDS dataset (mocked if not prepared; None: none)
         'mock_examples': 64,           # examples per split under tfds.testing.mock_data
         # Only sizes shrink: the global batch, step counts, eval sizes, sweep lengths.
         'overrides': (('batch_size', 16), ('total_epochs', None), ('total_steps', 4), ...),
@@ -99,6 +99,9 @@ def data_for(config: ml_collections.ConfigDict):
   """The real dataset when prepared; else tfds.testing.mock_data (names, splits, shapes and
   dtypes from the dataset's own metadata). Yields 'tfds' or 'mock'."""
   name = config.rehearsal.dataset
+  if name is None:   # the variant reads no TFDS dataset (generated or local data)
+    yield 'none'
+    return
   if dataset_prepared(name, config.get('data_dir')):
     yield 'tfds'
     return
@@ -158,7 +161,8 @@ def rehearse_variant(name: str, module_name: str, config_module: str, variant: s
     module.check_config(rehearsed)
     argv = [f'--config={config_module}:{variant}', '--rehearse']
     with data_for(rehearsed) as data:
-      row['data'] = data if data == 'tfds' else f'mock ({config.rehearsal.dataset} not prepared)'
+      row['data'] = {'tfds': 'tfds', 'none': 'generated (no TFDS dataset)'}.get(
+          data, f'mock ({config.rehearsal.dataset} not prepared)')
       app.run_recorded(module.run, apply(config, first_run=True), workdir, argv)
       first = {k: len(v) for k, v in metric_records(workdir).items()}
       app.run_recorded(module.run, rehearsed, workdir, argv)
@@ -174,7 +178,7 @@ def rehearse_variant(name: str, module_name: str, config_module: str, variant: s
       raise RuntimeError('the second run added no records: it did not resume and continue')
     row['seconds'] = round(time.time() - start, 1)
     row['host_gib'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and config.rehearsal.dataset is not None:
       row['error'] = _unprepared_stops(module, rehearsed)
     if memory and 'memory' in config.rehearsal and jax.process_index() == 0:
       from common import memory as memory_lib  # pylint: disable=g-import-not-at-top

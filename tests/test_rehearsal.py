@@ -51,6 +51,12 @@ def test_an_override_of_a_field_the_config_lacks_is_refused_with_its_name():
     rehearsal.apply(config)
 
 
+def test_a_variant_that_reads_no_tfds_dataset_is_rehearsed_without_mock_data():
+  config = ml_collections.ConfigDict({'rehearsal': {'dataset': None, 'mock_examples': 0}})
+  with rehearsal.data_for(config) as data:
+    assert data == 'none'
+
+
 def test_a_variant_without_a_rehearsal_section_is_refused():
   with pytest.raises(config_lib.ConfigError, match='no config.rehearsal'):
     rehearsal.apply(classifier_config.get_config('cpu'))

@@ -25,10 +25,10 @@ Variants:
          batches of 5,000 to 25,000 labels, 5,000 validation, every method x 12 seeds: 336 models
          a round over the mesh's 'model' axis, one per device per dispatch (chunk_size 1): for
          accelerators. Per device on 8 (iwes.memory, the round's step compiled ahead of time on 8
-         fake devices): 14.90 GiB (cifar100 14.91): the state of 42 models 3.5, the pool 0.5, the
-         step's temporaries 10.9 (XLA computes all 8 models of a dispatch on every device: the
-         vmapped convolutions are not split over the model axis; evaluation needs 6.9): fits v5e
-         (just), v4, H100. Rehearsed by `python -m reproduce --rehearse --only=iwes`.
+         fake devices): 5.78 GiB (cifar100 5.80): the state of 42 models 3.5, the pool 0.5, the
+         step's temporaries 1.8 (each device runs only its own model of a dispatch: the step is
+         mapped over the model axis with shard_map; with a plain vmap XLA computed all 8 on every
+         device, 10.9); evaluation 1.4: fits v5e, v4, H100. Rehearsed by `python -m reproduce --rehearse --only=iwes`.
 """
 
 import math
