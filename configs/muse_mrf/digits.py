@@ -27,8 +27,15 @@ Variants:
                the MRF and its pairwise term do: the README's "Why it does not reproduce here".
   imagenet256  ImageNet 256 x 256 through a trained VQ autoencoder (f = 16: 16 x 16 tokens,
                codebook 8192), a 24-layer d 768 backbone (MaskGIT's size), a low-rank (r = 64)
-               MRF: for accelerators, not run here (the experiment holds the tokens in memory;
-               a pod run needs the tokens precomputed and streamed).
+               MRF: for accelerators, not run here. ImageNet is streamed (array_record; each
+               image resized and cropped to 256 as it is read; the tokenizer encodes each batch
+               as it is needed). Per device (muse_mrf.memory, compiled ahead of time on 8 fake
+               devices at batch 256): backbone step 40.95 GiB (temporaries 40.7): H100 only;
+               MRF step 4.12, tokenizer step 6.18. Rehearsal: `python -m reproduce --rehearse
+               --only=muse_mrf` needs more host memory than a 24 GiB machine on 8 fake devices:
+               the backbone's step at batch 8 needs 2.20 GiB a device (the FSDP-gathered
+               24-layer backbone and its gradients on every device), 17.6 GiB for the 8 in one
+               host.
 """
 
 import ml_collections
