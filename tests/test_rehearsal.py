@@ -28,7 +28,8 @@ KNOWN_BROKEN = {
                 'devices, more than a 24 GiB machine (it passes on 1 fake device)',
     'muse_mrf:imagenet256': 'the backbone step at batch 8 needs 2.20 GiB on each fake device (the '
                             'FSDP-gathered 24-layer backbone and its gradients): 17.6 GiB of host '
-                            'memory for 8, more than a 24 GiB machine holds beside the rest',
+                            'memory for 8, more than a 24 GiB machine holds beside the rest (it '
+                            'passes on 1 fake device)',
 }
 
 

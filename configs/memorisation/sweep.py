@@ -28,9 +28,11 @@ Variants:
           distillation on both datasets.
   cifar100  ResNet-18 at widths 8-128 on TFDS cifar100 (`tfds build cifar100` first), K = 512:
           for accelerators, the models spread over the devices. Per device on 8 devices (common.memory:
-          the widest model's ensemble step compiled ahead of time, models vmapped): 46 GiB, of
-          which 21.7 GiB the state of 65 width-128 ResNet-18s and 24 GiB the temporaries of a
-          one-model dispatch: fits an H100 only; on 64 devices the state is 8x smaller.
+          the widest model's ensemble step compiled ahead of time, each device running its own
+          models): 26.4 GiB, of which 21.7 GiB the state of 65 width-128 ResNet-18s and 4.2
+          GiB the temporaries of a one-model dispatch (24 GiB when a vmap let XLA gather every
+          model of a dispatch onto every device): fits v4, H100; on 64 devices the state is 8x
+          smaller.
   imagenet  ResNet-18 at widths 16-96 on TFDS imagenet2012 at 64x64, K = 128. Does not run as
           written: the study reads its splits as host arrays, which ImageNet's images of many sizes
           refuse (and 1.28M x 64x64x3 float32 is 63 GB on each device); its rehearsal fails with
