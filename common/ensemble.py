@@ -398,24 +398,40 @@ def predict(state: EnsembleState, apply_fn: Callable[..., jax.Array], inputs: np
   inputs = np.asarray(inputs)
   if len(inputs) == 0:
     raise EnsembleError('predict got no inputs.')
-  variables = {'params': state.params, **state.model_state}
-  fn = jax.vmap(apply_fn, in_axes=(0, None))
   sharding = getattr(jax.tree.leaves(state.params)[0], 'sharding', None)
   axis = (sharding.spec[0] if isinstance(sharding, jax.sharding.NamedSharding) and sharding.spec
           else None)
-  if isinstance(axis, str) and sharding.mesh.shape[axis] > 1:
-    # Each device runs its own models (see ensemble_step._each_model): a plain vmap of the
-    # sharded stack lets XLA gather every model onto every device.
-    fn = jax.shard_map(fn, mesh=sharding.mesh, in_specs=(P(axis), P()), out_specs=P(axis),
-                       axis_names={axis})
-  fn = jax.jit(fn)
+  program = (predict_program(apply_fn, sharding.mesh, axis) if isinstance(axis, str)
+             else predict_program(apply_fn))
+  return predict_batches(program, {'params': state.params, **state.model_state}, inputs,
+                         batch_size)
+
+
+def predict_program(apply_fn, mesh: jax.sharding.Mesh | None = None,
+                    model_axis: str | None = None):
+  """jit(variables (K, ...), inputs (B, ...)) -> (K, B, ...): the K models vmapped. When their
+  stack is split over `model_axis` of `mesh` (more than one way), under shard_map over that
+  axis, so that each device runs only its own K / ways models (a plain jit of the vmap lets XLA
+  gather every model onto every device: K times the memory and the work; as
+  ensemble_step._each_model does for the step)."""
+  fn = jax.vmap(apply_fn, in_axes=(0, None))
+  if mesh is not None and model_axis is not None and mesh.shape[model_axis] > 1:
+    fn = jax.shard_map(fn, mesh=mesh, in_specs=(P(model_axis), P()), out_specs=P(model_axis),
+                       axis_names={model_axis})
+  return jax.jit(fn)
+
+
+def predict_batches(program, variables, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+  """(K, N, ...) on the host: `program(variables, batch)` over `inputs` in batches of
+  batch_size, the last one padded with its last row (one compiled shape for every batch),
+  each read through common.mesh.fetch (a model axis over several processes)."""
   outs = []
   for i in range(0, len(inputs), batch_size):
     chunk = inputs[i:i + batch_size]
     pad = batch_size - len(chunk) if len(inputs) > batch_size else 0
-    if pad:  # one compiled shape for every batch
+    if pad:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-    out = mesh_lib.fetch(fn(variables, chunk))
+    out = mesh_lib.fetch(program(variables, chunk))
     outs.append(out[:, :out.shape[1] - pad] if pad else out)
   return np.concatenate(outs, axis=1)
 

@@ -34,7 +34,6 @@ import optax
 
 from common import classifier
 from common import ensemble
-from common import mesh as mesh_lib
 from common import models
 from common.data import pipeline
 from iwes import checks
@@ -43,7 +42,6 @@ from iwes import sampling
 
 STATE_FILE = 'selection_state.json'
 MODEL_AXIS = 'model'  # the mesh axis every round's models spread over
-P = jax.sharding.PartitionSpec
 
 
 class SelectionStateError(ValueError):
@@ -171,13 +169,9 @@ def _models(state: ensemble.EnsembleState, ids: Sequence[int]) -> ensemble.Ensem
 
 
 def predict_program(apply_fn, mesh: jax.sharding.Mesh):
-  """jit(variables (K, ...), inputs (B, ...)) -> (K, B, ...): each device runs its own K / ways
-  models (vmap) on the inputs, under shard_map over the 'model' axis. (A plain jit of the vmap,
-  as ensemble.predict compiles it, is not split over the model axis by XLA: every device
-  gathers every model's parameters and runs all of them, K times the memory and the work.)"""
-  per_device = jax.vmap(apply_fn, in_axes=(0, None))
-  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(MODEL_AXIS), P()),
-                               out_specs=P(MODEL_AXIS)))
+  """common.ensemble's prediction program over this mesh's 'model' axis: each device runs only
+  its own models of a group."""
+  return ensemble.predict_program(apply_fn, mesh, MODEL_AXIS)
 
 
 def predict(result: ensemble.EnsembleResult, apply_fn, inputs: np.ndarray, ids: Sequence[int],
@@ -201,14 +195,7 @@ def predict(result: ensemble.EnsembleResult, apply_fn, inputs: np.ndarray, ids: 
     else:
       state = _models(result.state, part + part[-1:] * (-len(part) % ways))
     variables = {'params': state.params, **state.model_state}
-    rows = []
-    for i in range(0, len(inputs), batch_size):
-      batch = inputs[i:i + batch_size]
-      pad = batch_size - len(batch) if len(inputs) > batch_size else 0
-      if pad:  # one compiled shape for every batch
-        batch = np.concatenate([batch, np.repeat(batch[-1:], pad, 0)])
-      rows.append(mesh_lib.fetch(program(variables, batch))[:, :len(batch) - pad])
-    outs.append(np.concatenate(rows, axis=1)[:len(part)])
+    outs.append(ensemble.predict_batches(program, variables, inputs, batch_size)[:len(part)])
   return np.concatenate(outs)
 
 
