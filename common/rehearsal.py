@@ -35,9 +35,11 @@ import importlib
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from typing import Any, Sequence
@@ -227,8 +229,29 @@ def child_command(row, workdir: str, out: str, memory: bool = True,
           f'--out={out}', '--memory' if memory else '--no-memory', *extra]
 
 
+@contextlib.contextmanager
+def _terminate_raises():
+  """SIGTERM (a scheduler's cancel, `kill`) raises SystemExit in the main thread while inside, so
+  a running rehearsal process is killed on the way out (subprocess.run kills its child on any
+  exception; rehearse_processes kills its own) instead of being left running, orphaned."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def rehearse(rows, root: str, memory: bool = True, timeout: float = 1800) -> list[dict[str, Any]]:
-  """Each row rehearsed in its own process on 8 fake CPU devices; the table's rows."""
+  """Each row rehearsed in its own process on 8 fake CPU devices; the table's rows. A SIGTERM or
+  Ctrl-C stops the running one too."""
+  with _terminate_raises():
+    return _rehearse_each(rows, root, memory, timeout)
+
+
+def _rehearse_each(rows, root: str, memory: bool, timeout: float) -> list[dict[str, Any]]:
   results = []
   for row in rows:
     name, _, _, variant = row
@@ -278,7 +301,14 @@ def rehearse_processes(row, workdir: str, processes: int = 2, devices: int = 4,
                            f'--num_processes={processes}', f'--process_id={i}')),
       env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(processes)]
-  logs = [p.communicate(timeout=timeout)[0] for p in procs]
+  try:
+    with _terminate_raises():
+      logs = [p.communicate(timeout=timeout)[0] for p in procs]
+  finally:  # a timeout, SIGTERM or Ctrl-C: none of the processes is left running
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
   results = []
   for i, (p, log) in enumerate(zip(procs, logs)):
     path = f'{out}.{i}'

@@ -3,6 +3,11 @@
 state right, and the cheapest variant is rehearsed end to end through its binary's path."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +59,53 @@ def test_an_override_of_a_field_the_config_lacks_is_refused_with_its_name():
     config.rehearsal.overrides = (('optimizer.learning_rat', 0.1),)
   with pytest.raises(config_lib.ConfigError, match='optimizer.learning_rat'):
     rehearsal.apply(config)
+
+
+def _sleeper(pidfile):
+  """A stand-in rehearsal process: writes its pid, then sleeps."""
+  return [sys.executable, '-c', f'import os, time; open({str(pidfile)!r}, "a").write('
+          f'str(os.getpid()) + "\\n"); time.sleep(120)']
+
+
+def _pids(pidfile, count, timeout=60):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if os.path.exists(pidfile):
+      pids = [int(p) for p in open(pidfile, encoding='utf-8').read().split()]
+      if len(pids) >= count:
+        return pids
+    time.sleep(0.1)
+  raise AssertionError(f'no {count} pid(s) in {pidfile} after {timeout} s')
+
+
+def _alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  with open(f'/proc/{pid}/stat', encoding='utf-8') as f:  # a zombie is not running
+    return f.read().split()[2] != 'Z'
+
+
+def test_a_terminated_rehearsal_leaves_no_variant_process_running(tmp_path):
+  pidfile = tmp_path / 'pids'
+  driver = (f'import sys; sys.path.insert(0, {rehearsal.REPO!r})\n'
+            'from common import rehearsal\n'
+            f'rehearsal.child_command = lambda *a, **k: {_sleeper(pidfile)!r}\n'
+            f'rehearsal.rehearse([("x", "m", "c", "v")], {str(tmp_path)!r})\n')
+  parent = subprocess.Popen([sys.executable, '-c', driver])
+  [child] = _pids(pidfile, 1)
+  parent.send_signal(signal.SIGTERM)
+  assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+  assert not _alive(child), 'the variant\'s process outlived its terminated parent'
+
+
+def test_a_multiprocess_rehearsal_that_times_out_kills_its_processes(tmp_path, monkeypatch):
+  pidfile = tmp_path / 'pids'
+  monkeypatch.setattr(rehearsal, 'child_command', lambda *a, **k: _sleeper(pidfile))
+  with pytest.raises(subprocess.TimeoutExpired):
+    rehearsal.rehearse_processes(('x', 'm', 'c', 'v'), str(tmp_path / 'w'), timeout=3)
+  assert not any(_alive(pid) for pid in _pids(pidfile, 2))
 
 
 def test_a_variant_that_reads_no_tfds_dataset_is_rehearsed_without_mock_data():
