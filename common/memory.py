@@ -154,26 +154,36 @@ def classifier_step(loop: ml_collections.ConfigDict, model_config, input_shape: 
                     devices, note='common.train step')
 
 
-def ensemble_step(loop: ml_collections.ConfigDict, model_config, input_shape: Sequence[int],
-                  num_classes: int, num_models: int, num_examples: int,
-                  devices=None) -> Estimate:
-  """common.ensemble's update on an accelerator (models batched with vmap), `num_models` models
-  spread over the mesh's 'model' axis, each at loop.batch_size, the training set on the devices.
+def tree_bytes(tree) -> int:
+  """Bytes of every array (or ShapeDtypeStruct) of `tree`, whole (not per device)."""
+  return sum(int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
+             for a in jax.tree.leaves(tree))
+
+
+def ensemble_train_step(loop: ml_collections.ConfigDict, init_fn, loss_fn,
+                        data: dict[str, Any], num_models: int, devices=None, *,
+                        model_axis: str = 'model', note: str = 'common.ensemble step') -> Estimate:
+  """common.ensemble's update on an accelerator (models batched with vmap, each device running
+  its own under shard_map) of any model: `init_fn(rng)` its variables, `loss_fn(params,
+  model_state, batch, rng)` its per-example (losses, (metrics, model_state)), as handed to
+  common.ensemble.train_ensemble; `data` maps each field of the training set, which every device
+  holds, to (global shape, dtype). `num_models` models spread over the mesh's `model_axis`, each
+  at loop.batch_size.
 
   Compiled for one model per device (the smallest dispatch); the state of all the models a
   device holds (num_models / model ways) is counted from their shapes, and a dispatch of c models
   per device has about c times the temporaries reported.
   """
   from common import ensemble_step as step_lib  # pylint: disable=g-import-not-at-top
+  num_examples = {shape[0] for shape, _ in data.values()}
+  if len(num_examples) != 1:
+    raise ValueError(f'The fields of `data` hold different numbers of examples: {data}.')
   mesh = mesh_lib.make_mesh(loop.mesh, devices or jax.devices())
-  ways = dict(mesh.shape).get('model', 1)
-  model = models.build(model_config, num_classes)
-  sample = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
+  ways = dict(mesh.shape).get(model_axis, 1)
   tx = train_lib.make_optimizer(loop.optimizer, 1000)
 
   def init(rng):
-    params, opt_state, model_state = step_lib.init_one(
-        lambda r: model.init(r, sample, train=False), tx, rng)
+    params, opt_state, model_state = step_lib.init_one(init_fn, tx, rng)
     return step_lib.EnsembleState(step=jnp.zeros((), jnp.int32), params=params,
                                   opt_state=opt_state, model_state=model_state,
                                   nonfinite_step=jnp.full((), -1, jnp.int32))
@@ -184,35 +194,45 @@ def ensemble_step(loop: ml_collections.ConfigDict, model_config, input_shape: Se
   state = step_lib.EnsembleState(
       step=one.step, params=stacked(one.params, ways), opt_state=stacked(one.opt_state, ways),
       model_state=stacked(one.model_state, ways), nonfinite_step=stacked(one.nonfinite_step, ways))
-  on_models = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('model'))
+  on_models = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(model_axis))
   replicated = mesh_lib.replicated(mesh)
   shardings = jax.tree.map(lambda a: on_models if a.shape else replicated, state)
-  data = {'inputs': jax.ShapeDtypeStruct((num_examples,) + tuple(input_shape), jnp.float32,
-                                         sharding=replicated),
-          'label': jax.ShapeDtypeStruct((num_examples,), jnp.int32, sharding=replicated)}
-  weights = jax.ShapeDtypeStruct((ways, num_examples), jnp.float32, sharding=on_models)
+  arrays = {k: jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=replicated)
+            for k, (shape, dtype) in data.items()}
+  weights = jax.ShapeDtypeStruct((ways, *num_examples), jnp.float32, sharding=on_models)
   indices = jax.ShapeDtypeStruct((1, ways, loop.batch_size), jnp.int32,
                                  sharding=jax.sharding.NamedSharding(
-                                     mesh, jax.sharding.PartitionSpec(None, 'model')))
-  step = step_lib.make_step(_cross_entropy(model, num_classes), tx, 0, batched=True)
+                                     mesh, jax.sharding.PartitionSpec(None, model_axis)))
+  step = step_lib.make_step(loss_fn, tx, 0, batched=True, model_axis=model_axis)
   jitted = jax.jit(step, donate_argnums=(0,), static_argnums=(5,),
                    out_shardings=(shardings, on_models))
   with jax.set_mesh(mesh):
     args, outs, alias, temps = compiled_memory(
-        jitted, _abstract(state, shardings), data, weights, indices,
+        jitted, _abstract(state, shardings), arrays, weights, indices,
         jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated), 0)
   per_device = -(-num_models // ways)
-  nbytes = lambda tree: sum(int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
-                            for a in jax.tree.leaves(tree))
-  params, opt = nbytes(one.params), nbytes(one.opt_state)
-  one_model = params + opt + nbytes(one.model_state)
+  params, opt = tree_bytes(one.params), tree_bytes(one.opt_state)
+  one_model = params + opt + tree_bytes(one.model_state)
   return Estimate(params=params * per_device, optimizer=opt * per_device,
-                  other_arguments=max(0, args - one_model) + nbytes(one.model_state) * (
+                  other_arguments=max(0, args - one_model) + tree_bytes(one.model_state) * (
                       per_device - 1),
                   outputs=max(0, outs - alias), temporaries=temps, devices=mesh.size,
-                  note=(f'common.ensemble step (vmap), {num_models} models, {per_device} per '
-                        f'device, batch {loop.batch_size} each, mesh {dict(mesh.shape)}; '
-                        'temporaries of a 1-model-per-device dispatch'))
+                  note=(f'{note} (vmap), {num_models} models, {per_device} per device, batch '
+                        f'{loop.batch_size} each, mesh {dict(mesh.shape)}; temporaries of a '
+                        '1-model-per-device dispatch'))
+
+
+def ensemble_step(loop: ml_collections.ConfigDict, model_config, input_shape: Sequence[int],
+                  num_classes: int, num_models: int, num_examples: int,
+                  devices=None) -> Estimate:
+  """ensemble_train_step of `model_config` under the cross-entropy, as the papers' classifier
+  ensembles train it: `num_examples` images of `input_shape` on every device."""
+  model = models.build(model_config, num_classes)
+  sample = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
+  data = {'inputs': ((num_examples,) + tuple(input_shape), jnp.float32),
+          'label': ((num_examples,), jnp.int32)}
+  return ensemble_train_step(loop, lambda r: model.init(r, sample, train=False),
+                             _cross_entropy(model, num_classes), data, num_models, devices)
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str):

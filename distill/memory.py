@@ -20,8 +20,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
+from common import config_lib
 from common import memory
 from common import models
 
@@ -33,9 +33,7 @@ def teacher_stack_bytes(model_config, input_shape, num_classes: int, seeds: int)
   model = models.build(model_config, num_classes)
   sample = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), sample)
-  one = sum(int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
-            for a in jax.tree.leaves(variables))
-  return one * int(seeds)
+  return memory.tree_bytes(variables) * int(seeds)
 
 
 def student_step(config: ml_collections.ConfigDict, spec, devices=None) -> memory.Estimate:
@@ -46,10 +44,7 @@ def student_step(config: ml_collections.ConfigDict, spec, devices=None) -> memor
   ensemble_spec.step = 'ensemble'
   ensemble_spec.num_models = ROLES * seeds
   estimate = memory.step_memory(config, ensemble_spec, devices)
-  model_config = config
-  for part in [p for p in str(spec.model).split('.') if p]:
-    model_config = model_config[part]
-  stack = teacher_stack_bytes(model_config, spec.input_shape, spec.num_classes, seeds)
+  stack = teacher_stack_bytes(config_lib.field(config, spec.model), spec.input_shape, spec.num_classes, seeds)
   return dataclasses.replace(
       estimate, other_arguments=estimate.other_arguments + stack,
       note=f'distill students: {estimate.note}; + the stack of {seeds} teachers '

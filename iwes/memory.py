@@ -22,7 +22,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from common import config_lib
 from common import ensemble_step
@@ -34,11 +33,6 @@ from iwes import selection
 
 P = jax.sharding.PartitionSpec
 PREDICT_BATCH = 1024  # selection.predict's batch
-
-
-def _nbytes(tree) -> int:
-  return sum(int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
-             for a in jax.tree.leaves(tree))
 
 
 def dispatch(num_models: int, ways: int, chunk_size: int) -> tuple[int, int]:
@@ -91,7 +85,7 @@ def selection_step(config: ml_collections.ConfigDict, spec: ml_collections.Confi
         jax.jit(step, donate_argnums=(0,)), state, data, weights, indices, 0, 0, {}, {})
     evaluation = _predict_bytes(model, one, k, shape, on_models)
 
-  params, opt, model_state = (_nbytes(t) for t in one)
+  params, opt, model_state = (memory_lib.tree_bytes(t) for t in one)
   if chunk == per_device:  # one group: selection.predict reads the state itself, not a copy
     evaluation -= per_device * (params + model_state)
   others = per_device - chunk  # the device's models in other dispatches: their state and weights

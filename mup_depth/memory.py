@@ -16,7 +16,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from common import memory
 from mup_depth import one_step
@@ -45,8 +44,7 @@ def sweep_step(config, spec, devices=None) -> memory.Estimate:
   args, outs, alias, temps = memory.compiled_memory(measure, keys, rates, scalar, scalar)
   shapes = jax.eval_shape(lambda key: mlp.init(key, cfg.input_dim, width, depth, 1),
                           jax.random.key(0))
-  params = chunk * sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
-                       for a in jax.tree.leaves(shapes))
+  params = chunk * memory.tree_bytes(shapes)
   return memory.Estimate(
       params=params, optimizer=0, other_arguments=args, outputs=max(0, outs - alias),
       temporaries=max(0, temps - params), devices=1,

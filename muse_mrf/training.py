@@ -11,10 +11,10 @@ from typing import Callable
 
 import flax.linen as nn
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
+from common import mesh as mesh_lib
 from common import train as train_lib
 from common.data import pipeline
 from common.models import transformer
@@ -71,8 +71,7 @@ def make_tokenizer(config, train_images: np.ndarray | None, workdir: str, *,
       identity={'tokenizer': tok.to_dict()})
   # On the host (gathered from every process when sharded): the tokenizer encodes each process's
   # own rows on its own device, as a loaded one does.
-  params = jax.tree.map(jnp.asarray, multihost_utils.process_allgather(result.state.params,
-                                                                       tiled=True))
+  params = jax.tree.map(jnp.asarray, mesh_lib.fetch(result.state.params))
   vq = tokenizers.VQTokenizer(model, params, shape)
   if jax.process_index() == 0:
     vq.save(path)

@@ -149,6 +149,29 @@ def test_memory_estimate_counts_parameters_and_adam_state_by_hand():
   assert estimate.fits() == ['v5e', 'v4', 'H100']
 
 
+def test_an_ensemble_estimate_counts_every_model_a_device_holds_and_refuses_ragged_data():
+  # The same MLP as above in an ensemble of 8 per model-axis way: each device holds
+  # 8 / ways models' parameters and Adam moments, whatever the model.
+  loop = loop_config.get_config(batch_size=4, total_steps=10, mesh=(('data', 1), ('model', -1)))
+  model = models.build(ml_collections.ConfigDict({'name': 'mlp', 'widths': (16,)}), 4)
+  init_fn = lambda rng: model.init(rng, jnp.zeros((1, 8)), train=False)
+
+  def loss_fn(params, model_state, batch, rng):
+    del rng
+    logits = model.apply({'params': params}, batch['x'], train=True)
+    return jnp.sum(logits ** 2, -1), ({}, model_state)
+
+  ways = jax.device_count()
+  estimate = memory.ensemble_train_step(loop, init_fn, loss_fn, {'x': ((32, 8), jnp.float32)},
+                                        8 * ways, note='a paper ensemble')
+  assert estimate.params == 8 * 212 * 4
+  assert estimate.optimizer == 8 * (2 * 212 * 4 + 2 * 4)
+  assert estimate.note.startswith('a paper ensemble (vmap), ')
+  with pytest.raises(ValueError, match='different numbers of examples'):
+    memory.ensemble_train_step(loop, init_fn, loss_fn, {'x': ((32, 8), jnp.float32),
+                                                        'y': ((31,), jnp.int32)}, ways)
+
+
 def paper_step_for_test(config, spec, devices):
   """A paper's own step as rehearsal.memory.step names it ('tests.test_rehearsal:...')."""
   del spec
