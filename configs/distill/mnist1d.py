@@ -22,7 +22,7 @@ Variants:
             Teachers and students are ensembles over the mesh's 8-way 'model' axis. Per device
             (distill.memory: the students' step at batch 256 with the teacher stack, compiled
             ahead of time on 8 fake devices): 2.92 GiB: fits v5e, v4, H100. Rehearsed by
-            `python -m reproduce --rehearse --only=distill` (8 steps, 634 s, 9.5 GiB of host
+            `python -m reproduce --rehearse --only=distill` (8 steps, 582 s, 9.2 GiB of host
             memory on 2 cores beside other work).
 """
 
